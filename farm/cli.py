@@ -1,0 +1,281 @@
+"""The ``farm`` command. It only parses arguments and prints; the work happens in the packages it calls.
+
+Exit codes (design): 0 every gate passed, 1 a gate failed or is missing, 2 bad input, 3 infrastructure.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from farm import __version__
+from farm.errors import FarmError, InputError
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="codec-farm: decode suites on real devices."
+)
+bundle_app = typer.Typer(no_args_is_help=True, help="Pack, checksum and verify codec bundles.")
+app.add_typer(bundle_app, name="bundle")
+
+out = Console()
+err = Console(stderr=True)
+
+
+InventoryOpt = Annotated[Path | None, typer.Option("--inventory", help="devices file [env FARM_INVENTORY]")]
+StoreOpt = Annotated[Path | None, typer.Option("--store", help="results database [env FARM_STORE]")]
+
+
+def _inventory(path: Path | None) -> Path:
+    from farm.config.inventory import default_inventory_path
+
+    return path or default_inventory_path()
+
+
+def _store_path(path: Path | None) -> Path:
+    from farm.store import default_store_path
+
+    return path or default_store_path()
+
+
+def _state_dir(store: Path) -> Path:
+    """Caches live beside the store (``.farm/`` by default), so one folder holds a farm's state."""
+    return Path(os.environ.get("FARM_STATE", str(store.parent)))
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    try:
+        yield
+    except InputError as exc:
+        for problem in exc.problems:
+            err.print(f"[red]error:[/] {problem if problem.file else problem.message}", highlight=False)
+        raise typer.Exit(exc.exit_code) from None
+    except FarmError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(exc.exit_code) from None
+
+
+def _open_store(path: Path | None) -> Any:
+    from farm.store import Store
+
+    return Store(_store_path(path))
+
+
+def _run_id(store: Any, given: str) -> str:
+    run_id = store.resolve_run_id(given)
+    if run_id is None:
+        raise InputError(f"no single run matches {given!r} in {store.path}")
+    return str(run_id)
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="print the version and exit")] = False,
+) -> None:
+    if version:
+        out.print(f"codec-farm {__version__}")
+        raise typer.Exit(0)
+
+
+@app.command()
+def devices(inventory: InventoryOpt = None, check: Annotated[bool, typer.Option("--check")] = False) -> None:
+    """List the inventory; with --check, connect to each device and report reachability and properties."""
+    from farm.config.inventory import load_inventory
+
+    with _errors():
+        inv = load_inventory(_inventory(inventory))
+        table = Table(title=f"devices in {_inventory(inventory)}")
+        for col in ("id", "platform", "transport", "target", "tags") + (
+            ("reachable", "properties") if check else ()
+        ):
+            table.add_column(col)
+        unreachable = 0
+        for d in inv.devices:
+            row = [d.id, d.platform, d.transport.kind, d.target, ",".join(d.tags)]
+            if check:
+                ok, detail = _check_device(d)
+                unreachable += not ok
+                row += ["[green]yes[/]" if ok else "[red]no[/]", detail]
+            table.add_row(*row)
+        out.print(table)
+        if unreachable:
+            raise typer.Exit(3)
+
+
+def _check_device(device: Any) -> tuple[bool, str]:
+    from farm.devices.connect import connect
+
+    try:
+        dev = connect(device, _state_dir(_store_path(None)))
+        try:
+            props = dev.info()
+        finally:
+            dev.transport.close()
+    except FarmError as exc:
+        return False, str(exc)
+    return True, ", ".join(f"{k}={v}" for k, v in props.items() if k in {"machine", "cpus", "kernel"})
+
+
+@app.command()
+def run(
+    suite: Annotated[Path, typer.Argument(help="suite YAML, e.g. suites/smoke.yaml")],
+    bundle: Annotated[Path, typer.Option("--bundle", help="bundle directory or .tar.gz")],
+    anchor: Annotated[Path | None, typer.Option("--anchor", help="anchor bundle for BD-rate")] = None,
+    devices_sel: Annotated[
+        str | None, typer.Option("--devices", help="ids and tag:NAME, comma-separated (default: the suite's)")
+    ] = None,
+    inventory: InventoryOpt = None,
+    store: StoreOpt = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the run as JSON")] = None,
+    junit: Annotated[Path | None, typer.Option("--junit", help="write gate verdicts as JUnit XML")] = None,
+) -> None:
+    """Run SUITE with a bundle on the selected devices and gate it."""
+    from farm.pipeline import execute, load_plan
+    from farm.progress import LiveView
+    from farm.report import results_table, verdict_table, write_json, write_junit
+
+    with _errors():
+        store_path = _store_path(store)
+        state = _state_dir(store_path)
+        plan = load_plan(suite, bundle, anchor, _inventory(inventory), devices_sel, state / "cache")
+        db = _open_store(store)
+        view = LiveView(out, [d.id for d in plan.devices])
+        with view:
+            outcome = execute(plan, store=db, state_dir=state, emit=view.event, log=view.log)
+        out.print(results_table(db, outcome.run_id))
+        out.print(verdict_table(outcome.verdicts, title=f"gates of run {outcome.run_id}"))
+        s = outcome.summary
+        out.print(
+            f"encodes: {s['encodes']} new, {s['encodes_reused']} reused from cache · pushed "
+            f"{s['pushed_bytes']} bytes in {s['pushed_files']} files ({s['staged_files_reused']} already on device)"
+            f" · pulled {s['pulls']} distinct outputs ({s['pulled_bytes']} bytes)",
+            highlight=False,
+        )
+        if s["devices_failed"]:
+            for device_id, why in s["devices_failed"].items():
+                err.print(f"[red]device {device_id} failed:[/] {why}", highlight=False)
+        if json_out:
+            write_json(json_out, db, outcome.run_id, outcome.verdicts)
+        if junit:
+            write_junit(junit, outcome.run_id, plan.suite.name, outcome.verdicts)
+        code = outcome.exit_code
+        word = {0: "[green]PASSED[/]", 1: "[red]FAILED[/]", 3: "[red]INCOMPLETE[/]"}[code]
+        out.print(f"run {outcome.run_id}: {word} (exit {code})")
+        for v in outcome.verdicts:
+            if v.verdict != "pass":
+                err.print(f"gate {v.verdict}: {v.label}: {v.detail}", highlight=False)
+    raise typer.Exit(code)
+
+
+@app.command()
+def gate(
+    run_id: Annotated[str, typer.Argument(help="run id (a unique prefix is enough)")],
+    store: StoreOpt = None,
+    junit: Annotated[Path | None, typer.Option("--junit")] = None,
+) -> None:
+    """Re-evaluate a stored run's gates from the store (appends a new evaluation; never rewrites)."""
+    from farm.config.suite import Suite
+    from farm.gates import evaluate, load_view
+    from farm.report import verdict_table, write_junit
+
+    with _errors():
+        db = _open_store(store)
+        rid = _run_id(db, run_id)
+        suite = Suite.model_validate_json(db.run(rid)["suite_json"])
+        verdicts = evaluate(suite.gates, load_view(db, rid))
+        db.add_gate_evaluation(rid, [v.as_dict() for v in verdicts])
+        out.print(verdict_table(verdicts, title=f"gates of run {rid}"))
+        if junit:
+            write_junit(junit, rid, suite.name, verdicts)
+        code = 0 if all(v.verdict == "pass" for v in verdicts) else 1
+    raise typer.Exit(code)
+
+
+@app.command()
+def runs(store: StoreOpt = None, limit: Annotated[int, typer.Option("--limit")] = 20) -> None:
+    """The run history, newest first."""
+    import time
+
+    with _errors():
+        db = _open_store(store)
+        table = Table(title=f"runs in {db.path}")
+        for col in ("run", "started (UTC)", "suite", "bundle", "status", "gates"):
+            table.add_column(col)
+        for r in db.runs(limit):
+            verdicts = db.gate_verdicts(r["id"])
+            passed = sum(1 for v in verdicts if v["verdict"] == "pass")
+            gates = f"{passed}/{len(verdicts)} pass" if verdicts else "-"
+            started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["started_at"]))
+            table.add_row(r["id"], started, r["suite_name"], f"{r['bundle_name']}@{r['bundle_version']}",
+                          r["status"], gates)  # fmt: skip
+        out.print(table)
+
+
+@app.command()
+def report(
+    run_id: Annotated[str, typer.Argument(help="run id (a unique prefix is enough)")],
+    store: StoreOpt = None,
+    json_out: Annotated[Path | None, typer.Option("--json")] = None,
+) -> None:
+    """Print a stored run's results and its latest gate verdicts."""
+    from farm.report import results_table, verdict_table, verdicts_from_store, write_json
+
+    with _errors():
+        db = _open_store(store)
+        rid = _run_id(db, run_id)
+        verdicts = verdicts_from_store(db, rid)
+        out.print(results_table(db, rid))
+        out.print(verdict_table(verdicts, title=f"gates of run {rid}"))
+        if json_out:
+            write_json(json_out, db, rid, verdicts)
+
+
+@bundle_app.command("sums")
+def bundle_sums(directory: Annotated[Path, typer.Argument(help="bundle directory")]) -> None:
+    """Write SHA256SUMS over every file of a bundle directory."""
+    from farm.bundle import write_sums
+
+    with _errors():
+        out.print(f"wrote {write_sums(directory)}")
+
+
+@bundle_app.command("pack")
+def bundle_pack(
+    directory: Annotated[Path, typer.Argument(help="bundle directory")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="the .tar.gz to write")],
+) -> None:
+    """Verify a bundle directory and pack it into a reproducible .tar.gz."""
+    from farm.bundle import pack
+
+    with _errors():
+        b = pack(directory, output)
+        out.print(f"packed {b.label} -> {output} (digest {b.digest})")
+
+
+@bundle_app.command("verify")
+def bundle_verify(path: Annotated[Path, typer.Argument(help="bundle directory or .tar.gz")]) -> None:
+    """Check a bundle's manifest and checksums (and, for archives, that every member is safe to extract)."""
+    import tempfile
+
+    from farm.bundle import open_bundle
+
+    with _errors(), tempfile.TemporaryDirectory() as tmp:
+        b = open_bundle(path, Path(tmp))
+        targets = ", ".join(sorted(b.manifest.targets))
+        out.print(f"ok: {b.label} codec={b.manifest.codec} targets={targets} digest={b.digest}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())  # type: ignore[func-returns-value]

@@ -1,0 +1,160 @@
+"""The device inventory (devices.yaml): which devices exist, how to reach them, what they can run.
+
+The transport settings are a tagged union on ``kind`` so a typo in a key is reported against the transport the
+user meant, and later transports (ssh, adb, usbmux) slot in without touching the device model.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from farm.config.source import load_yaml, validate
+from farm.errors import InputError, Problem
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LocalTransport(Strict):
+    kind: Literal["local"]
+
+
+class SshTransport(Strict):
+    kind: Literal["ssh"]
+    host: str
+    port: int = Field(default=22, ge=1, le=65535)
+    user: str
+    key: str | None = None
+    known_hosts: str = "~/.ssh/known_hosts"
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+
+
+class AdbTransport(Strict):
+    kind: Literal["adb"]
+    address: str | None = None  # host:port for TCP
+    serial: str | None = None  # USB serial
+    key: str = "~/.android/adbkey"
+
+
+class UsbmuxTransport(Strict):
+    kind: Literal["usbmux"]
+    udid: str
+
+
+Transport = Annotated[
+    LocalTransport | SshTransport | AdbTransport | UsbmuxTransport, Field(discriminator="kind")
+]
+
+
+class PowerSettings(Strict):
+    """How a device's power is measured. ``auto`` probes the device; ``none`` declares it has no meter."""
+
+    meter: Literal["auto", "none", "rapl", "hwmon", "sysfs"] = "auto"
+    nodes: tuple[str, ...] = ()
+    unit: str | None = None
+    sign: Literal[1, -1] = 1
+
+
+class ThermalSettings(Strict):
+    zones: Literal["auto"] | tuple[str, ...] = "auto"
+
+
+class Device(Strict):
+    id: str = Field(pattern=ID_PATTERN)
+    platform: Literal["linux", "android", "ios"]
+    transport: Transport
+    target: str
+    tags: tuple[str, ...] = ()
+    host: str | None = None
+    workdir: str | None = None
+    runtime: dict[str, str] = Field(default_factory=dict)
+    power: PowerSettings = PowerSettings()
+    thermal: ThermalSettings = ThermalSettings()
+
+    @field_validator("target")
+    @classmethod
+    def _target_shape(cls, value: str) -> str:
+        if value != "auto" and not _valid_target(value):
+            raise ValueError(f"target {value!r} is not '<platform>-<arch>' (e.g. linux-x86_64)")
+        return value
+
+    @model_validator(mode="after")
+    def _auto_target(self) -> Device:
+        if self.target == "auto":
+            if not isinstance(self.transport, LocalTransport):
+                raise ValueError("target 'auto' is only allowed for the local transport")
+            object.__setattr__(self, "target", local_target())
+        return self
+
+
+def _valid_target(value: str) -> bool:
+    plat, _, arch = value.partition("-")
+    return plat in {"linux", "android", "ios"} and bool(arch)
+
+
+def local_target() -> str:
+    """The target triple of this machine, e.g. ``linux-x86_64``."""
+    machine = platform.machine().lower()
+    return f"linux-{ {'amd64': 'x86_64', 'arm64': 'aarch64'}.get(machine, machine) }"
+
+
+class Inventory(Strict):
+    devices: tuple[Device, ...]
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> Inventory:
+        seen: set[str] = set()
+        for device in self.devices:
+            if device.id in seen:
+                raise ValueError(f"device id {device.id!r} appears twice")
+            seen.add(device.id)
+        return self
+
+    def get(self, device_id: str) -> Device:
+        for device in self.devices:
+            if device.id == device_id:
+                return device
+        raise KeyError(device_id)
+
+
+def default_inventory_path() -> Path:
+    return Path(os.environ.get("FARM_INVENTORY", "devices.yaml"))
+
+
+def load_inventory(path: Path) -> Inventory:
+    doc = load_yaml(path)
+    if not isinstance(doc.data, dict):
+        raise InputError([Problem(doc.file, 1, "", "expected a mapping with a 'devices' list")])
+    inventory = validate(Inventory, doc)
+    return inventory
+
+
+def select(inventory: Inventory, selector: str | None) -> list[Device]:
+    """Pick devices by a comma-separated list of ids and ``tag:NAME`` terms (``all`` or None for every device)."""
+    if selector is None or selector.strip() in {"", "all"}:
+        return list(inventory.devices)
+    chosen: list[Device] = []
+    unknown: list[str] = []
+    for term in (t.strip() for t in selector.split(",") if t.strip()):
+        if term.startswith("tag:"):
+            matches = [d for d in inventory.devices if term[4:] in d.tags]
+        else:
+            matches = [d for d in inventory.devices if d.id == term]
+        if not matches:
+            unknown.append(term)
+        chosen.extend(d for d in matches if d not in chosen)
+    if unknown:
+        raise InputError(f"--devices: no device matches {', '.join(map(repr, unknown))}")
+    return chosen
+
+
+def as_dict(device: Device) -> dict[str, Any]:
+    return device.model_dump(mode="json")

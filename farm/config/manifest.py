@@ -1,0 +1,158 @@
+"""Bundle manifests (bundle.yaml): what a codec team hands the farm.
+
+Templates are argv lists, never shell strings: each element is one argument and ``{name}`` placeholders are
+substituted as whole text, so a file name can never become shell syntax on any device.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path, PurePosixPath
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from farm.config.source import load_yaml, validate
+from farm.errors import InputError, Problem
+
+PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
+ENCODER_VARS = frozenset({"input", "output", "rate", "width", "height", "fps", "bundle"})
+DECODE_VARS = frozenset({"input", "output", "stats", "bundle"})
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_template(argv: tuple[str, ...], allowed: frozenset[str], runtime: tuple[str, ...]) -> None:
+    if not argv:
+        raise ValueError("argv must not be empty")
+    for arg in argv:
+        for name in PLACEHOLDER.findall(arg):
+            if name not in allowed and name not in runtime:
+                raise ValueError(
+                    f"unknown placeholder {{{name}}} in {arg!r}; allowed: "
+                    + ", ".join(sorted(allowed | set(runtime)))
+                )
+
+
+def _relative_file(value: str) -> str:
+    path = PurePosixPath(value)
+    if path.is_absolute() or ".." in path.parts or value in {"", "."}:
+        raise ValueError(f"{value!r} must be a relative path inside the bundle")
+    return value
+
+
+class Encoder(Strict):
+    """Runs on the host. ``{rate}`` is in kbit/s; runtime names (e.g. ``{ffmpeg}``) come from the host."""
+
+    argv: tuple[str, ...]
+    output_ext: str = Field(pattern=r"^[A-Za-z0-9]{1,8}$")
+    requires: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _template(self) -> Encoder:
+        _check_template(self.argv, ENCODER_VARS, self.requires)
+        for f in self.files:
+            _relative_file(f)
+        return self
+
+
+class Target(Strict):
+    """One device target: either an executable decode (POSIX devices) or an app (iOS)."""
+
+    files: tuple[str, ...] = ()
+    requires: tuple[str, ...] = ()
+    decode: tuple[str, ...] | None = None
+    app: str | None = None
+    bundle_id: str | None = None
+
+    @field_validator("files")
+    @classmethod
+    def _files(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for f in value:
+            _relative_file(f)
+        return value
+
+    @model_validator(mode="after")
+    def _kind(self) -> Target:
+        if self.app is not None:
+            _relative_file(self.app)
+            if self.bundle_id is None:
+                raise ValueError("an app target needs 'bundle_id'")
+        elif self.decode is None:
+            raise ValueError("a target needs 'decode' (argv template) or 'app'")
+        if self.decode is not None:
+            _check_template(self.decode, DECODE_VARS, self.requires)
+        return self
+
+
+class Manifest(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    version: str = Field(min_length=1, max_length=64)
+    codec: str = Field(min_length=1)
+    description: str = ""
+    encoder: Encoder
+    targets: dict[str, Target] = Field(min_length=1)
+
+    @field_validator("targets")
+    @classmethod
+    def _target_names(cls, value: dict[str, Target]) -> dict[str, Target]:
+        for name in value:
+            plat, _, arch = name.partition("-")
+            if plat not in {"linux", "android", "ios"} or not arch:
+                raise ValueError(f"target {name!r} is not '<platform>-<arch>' (e.g. linux-x86_64)")
+        return value
+
+    def referenced_files(self) -> set[str]:
+        files = set(self.encoder.files)
+        for target in self.targets.values():
+            files.update(target.files)
+            if target.app:
+                files.add(target.app)
+        return files
+
+
+def load_manifest(path: Path, display: str | None = None) -> Manifest:
+    """Load ``bundle.yaml``; every referenced file must exist next to it."""
+    doc = load_yaml(path, display)
+    if not isinstance(doc.data, dict):
+        raise InputError([Problem(doc.file, 1, "", "expected a mapping")])
+    manifest = validate(Manifest, doc)
+    problems = []
+    for f in sorted(manifest.referenced_files()):
+        if not (path.parent / f).is_file():
+            loc = _locate_file(doc.data, f)
+            problems.append(doc.problem(loc, f"file {f!r} is not in the bundle"))
+    if problems:
+        raise InputError(problems)
+    return manifest
+
+
+def _locate_file(data: object, name: str) -> tuple[str | int, ...]:
+    if isinstance(data, dict):
+        enc = data.get("encoder")
+        if isinstance(enc, dict) and name in (enc.get("files") or []):
+            return ("encoder", "files", list(enc["files"]).index(name))
+        for tname, target in (data.get("targets") or {}).items():
+            if isinstance(target, dict):
+                if name in (target.get("files") or []):
+                    return ("targets", tname, "files", list(target["files"]).index(name))
+                if target.get("app") == name:
+                    return ("targets", tname, "app")
+    return ()
+
+
+def substitute(argv: tuple[str, ...], values: dict[str, str]) -> list[str]:
+    """Replace ``{name}`` in each argument; an unknown name is an error, never left in place."""
+
+    def one(arg: str) -> str:
+        def repl(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in values:
+                raise InputError(f"template placeholder {{{name}}} has no value here")
+            return values[name]
+
+        return PLACEHOLDER.sub(repl, arg)
+
+    return [one(a) for a in argv]

@@ -1,0 +1,1 @@
+"""What the runner may ask of a device, independent of how the device is reached."""

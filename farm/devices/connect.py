@@ -1,0 +1,42 @@
+"""Turn an inventory entry into a connected device object (the only place that knows every transport)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from farm.config.inventory import Device, LocalTransport
+from farm.devices.posix import PosixDevice
+from farm.errors import InfraError
+from farm.transports.local import LocalTransport as LocalLink
+
+
+# runtime values the farm resolves on the host for the local device (devices.yaml stays portable)
+def _imageio_ffmpeg() -> str:
+    from farm.media import host_ffmpeg
+
+    return host_ffmpeg()
+
+
+HOST_RUNTIME: dict[str, Callable[[], str]] = {"@imageio-ffmpeg": _imageio_ffmpeg, "@python": lambda: sys.executable}
+
+
+def resolve_runtime(device: Device) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, value in device.runtime.items():
+        if value.startswith("@"):
+            if not isinstance(device.transport, LocalTransport) or value not in HOST_RUNTIME:
+                raise InfraError(f"{device.id}: runtime {name}={value!r} can only be resolved for a local device")
+            out[name] = HOST_RUNTIME[value]()
+        else:
+            out[name] = value
+    return out
+
+
+def connect(device: Device, state_dir: Path) -> PosixDevice:
+    """Open the device's transport. Raises InfraError if it cannot be reached."""
+    if isinstance(device.transport, LocalTransport):
+        workdir = device.workdir or str((state_dir / "device" / device.id).resolve())
+        return PosixDevice(device.id, LocalLink(), workdir, resolve_runtime(device))
+    raise InfraError(f"{device.id}: transport {device.transport.kind!r} is not available in this build of the farm yet")

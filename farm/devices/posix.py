@@ -1,0 +1,262 @@
+"""A device with a POSIX shell (this machine, a Linux board over SSH, an Android phone over ADB).
+
+Everything is built from the transport's five verbs and small fixed ``sh`` scripts. Untrusted text (paths,
+decoder arguments) only ever reaches a script as a positional argument, never pasted into its source, so a
+file name cannot become shell syntax on any device. Scripts stay within what GNU coreutils, busybox and toybox
+all provide.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from farm.transports.base import Background, Transport, TransportError
+
+# For each "path sha" pair on the command line print "sha path" for files present (one round trip).
+_HASH_SCRIPT = r"""
+for f do
+  if [ -f "$f" ]; then sha256sum "$f" 2>/dev/null || echo "- $f"; fi
+done
+"""
+
+# Move a pushed temp file into place only if its sha256 on the device is what the host sent.
+_COMMIT_SCRIPT = r"""
+tmp=$1; dst=$2; want=$3
+got=$(sha256sum "$tmp" | cut -d' ' -f1)
+if [ "$got" != "$want" ]; then rm -f "$tmp"; echo "sha256 mismatch after push: $got" >&2; exit 1; fi
+chmod "$4" "$tmp" && mv -f "$tmp" "$dst"
+"""
+
+# Decode with on-device timing. $1 job dir, $2 timeout seconds, rest: decoder argv.
+_DECODE_SCRIPT = r"""
+d=$1; t=$2; shift 2
+mkdir -p "$d" && cd "$d" || exit 125
+rm -f out.y4m stats.jsonl
+if command -v timeout >/dev/null 2>&1; then set -- timeout -k 2 "$t" "$@"; fi
+t0=$(date +%s%N)
+"$@" >decoder.stdout 2>decoder.stderr
+rc=$?
+t1=$(date +%s%N)
+echo "@@timing $t0 $t1 $rc"
+if [ -f out.y4m ]; then echo "@@sha $(sha256sum out.y4m | cut -d' ' -f1) $(wc -c <out.y4m)"; fi
+echo "@@stats"
+if [ -f stats.jsonl ]; then cat stats.jsonl; fi
+echo "@@stderr"
+tail -c 4000 decoder.stderr
+"""
+
+_INFO_SCRIPT = r"""
+echo "kernel=$(uname -sr)"
+echo "machine=$(uname -m)"
+echo "cpus=$(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc 2>/dev/null)"
+m=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2-)
+[ -n "$m" ] && echo "cpu=${m# }"
+for z in /sys/class/thermal/thermal_zone*; do
+  [ -r "$z/temp" ] && echo "thermal=$z/temp $(cat "$z/type" 2>/dev/null) $(cat "$z/temp" 2>/dev/null)"
+done
+"""
+
+_TEMP_SCRIPT = r"""
+for f do cat "$f" 2>/dev/null || echo -; done
+"""
+
+
+@dataclass(frozen=True)
+class DecodeOutcome:
+    """What one decode on the device produced. Times are device-clock nanoseconds."""
+
+    exit_status: int | None
+    timed_out: bool
+    start_ns: int | None
+    end_ns: int | None
+    output_sha: str | None
+    output_bytes: int | None
+    frame_times_ns: tuple[int, ...]
+    stderr_tail: str
+    stats_error: str | None = None
+
+
+@dataclass
+class TransferCounter:
+    pushed_bytes: int = 0
+    pushed_files: int = 0
+    reused_files: int = 0
+
+
+@dataclass
+class PosixDevice:
+    """One device with a POSIX shell. ``workdir`` holds its content-addressed cache and job folders."""
+
+    device_id: str
+    transport: Transport
+    workdir: str
+    runtime: dict[str, str] = field(default_factory=dict)
+    command_timeout: float = 60.0
+    counter: TransferCounter = field(default_factory=TransferCounter)
+
+    # -- basics ---------------------------------------------------------------------------------------
+    def sh(self, script: str, *args: str, timeout: float | None = None) -> str:
+        """Run a fixed script with positional args; raise TransportError when it fails."""
+        res = self.transport.run(["sh", "-c", script, "farm", *args], timeout=timeout or self.command_timeout)
+        if not res.ok:
+            why = "timed out" if res.timed_out else f"exit {res.exit_status}"
+            raise TransportError(f"{self.device_id}: device command {why}: {res.error_tail(400)}")
+        return res.text()
+
+    def prepare(self) -> None:
+        self.sh('mkdir -p "$1/cas" "$1/jobs"', self.workdir)
+
+    def info(self) -> dict[str, str]:
+        props: dict[str, str] = {}
+        for line in self.sh(_INFO_SCRIPT).splitlines():
+            key, _, value = line.partition("=")
+            if key == "thermal":
+                props.setdefault("thermal_zones", "")
+                props["thermal_zones"] += ("," if props["thermal_zones"] else "") + value.split(" ", 1)[0]
+            elif key:
+                props[key] = value.strip()
+        return props
+
+    def temperatures(self, zones: Sequence[str]) -> list[float | None]:
+        """Degrees Celsius of each thermal zone file (millidegrees on Linux); None where unreadable."""
+        if not zones:
+            return []
+        out: list[float | None] = []
+        for token in self.sh(_TEMP_SCRIPT, *zones).split():
+            try:
+                out.append(int(token) / 1000.0)
+            except ValueError:
+                out.append(None)
+        return out
+
+    # -- content-addressed staging --------------------------------------------------------------------
+    def present(self, paths: Sequence[str]) -> dict[str, str]:
+        """sha256 of those device files that exist, computed on the device."""
+        found: dict[str, str] = {}
+        for chunk in _chunks(list(paths), 200):
+            for line in self.sh(_HASH_SCRIPT, *chunk).splitlines():
+                digest, _, path = line.partition(" ")
+                found[path.lstrip(" *")] = digest
+        return found
+
+    def stage(self, files: Sequence[tuple[Path, str, str]]) -> None:
+        """Ensure each (host file, device path, sha256) is on the device; push only what is missing or wrong.
+
+        Every pushed file is verified by sha256 on the device before it is moved into place, so a
+        half-written or corrupted copy can never be mistaken for a cached one.
+        """
+        have = self.present([remote for _, remote, _ in files])
+        for local, remote, digest in files:
+            if have.get(remote) == digest:
+                self.counter.reused_files += 1
+                continue
+            self.sh('mkdir -p "$1"', posixpath.dirname(remote))
+            tmp = f"{remote}.part"
+            sent = self.transport.push(local, tmp)
+            mode = "755" if local.stat().st_mode & 0o111 else "644"
+            self.sh(_COMMIT_SCRIPT, tmp, remote, digest, mode)
+            self.counter.pushed_bytes += sent
+            self.counter.pushed_files += 1
+
+    # -- decoding -------------------------------------------------------------------------------------
+    def decode(self, argv: Sequence[str], job_dir: str, timeout: float) -> DecodeOutcome:
+        res = self.transport.run(
+            ["sh", "-c", _DECODE_SCRIPT, "farm-decode", job_dir, f"{timeout:g}", *argv],
+            timeout=timeout + 30,
+        )
+        if res.timed_out:
+            return DecodeOutcome(
+                None, True, None, None, None, None, (), "decode exceeded its timeout on the link"
+            )
+        return parse_decode(res.text(), res.exit_status)
+
+    def pull(self, remote: str, local: Path) -> int:
+        return self.transport.pull(remote, local)
+
+    def remove(self, path: str) -> None:
+        self.sh('rm -rf -- "$1"', path)
+
+    # -- background processes -------------------------------------------------------------------------
+    def spawn(self, argv: Sequence[str]) -> Background:
+        return self.transport.spawn(argv)
+
+    def kill(self, proc: Background) -> None:
+        self.transport.kill(proc)
+
+    def read_text(self, path: str) -> str:
+        return self.sh('cat -- "$1" 2>/dev/null; exit 0', path)
+
+
+def _chunks(items: list[str], size: int) -> list[list[str]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+_TIMING = re.compile(r"^@@timing (\S+) (\S+) (\d+)$")
+
+
+def parse_decode(text: str, shell_status: int | None) -> DecodeOutcome:
+    """Parse the decode script's report. A decoder's bad stats are noted, never fatal to the timing."""
+    section = ""
+    start = end = status = None
+    sha: str | None = None
+    size: int | None = None
+    stats_lines: list[str] = []
+    stderr_lines: list[str] = []
+    for line in text.splitlines():
+        if section != "stderr" and (m := _TIMING.match(line)):
+            start, end, status = _int(m.group(1)), _int(m.group(2)), int(m.group(3))
+        elif section != "stderr" and line.startswith("@@sha "):
+            parts = line.split()
+            sha, size = parts[1], _int(parts[2]) if len(parts) > 2 else None
+        elif line in ("@@stats", "@@stderr") and section != "stderr":
+            section = line[2:]
+        elif section == "stats":
+            stats_lines.append(line)
+        elif section == "stderr":
+            stderr_lines.append(line)
+    if status is None:
+        status = 125 if shell_status in (None, 0) else shell_status
+    timed_out = status in (124, 137)
+    frame_times, stats_error = parse_stats(stats_lines)
+    return DecodeOutcome(
+        exit_status=status,
+        timed_out=timed_out,
+        start_ns=start,
+        end_ns=end,
+        output_sha=sha,
+        output_bytes=size,
+        frame_times_ns=frame_times,
+        stderr_tail="\n".join(stderr_lines)[-4000:],
+        stats_error=stats_error,
+    )
+
+
+def parse_stats(lines: Sequence[str]) -> tuple[tuple[int, ...], str | None]:
+    """Per-frame decode times from the decoder contract's JSON lines, in frame order."""
+    times: dict[int, int] = {}
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            frame, ns = int(rec["frame"]), int(rec["decode_ns"])
+        except (ValueError, KeyError, TypeError):
+            return (), f'stats line {lineno}: expected {{"frame": i, "decode_ns": n}}'
+        if ns < 0 or frame < 0 or frame in times:
+            return (), f"stats line {lineno}: bad frame index or negative time"
+        times[frame] = ns
+    if times and sorted(times) != list(range(len(times))):
+        return (), "stats: frame indices are not 0..n-1"
+    return tuple(times[i] for i in range(len(times))), None
+
+
+def _int(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None

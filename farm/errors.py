@@ -1,0 +1,47 @@
+"""Exceptions that map onto the farm's exit codes.
+
+The CLI turns these into exit codes (design: 0 pass, 1 gate failed/missing, 2 bad input, 3 infrastructure), so
+every layer raises one of them instead of printing and exiting on its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One located problem in an input file: ``file:line: field: message``."""
+
+    file: str
+    line: int | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+
+
+class FarmError(Exception):
+    """Base class; ``exit_code`` is what the CLI exits with."""
+
+    exit_code = 3
+
+
+class InputError(FarmError):
+    """Bad input (config, bundle, arguments). Carries every problem found, not just the first."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[Problem] | str) -> None:
+        if isinstance(problems, str):
+            problems = [Problem(file="", line=None, field="", message=problems)]
+        self.problems = problems
+        super().__init__("\n".join(str(p) if p.file else p.message for p in problems))
+
+
+class InfraError(FarmError):
+    """A device or service could not be reached and the work could not complete."""
+
+    exit_code = 3

@@ -1,0 +1,174 @@
+"""Host-side media: render test sequences and encode them with a bundle's encoder, cached by content digest.
+
+Cache keys are digests of everything that determines the bytes (generator parameters and the ffmpeg build
+for sources; the encoder template, its files, the source digest and the rate point for bitstreams), so a
+re-run of the same suite and bundle re-encodes nothing, and any change re-encodes exactly what it affects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from farm.bundle import Bundle, sha256_file
+from farm.config.manifest import substitute
+from farm.config.suite import Generate, Sequence
+from farm.errors import InputError, Problem
+from farm.quality.y4m import read_y4m_info
+
+_SEEDED = {"life": "seed=1", "cellauto": "seed=1:rule=110"}
+
+
+@lru_cache(maxsize=1)
+def host_ffmpeg() -> str:
+    """The codec and metric engine on the host: the ffmpeg that imageio-ffmpeg ships."""
+    import imageio_ffmpeg
+
+    return str(imageio_ffmpeg.get_ffmpeg_exe())
+
+
+@lru_cache(maxsize=8)
+def _tool_identity(path: str) -> str:
+    st = os.stat(path)
+    return f"{path}:{st.st_size}:{int(st.st_mtime)}"
+
+
+@dataclass(frozen=True)
+class Source:
+    sequence_id: str
+    path: Path
+    sha256: str
+    width: int
+    height: int
+    fps: float
+    frames: int
+
+
+@dataclass(frozen=True)
+class Bitstream:
+    path: Path
+    sha256: str
+    size: int
+    rate_kbps: float
+    reused: bool
+
+    def actual_kbps(self, source: Source) -> float:
+        """The rate the encoder really hit, which is what BD-rate integrates over (not the target)."""
+        return self.size * 8 / 1000 / (source.frames / source.fps)
+
+
+def _key(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _atomic_run(argv: list[str], dest: Path, tmp: Path, what: str) -> None:
+    try:
+        res = subprocess.run(argv, capture_output=True, timeout=3600, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise InputError(f"{what}: could not run {argv[0]!r}: {exc}") from None
+    if res.returncode != 0 or not tmp.is_file() or tmp.stat().st_size == 0:
+        tmp.unlink(missing_ok=True)
+        tail = res.stderr.decode("utf-8", "replace")[-800:].strip()
+        raise InputError(f"{what} failed (exit {res.returncode}): {tail}")
+    os.replace(tmp, dest)
+
+
+def render(seq: Sequence, cache: Path) -> Source:
+    """A sequence as a Y4M file on the host: a given file as is, or a generated one, rendered once."""
+    if seq.path is not None:
+        path = seq.path
+    else:
+        gen = seq.generate
+        assert gen is not None
+        ffmpeg = host_ffmpeg()
+        key = _key("source", gen.model_dump(), _tool_identity(ffmpeg))
+        path = cache / "sources" / f"{key}.y4m"
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".part.y4m")
+            _atomic_run(_render_argv(ffmpeg, gen, tmp), path, tmp, f"render sequence {seq.id!r}")
+    info = read_y4m_info(path)
+    if info.chroma not in {"420", "420jpeg", "420mpeg2", "420paldv"}:
+        raise InputError(
+            [Problem(str(path), None, "", f"only 8-bit 4:2:0 Y4M is supported (C{info.chroma})")]
+        )
+    return Source(seq.id, path, _sha_cached(path), info.width, info.height, info.fps, info.frames)
+
+
+def _render_argv(ffmpeg: str, gen: Generate, out: Path) -> list[str]:
+    options = f"size={gen.width}x{gen.height}:rate={gen.fps}"
+    if gen.source in _SEEDED:
+        options += ":" + _SEEDED[gen.source]
+    return [
+        ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
+        "-f", "lavfi", "-i", f"{gen.source}={options}",
+        "-frames:v", str(gen.frames), "-pix_fmt", "yuv420p", "-f", "yuv4mpegpipe", str(out),
+    ]  # fmt: skip
+
+
+def _sha_cached(path: Path) -> str:
+    """sha256 of a large host file, remembered beside it keyed by size and mtime."""
+    st = path.stat()
+    memo = path.parent / f".{path.name}.sha256"
+    stamp = f"{st.st_size}:{st.st_mtime_ns}"
+    if memo.is_file():
+        stored_stamp, _, digest = memo.read_text().partition(" ")
+        if stored_stamp == stamp and len(digest.strip()) == 64:
+            return digest.strip()
+    digest = sha256_file(path)
+    with contextlib.suppress(OSError):
+        memo.write_text(f"{stamp} {digest}")
+    return digest
+
+
+def host_runtime(names: tuple[str, ...]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name in names:
+        if name == "ffmpeg":
+            out[name] = host_ffmpeg()
+        else:
+            raise InputError(
+                f"encoder requires runtime {name!r}, which the host does not provide (ffmpeg only)"
+            )
+    return out
+
+
+def encode(bundle: Bundle, source: Source, rate_kbps: float, cache: Path) -> Bitstream:
+    enc = bundle.manifest.encoder
+    runtime = host_runtime(enc.requires)
+    key = _key(
+        "encode",
+        enc.model_dump(mode="json"),
+        {f: bundle.files.get(f) for f in enc.files},
+        {k: _tool_identity(v) for k, v in runtime.items()},
+        source.sha256,
+        rate_kbps,
+    )
+    out = cache / "bitstreams" / f"{key}.{enc.output_ext}"
+    reused = out.is_file()
+    if not reused:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=out.parent) as tmpdir:
+            tmp = Path(tmpdir) / f"out.{enc.output_ext}"
+            values = {
+                **runtime,
+                "input": str(source.path),
+                "output": str(tmp),
+                "rate": f"{rate_kbps:g}",
+                "width": str(source.width),
+                "height": str(source.height),
+                "fps": f"{source.fps:g}",
+                "bundle": str(bundle.root),
+            }
+            argv = substitute(enc.argv, values)
+            _atomic_run(
+                argv, out, tmp, f"{bundle.label} encode of {source.sequence_id} at {rate_kbps:g} kbps"
+            )
+    return Bitstream(out, _sha_cached(out), out.stat().st_size, rate_kbps, reused)

@@ -1,0 +1,177 @@
+"""What a run looks like to people and to CI: the results and verdict tables, JSON, and JUnit XML.
+
+Everything is built from the store, so ``farm report`` and ``farm gate`` show exactly what ``farm run`` did.
+Missing values print as ``missing`` (never 0 or blank) so nobody mistakes an unmeasured number for a result.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import xml.etree.ElementTree as ET
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from farm.gates import Verdict, load_view
+from farm.store import Store
+
+MISSING = "missing"
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    have = [v for v in values if v is not None]
+    if not have or len(have) < len(values):
+        return None
+    return statistics.median(have)
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    have = [v for v in values if v is not None]
+    if not have or len(have) < len(values):
+        return None
+    return sum(have) / len(have)
+
+
+def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
+    return MISSING if value is None else f"{value:{spec}}{suffix}"
+
+
+def results_rows(store: Store, run_id: str) -> list[dict[str, Any]]:
+    """One row per device x bundle role x sequence: medians over repeats, means over rate points."""
+    view = load_view(store, run_id)
+    groups: dict[tuple[str, str, str], list[Any]] = defaultdict(list)
+    for job in view.jobs:
+        groups[(job.device_id, job.role, job.sequence)].append(job)
+    rows = []
+    for (device, role, seq), jobs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "test", kv[0][2])):
+        ok = [j for j in jobs if j.status == "ok"]
+        by_rate: dict[float, list[Any]] = defaultdict(list)
+        for j in ok:
+            by_rate[j.rate_kbps].append(j)
+
+        def per_rate(name: str, rate_jobs: dict[float, list[Any]] = by_rate) -> float | None:
+            return _mean([_median([j.metrics.get(name) for j in js]) for js in rate_jobs.values()])
+
+        rows.append({
+            "device": device, "role": role, "sequence": seq, "jobs": len(jobs), "failed": len(jobs) - len(ok),
+            "fps_p50": _median([j.metrics.get("fps.p50") for j in ok]) if ok else None,
+            "frame_ms_p99": _median([j.metrics.get("frame_time_ms.p99") for j in ok]) if ok else None,
+            "bpp": per_rate("bpp") if ok else None, "psnr_yuv": per_rate("psnr_yuv") if ok else None,
+            "ssim": per_rate("ssim") if ok else None, "vmaf": per_rate("vmaf") if ok else None,
+            "power_w": _median([j.metrics.get("power_w") for j in ok]) if ok else None,
+            "energy_per_frame_j": _median([j.metrics.get("energy_per_frame_j") for j in ok]) if ok else None,
+        })  # fmt: skip
+    return rows
+
+
+def results_table(store: Store, run_id: str) -> Table:
+    view = load_view(store, run_id)
+    table = Table(title=f"results of run {run_id} (medians over repeats, means over rate points)")
+    for col in ("device", "bundle", "sequence", "jobs", "fps p50", "p99 ms", "bpp", "PSNR-YUV", "SSIM", "VMAF",
+                "power", "J/frame"):  # fmt: skip
+        table.add_column(col, justify="left" if col in {"device", "bundle", "sequence"} else "right")
+    run = store.run(run_id)
+    labels = {
+        "test": run["bundle_name"] if run else "test",
+        "anchor": (run["anchor_name"] or "anchor") if run else "",
+    }
+    for r in results_rows(store, run_id):
+        power = _fmt(r["power_w"], ".2f", " W")
+        if r["power_w"] is None:
+            power = "[yellow]missing[/]"
+        table.add_row(
+            r["device"], labels.get(r["role"], r["role"]), r["sequence"],
+            f"{r['jobs'] - r['failed']}/{r['jobs']}" if not r["failed"] else f"[red]{r['jobs'] - r['failed']}/{r['jobs']}[/]",
+            _fmt(r["fps_p50"], ".0f"), _fmt(r["frame_ms_p99"], ".2f"), _fmt(r["bpp"], ".4f"),
+            _fmt(r["psnr_yuv"], ".2f", " dB"), _fmt(r["ssim"], ".4f"), _fmt(r["vmaf"], ".2f"), power,
+            _fmt(r["energy_per_frame_j"], ".4f"),
+        )  # fmt: skip
+    for device, metrics in sorted(view.device_metrics.items()):
+        parts = []
+        for name in ("bd_rate.psnr_yuv", "bd_rate.vmaf"):
+            value, detail = metrics.get(name, (None, None))
+            shown = f"{value * 100:+.2f}%" if value is not None else f"missing ({detail})"
+            parts.append(f"{name.split('.')[1]} {shown}")
+        if run and run["anchor_name"]:
+            table.caption = (table.caption + "\n" if table.caption else "") + (
+                f"{device}: BD-rate of {run['bundle_name']} vs {run['anchor_name']}: " + ", ".join(parts)
+            )
+    return table
+
+
+def verdict_table(verdicts: Sequence[Verdict], title: str = "gates") -> Table:
+    table = Table(title=title)
+    for col in ("gate", "scope", "value", "verdict", "detail"):
+        table.add_column(col)
+    style = {"pass": "[green]PASS[/]", "fail": "[red]FAIL[/]", "missing": "[yellow]MISSING[/]"}
+    for v in verdicts:
+        value = MISSING if v.value is None else (f"{v.value:.4g}" if isinstance(v.value, float) else str(v.value))
+        thr = f"{v.threshold:g}" if isinstance(v.threshold, float | int) else str(v.threshold)
+        table.add_row(f"{v.metric} {v.op} {thr}", v.scope_key, value, style[v.verdict], v.detail[:120])
+    return table
+
+
+def verdicts_from_store(store: Store, run_id: str) -> list[Verdict]:
+    return [
+        Verdict(row["gate_index"], row["metric"], row["op"], _num(row["threshold"]), row["scope"], row["scope_key"],
+                row["stat"], _num(row["value"]) if row["value"] is not None else None, row["verdict"], row["detail"],
+                json.loads(row["inputs_json"]))
+        for row in store.gate_verdicts(run_id)
+    ]  # fmt: skip
+
+
+def _num(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def run_json(store: Store, run_id: str, verdicts: Sequence[Verdict]) -> dict[str, Any]:
+    run = store.run(run_id)
+    assert run is not None
+    view = load_view(store, run_id)
+    return {
+        "run": {k: run[k] for k in run if not k.endswith("_json")}
+        | {"conventions": json.loads(run["conventions_json"]), "summary": json.loads(run["summary_json"] or "{}")},
+        "devices": [
+            {"id": d["device_id"], "platform": d["platform"], "target": d["target"], "status": d["status"],
+             "error": d["error"], "properties": json.loads(d["properties_json"])}
+            for d in store.devices(run_id)
+        ],
+        "results": results_rows(store, run_id),
+        "device_metrics": {d: {k: {"value": v, "detail": why} for k, (v, why) in m.items()}
+                           for d, m in view.device_metrics.items()},
+        "gates": [v.as_dict() for v in verdicts],
+        "passed": bool(verdicts) and all(v.verdict == "pass" for v in verdicts),
+    }  # fmt: skip
+
+
+def write_json(path: Path, store: Store, run_id: str, verdicts: Sequence[Verdict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(run_json(store, run_id, verdicts), indent=2, default=str) + "\n")
+
+
+def write_junit(path: Path, run_id: str, suite_name: str, verdicts: Sequence[Verdict]) -> None:
+    """One testcase per gate per scope; missing is a failure (it must never read as passed)."""
+    failures = sum(1 for v in verdicts if v.verdict != "pass")
+    suites = ET.Element("testsuites", name="codec-farm", tests=str(len(verdicts)), failures=str(failures))
+    suite = ET.SubElement(
+        suites, "testsuite", name=f"{suite_name}", tests=str(len(verdicts)), failures=str(failures),
+        errors="0", skipped="0",
+    )  # fmt: skip
+    ET.SubElement(ET.SubElement(suite, "properties"), "property", name="run_id", value=run_id)
+    for v in verdicts:
+        case = ET.SubElement(suite, "testcase", classname=f"farm.{suite_name}.{v.scope_key}", name=v.label)
+        if v.verdict != "pass":
+            value = "missing" if v.value is None else str(v.value)
+            failure = ET.SubElement(case, "failure", type=v.verdict, message=f"{v.verdict}: value {value}")
+            failure.text = v.detail
+        else:
+            ET.SubElement(case, "system-out").text = f"value {v.value}: {v.detail}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)

@@ -1,0 +1,392 @@
+"""One device's session: connect, check health, cool down, stage, measure the idle baseline, decode, collect.
+
+The session writes every job to the store as soon as it finishes, so a crash (of the device, the link or the
+farm itself) loses nothing already measured. A device that cannot be reached, or dies mid-session, turns its
+remaining jobs into failed jobs with the reason: they are never silently dropped from the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from farm.bundle import Bundle
+from farm.config.inventory import Device
+from farm.config.manifest import substitute
+from farm.config.suite import Suite
+from farm.devices.connect import connect
+from farm.devices.posix import DecodeOutcome, PosixDevice
+from farm.errors import FarmError
+from farm.media import Bitstream, Source
+from farm.power import energy as power_energy
+from farm.power import meters, sampler
+from farm.quality.y4m import read_y4m_info
+from farm.store import Measurement, Store
+from farm.timing import frame_stats
+
+Event = Callable[[str, str, dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    role: str  # test | anchor
+    bundle: Bundle
+    source: Source
+    bitstream: Bitstream
+    repeat: int
+
+
+@dataclass
+class JobRecord:
+    spec: JobSpec
+    device_id: str
+    job_id: int
+    status: str
+    output_sha: str | None
+    local_output: Path | None
+    error: str | None = None
+    fps: float | None = None
+
+
+class DecodedCache:
+    """Host cache of decoded outputs by digest: identical outputs from any device are pulled once."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._lock = threading.Lock()
+        self._busy: dict[str, threading.Lock] = {}
+        self.pulled_bytes = 0
+        self.pulls = 0
+
+    def path(self, digest: str) -> Path:
+        return self.root / f"{digest}.y4m"
+
+    def fetch(self, digest: str, pull: Callable[[Path], int]) -> Path:
+        with self._lock:
+            lock = self._busy.setdefault(digest, threading.Lock())
+        with lock:
+            dest = self.path(digest)
+            if not dest.is_file():
+                self.root.mkdir(parents=True, exist_ok=True)
+                tmp = dest.with_suffix(".part")
+                size = pull(tmp)
+                tmp.replace(dest)
+                with self._lock:
+                    self.pulled_bytes += size
+                    self.pulls += 1
+            return dest
+
+
+@dataclass
+class SessionReport:
+    device_id: str
+    reached: bool
+    error: str | None
+    records: list[JobRecord] = field(default_factory=list)
+    pushed_bytes: int = 0
+    pushed_files: int = 0
+    reused_files: int = 0
+    properties: dict[str, Any] = field(default_factory=dict)
+
+
+class DeviceSession:
+    def __init__(
+        self, device: Device, suite: Suite, jobs: list[JobSpec], *, run_id: str, store: Store, state_dir: Path,
+        decoded: DecodedCache, emit: Event,
+    ) -> None:  # fmt: skip
+        self.device = device
+        self.suite = suite
+        self.jobs = jobs
+        self.run_id = run_id
+        self.store = store
+        self.state_dir = state_dir
+        self.decoded = decoded
+        self.emit = emit
+        self.report = SessionReport(device.id, reached=False, error=None)
+
+    # -- the session ----------------------------------------------------------------------------------
+    def run(self) -> SessionReport:
+        dev: PosixDevice | None = None
+        try:
+            self._status("connecting")
+            dev = connect(self.device, self.state_dir)
+            dev.prepare()
+            props = dev.info()
+            self.report.reached = True
+            zones = self._zones(props)
+            meter = self._meter(dev)
+            props["power_meter"] = meter.description if meter else "none (power reported as missing)"
+            self.report.properties = props
+            self._cooldown(dev, zones)
+            self._status("staging")
+            staged = self._stage(dev)
+            baseline_w = self._baseline(dev, meter)
+            self._record_device("ok", None)
+            for index, spec in enumerate(self.jobs):
+                self._status(
+                    f"{spec.role} {spec.source.sequence_id} @{spec.bitstream.rate_kbps:g}k r{spec.repeat}"
+                )
+                record = self._job(dev, index, spec, staged, meter, baseline_w, zones)
+                self.report.records.append(record)
+                self.emit(
+                    self.device.id, "job", {"done": index + 1, "total": len(self.jobs), "record": record}
+                )
+        except FarmError as exc:
+            self._fail_rest(str(exc))
+        except Exception as exc:  # a bug or an unexpected device answer must not take down the other devices
+            self._fail_rest(f"{type(exc).__name__}: {exc}")
+        finally:
+            if dev is not None:
+                self._cleanup(dev)
+                self.report.pushed_bytes = dev.counter.pushed_bytes
+                self.report.pushed_files = dev.counter.pushed_files
+                self.report.reused_files = dev.counter.reused_files
+                dev.transport.close()
+        self._status("done" if self.report.error is None else "failed")
+        return self.report
+
+    def _status(self, text: str) -> None:
+        self.emit(self.device.id, "status", {"text": text})
+
+    def _record_device(self, status: str, error: str | None) -> None:
+        self.store.add_device(
+            self.run_id, self.device.id, self.device.platform, self.device.target, list(self.device.tags),
+            self.report.properties, status, error,
+        )  # fmt: skip
+
+    def _fail_rest(self, error: str) -> None:
+        """Every job not yet run becomes a failed job with the reason, so the run shows what was lost."""
+        self.report.error = error
+        if not self.report.reached or not any(True for _ in self.report.records):
+            self._record_device("failed", error)
+        now = time.time()
+        for spec in self.jobs[len(self.report.records) :]:
+            job_id = self.store.add_job(self.run_id, self._job_row(spec, "failed", error, now, now), [])
+            self.report.records.append(JobRecord(spec, self.device.id, job_id, "failed", None, None, error))
+
+    # -- set-up ---------------------------------------------------------------------------------------
+    def _zones(self, props: dict[str, Any]) -> list[str]:
+        if self.device.thermal.zones == "auto":
+            return [z for z in str(props.get("thermal_zones", "")).split(",") if z]
+        return list(self.device.thermal.zones)
+
+    def _meter(self, dev: PosixDevice) -> meters.Meter | None:
+        settings = self.device.power
+        if settings.meter == "none":
+            return None
+        if settings.meter == "auto":
+
+            def run(argv: Any) -> tuple[int, str]:
+                res = dev.transport.run(list(argv), timeout=dev.command_timeout)
+                return (res.exit_status if res.exit_status is not None else -1), res.text()
+
+            return meters.probe(run)
+        return meters.meter_from_settings(settings.model_dump())
+
+    def _cooldown(self, dev: PosixDevice, zones: list[str]) -> None:
+        limit = self.suite.thermal.start_below_c
+        if limit is None or not zones:
+            return
+        deadline = time.monotonic() + self.suite.thermal.timeout_s
+        while True:
+            temps = [t for t in dev.temperatures(zones) if t is not None]
+            hottest = max(temps) if temps else None
+            if hottest is None or hottest < limit:
+                return
+            if time.monotonic() > deadline:
+                raise FarmError(f"still {hottest:.1f} C after {self.suite.thermal.timeout_s:g}s cooldown")
+            self._status(f"cooling {hottest:.1f} C > {limit:g} C")
+            time.sleep(2.0)
+
+    def _bundle_dir(self, dev: PosixDevice, bundle: Bundle) -> str:
+        return f"{dev.workdir}/bundles/{bundle.digest}"
+
+    def _bitstream_path(self, dev: PosixDevice, bs: Bitstream) -> str:
+        return f"{dev.workdir}/cas/{bs.sha256}{bs.path.suffix}"
+
+    def _stage(self, dev: PosixDevice) -> dict[str, str]:
+        files: list[tuple[Path, str, str]] = []
+        seen: set[str] = set()
+        for spec in self.jobs:
+            bundle = spec.bundle
+            if bundle.digest not in seen:
+                seen.add(bundle.digest)
+                target = bundle.manifest.targets[self.device.target]
+                for rel in target.files:
+                    files.append(
+                        (bundle.root / rel, f"{self._bundle_dir(dev, bundle)}/{rel}", bundle.files[rel])
+                    )
+            remote = self._bitstream_path(dev, spec.bitstream)
+            if remote not in seen:
+                seen.add(remote)
+                files.append((spec.bitstream.path, remote, spec.bitstream.sha256))
+        dev.stage(files)
+        return {remote: sha for _, remote, sha in files}
+
+    def _baseline(self, dev: PosixDevice, meter: meters.Meter | None) -> float | None:
+        if meter is None or self.suite.power.baseline_s <= 0:
+            return None
+        self._status(f"idle baseline {self.suite.power.baseline_s:g}s")
+        samples = self._sample(dev, meter, "baseline", lambda: time.sleep(self.suite.power.baseline_s))
+        if len(samples) < 2:
+            return None
+        return power_energy.mean_watts(samples, samples[0].t_s, samples[-1].t_s)
+
+    def _sample(
+        self, dev: PosixDevice, meter: meters.Meter, name: str, during: Callable[[], Any]
+    ) -> list[Any]:
+        out_path = f"{dev.workdir}/jobs/{self.run_id}/{name}.power"
+        dev.sh('mkdir -p "$1"', f"{dev.workdir}/jobs/{self.run_id}")
+        proc = dev.spawn(sampler.sampler_argv(meter, self.suite.power.sample_hz, out_path))
+        try:
+            during()
+        finally:
+            dev.kill(proc)
+        return list(sampler.parse_samples(meter, dev.read_text(out_path)))
+
+    # -- one job --------------------------------------------------------------------------------------
+    def _job_row(self, spec: JobSpec, status: str, error: str | None, t0: float, t1: float) -> dict[str, Any]:
+        return {
+            "device_id": self.device.id, "role": spec.role, "sequence": spec.source.sequence_id,
+            "rate_kbps": spec.bitstream.rate_kbps, "repeat": spec.repeat, "status": status, "error": error,
+            "bitstream_sha": spec.bitstream.sha256, "bitstream_bytes": spec.bitstream.size,
+            "source_sha": spec.source.sha256, "started_at": t0, "finished_at": t1,
+        }  # fmt: skip
+
+    def _job(
+        self, dev: PosixDevice, index: int, spec: JobSpec, staged: dict[str, str], meter: meters.Meter | None,
+        baseline_w: float | None, zones: list[str],
+    ) -> JobRecord:  # fmt: skip
+        t0 = time.time()
+        job_dir = f"{dev.workdir}/jobs/{self.run_id}/{index}"
+        target = spec.bundle.manifest.targets[self.device.target]
+        assert target.decode is not None
+        values = {
+            **dev.runtime,
+            "input": self._bitstream_path(dev, spec.bitstream),
+            "output": f"{job_dir}/out.y4m",
+            "stats": f"{job_dir}/stats.jsonl",
+            "bundle": self._bundle_dir(dev, spec.bundle),
+        }
+        argv = substitute(target.decode, values)
+        temp_start = _hottest(dev.temperatures(zones)) if zones else None
+        samples: list[Any] = []
+        outcome: DecodeOutcome
+
+        def decode() -> DecodeOutcome:
+            return dev.decode(argv, job_dir, self.suite.timeout_s)
+
+        if meter is not None:
+            box: list[DecodeOutcome] = []
+            samples = self._sample(dev, meter, str(index), lambda: box.append(decode()))
+            outcome = box[0]
+        else:
+            outcome = decode()
+        temp_end = _hottest(dev.temperatures(zones)) if zones else None
+        t1 = time.time()
+
+        error = _failure(outcome, self.suite.timeout_s)
+        row = self._job_row(spec, "failed" if error else "ok", error, t0, t1)
+        row["stderr_tail"] = outcome.stderr_tail or None
+        row["output_sha"] = outcome.output_sha
+        row["frame_times_ns"] = outcome.frame_times_ns
+        local_output: Path | None = None
+        frames: int | None = None
+        if error is None and outcome.output_sha is not None:
+            remote_out = f"{job_dir}/out.y4m"
+            local_output = self.decoded.fetch(outcome.output_sha, lambda dst: dev.pull(remote_out, dst))
+            frames = read_y4m_info(local_output).frames
+        row["frames"] = frames
+        ms = self._measurements(spec, outcome, frames, samples, meter, baseline_w, temp_start, temp_end)
+        job_id = self.store.add_job(self.run_id, row, ms)
+        fps = next((m.value for m in ms if m.name == "fps"), None)
+        return JobRecord(
+            spec, self.device.id, job_id, row["status"], outcome.output_sha, local_output, error, fps
+        )
+
+    def _measurements(
+        self, spec: JobSpec, outcome: DecodeOutcome, frames: int | None, samples: list[Any],
+        meter: meters.Meter | None, baseline_w: float | None, temp_start: float | None, temp_end: float | None,
+    ) -> list[Measurement]:  # fmt: skip
+        wall = (
+            outcome.end_ns - outcome.start_ns
+            if outcome.start_ns is not None and outcome.end_ns is not None
+            else None
+        )
+        n = frames or len(outcome.frame_times_ns)
+        stats = frame_stats(
+            outcome.frame_times_ns, warmup=self.suite.warmup_frames, sequence_fps=spec.source.fps,
+            wall_ns=wall, frames=n,
+        )  # fmt: skip
+        timing_conv = (
+            f"{stats.source}; steady state after {self.suite.warmup_frames} warm-up frames; "
+            f"deadline {1000 / spec.source.fps:.3f} ms; wall from device `date +%s%N` incl. start-up"
+        )
+        units = {"fps": "fps", "deadline_misses": "frames", "wall_s": "s"}
+        ms = [
+            Measurement(name, value, units.get(name.split(".")[0], "ms" if "ms" in name else "fps"), timing_conv,
+                        None if value is not None else f"not measurable ({stats.source} timing)")
+            for name, value in stats.as_metrics().items()
+        ]  # fmt: skip
+        power_w = energy_j = per_frame = None
+        reason = "device has no power meter" if meter is None else None
+        if meter is not None and outcome.start_ns is not None and outcome.end_ns is not None:
+            t0, t1 = outcome.start_ns / 1e9, outcome.end_ns / 1e9
+            power_w = power_energy.mean_watts(samples, t0, t1)
+            energy_j = power_energy.energy_joules(samples, t0, t1)
+            per_frame = power_energy.energy_per_frame(energy_j, baseline_w, t1 - t0, n)
+            if energy_j is None:
+                reason = "power samples did not cover the decode window"
+            elif per_frame is None:
+                reason = "no idle baseline"
+        power_conv = (
+            f"{meter.description}; {self.suite.power.sample_hz:g} Hz on device; trapezoid over decode window"
+            if meter
+            else "no meter"
+        )
+        ms += [
+            Measurement("power_w", power_w, "W", power_conv, None if power_w is not None else reason),
+            Measurement("energy_j", energy_j, "J", power_conv, None if energy_j is not None else reason),
+            Measurement(
+                "energy_per_frame_j",
+                per_frame,
+                "J",
+                power_conv + "; (E - baseline_w*t)/frames",
+                None if per_frame is not None else reason,
+            ),
+            Measurement(
+                "temp_start_c", temp_start, "C", "hottest thermal zone", None if temp_start else "no zone"
+            ),
+            Measurement("temp_end_c", temp_end, "C", "hottest thermal zone", None if temp_end else "no zone"),
+        ]
+        if baseline_w is not None:
+            ms.append(Measurement("baseline_w", baseline_w, "W", power_conv + "; idle before jobs"))
+        return ms
+
+    def _cleanup(self, dev: PosixDevice) -> None:
+        """Decoded outputs are large: drop this run's job folders; the content-addressed cache stays."""
+        with contextlib.suppress(FarmError):
+            dev.remove(f"{dev.workdir}/jobs/{self.run_id}")
+
+
+def _hottest(temps: list[float | None]) -> float | None:
+    known = [t for t in temps if t is not None]
+    return max(known) if known else None
+
+
+def _failure(outcome: DecodeOutcome, timeout_s: float) -> str | None:
+    if outcome.timed_out:
+        return f"decoder timed out after {timeout_s:g}s and was killed"
+    if outcome.exit_status != 0:
+        tail = outcome.stderr_tail.strip().splitlines()[-1:] if outcome.stderr_tail.strip() else []
+        return f"decoder exited {outcome.exit_status}" + (f": {tail[0][:300]}" if tail else "")
+    if outcome.output_sha is None:
+        return "decoder exited 0 but wrote no output"
+    if outcome.stats_error:
+        return f"decoder stats malformed: {outcome.stats_error}"
+    return None

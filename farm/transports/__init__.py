@@ -1,0 +1,1 @@
+"""How bytes and commands reach a device. Every transport speaks the same small protocol (``base.Transport``)."""

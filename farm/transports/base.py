@@ -1,0 +1,75 @@
+"""The transport protocol: the only things the device layer may ask of a link to a device.
+
+Kept deliberately small (run, spawn, kill, push, pull) so that local, SSH and ADB links are interchangeable
+and the device layer above builds everything else (staging, hashing, timing) out of these five verbs.
+Commands are always argv lists; a transport that needs a shell string quotes every element itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from farm.errors import InfraError
+
+
+class TransportError(InfraError):
+    """The link to the device failed (not the command on it)."""
+
+
+@dataclass(frozen=True)
+class Completed:
+    """A finished command. ``exit_status`` is None when it was killed at its timeout."""
+
+    argv: tuple[str, ...]
+    exit_status: int | None
+    stdout: bytes
+    stderr: bytes
+    timed_out: bool
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0 and not self.timed_out
+
+    def text(self) -> str:
+        return self.stdout.decode("utf-8", "replace")
+
+    def error_tail(self, limit: int = 2000) -> str:
+        return self.stderr.decode("utf-8", "replace")[-limit:].strip()
+
+
+@dataclass(frozen=True)
+class Background:
+    """A process started with ``spawn``; ``handle`` is transport-specific (e.g. a pid or process group)."""
+
+    argv: tuple[str, ...]
+    handle: int
+
+
+class Transport(Protocol):
+    description: str
+
+    def run(self, argv: Sequence[str], *, timeout: float, stdin: bytes | None = None) -> Completed:
+        """Run to completion; on timeout kill the whole process tree and report ``timed_out``."""
+        ...
+
+    def spawn(self, argv: Sequence[str]) -> Background:
+        """Start in the background in its own process group, detached from stdin/stdout."""
+        ...
+
+    def kill(self, proc: Background) -> None:
+        """Kill the process group started by ``spawn``; killing a finished process is not an error."""
+        ...
+
+    def push(self, local: Path, remote: str) -> int:
+        """Copy a host file to the device; returns bytes sent."""
+        ...
+
+    def pull(self, remote: str, local: Path) -> int:
+        """Copy a device file to the host; returns bytes received."""
+        ...
+
+    def close(self) -> None: ...
