@@ -25,8 +25,9 @@ app = typer.Typer(
 bundle_app = typer.Typer(no_args_is_help=True, help="Pack, checksum and verify codec bundles.")
 app.add_typer(bundle_app, name="bundle")
 
-out = Console()
-err = Console(stderr=True)
+# without a terminal (CI logs) rich would wrap tables at 80 columns; logs have no width limit
+out = Console() if Console().is_terminal else Console(width=200)
+err = Console(stderr=True, soft_wrap=True)
 
 
 InventoryOpt = Annotated[Path | None, typer.Option("--inventory", help="devices file [env FARM_INVENTORY]")]

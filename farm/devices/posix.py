@@ -57,8 +57,9 @@ echo "cpus=$(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc 2>/dev/null)"
 m=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2-)
 [ -n "$m" ] && echo "cpu=${m# }"
 for z in /sys/class/thermal/thermal_zone*; do
-  [ -r "$z/temp" ] && echo "thermal=$z/temp $(cat "$z/type" 2>/dev/null) $(cat "$z/temp" 2>/dev/null)"
+  if [ -r "$z/temp" ]; then echo "thermal=$z/temp $(cat "$z/type" 2>/dev/null) $(cat "$z/temp" 2>/dev/null)"; fi
 done
+exit 0
 """
 
 _TEMP_SCRIPT = r"""

@@ -1,0 +1,25 @@
+"""Shared fixtures. Tests use real peers: the real ffmpeg from imageio-ffmpeg, real files, real processes."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples" / "bundles"
+
+
+@pytest.fixture
+def bundle_copy(tmp_path: Path) -> Path:
+    """A private copy of the av1-svt example bundle that a test may damage."""
+    dest = tmp_path / "av1-svt"
+    shutil.copytree(EXAMPLES / "av1-svt", dest)
+    return dest
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path

@@ -1,0 +1,141 @@
+"""Config loading: every problem at once, each with file:line: field, and unknown keys are errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from farm.config.inventory import load_inventory, local_target, select
+from farm.config.manifest import load_manifest, substitute
+from farm.config.suite import load_suite
+from farm.errors import InputError
+from tests.conftest import ROOT, write
+
+
+def problems(exc: pytest.ExceptionInfo[InputError]) -> list[str]:
+    return [str(p) for p in exc.value.problems]
+
+
+def test_shipped_files_load() -> None:
+    inv = load_inventory(ROOT / "devices.yaml")
+    assert [d.id for d in inv.devices] == ["local"]
+    assert inv.devices[0].target == local_target()
+    suite = load_suite(ROOT / "suites" / "smoke.yaml")
+    assert len(suite.sequences) >= 2 and len(suite.rates_kbps) == 4 and suite.repeats == 2
+    assert {g.metric.split(".")[0] for g in suite.gates} >= {"fps", "bd_rate", "consistency", "failures"}
+
+
+def test_suite_errors_are_all_reported_with_lines(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "x.yaml",
+        """name: x
+sequences:
+  - id: a
+    generate: {source: nosuch, width: 64, height: 64, frames: 3}
+rates_kbps: [100, 200]
+repeats: 0
+colour: blue
+gates:
+  - {metric: fps.p50, op: ">=", value: 30}
+  - {metric: failures, op: "==", value: 0}
+  - {metric: fps, op: "=>", value: 1}
+""",
+    )
+    with pytest.raises(InputError) as exc:
+        load_suite(path)
+    got = problems(exc)
+    assert f"{path}:4: sequences[0].generate.source: unknown generator 'nosuch'" in got[0]
+    assert any(p.startswith(f"{path}:6: repeats:") for p in got)
+    assert f"{path}:7: colour: unknown key" in got
+    assert any(p.startswith(f"{path}:11: gates[2].op: unknown operator '=>'") for p in got)
+    assert exc.value.exit_code == 2
+
+
+def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
+    path = write(tmp_path / "bad.yaml", "name: x\nsequences: [\n  - a: 1\n")
+    with pytest.raises(InputError) as exc:
+        load_suite(path)
+    assert str(exc.value).startswith(f"{path}:")
+    assert "YAML syntax" in str(exc.value)
+
+
+def test_duplicate_keys_are_refused(tmp_path: Path) -> None:
+    path = write(tmp_path / "d.yaml", "devices:\n  - id: a\n    id: b\n")
+    with pytest.raises(InputError) as exc:
+        load_inventory(path)
+    assert f"{path}:3: devices[0].id: duplicate key" in problems(exc)
+
+
+def test_inventory_union_errors_point_at_the_users_keys(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "devices.yaml",
+        """devices:
+  - id: board
+    platform: linux
+    transport:
+      kind: ssh
+      hots: pi.local
+      user: pi
+    target: linux-aarch64
+  - id: board
+    platform: linux
+    transport: {kind: local}
+    target: auto
+""",
+    )
+    with pytest.raises(InputError) as exc:
+        load_inventory(path)
+    got = problems(exc)
+    assert f"{path}:6: devices[0].transport.hots: unknown key" in got
+    assert f"{path}:4: devices[0].transport.host: required key missing" in got
+
+
+def test_duplicate_device_ids(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "devices.yaml",
+        "devices:\n  - {id: a, platform: linux, transport: {kind: local}, target: auto}\n"
+        "  - {id: a, platform: linux, transport: {kind: local}, target: auto}\n",
+    )
+    with pytest.raises(InputError, match="appears twice"):
+        load_inventory(path)
+
+
+def test_select_by_id_and_tag() -> None:
+    inv = load_inventory(ROOT / "devices.yaml")
+    assert [d.id for d in select(inv, "tag:host")] == ["local"]
+    assert [d.id for d in select(inv, None)] == ["local"]
+    with pytest.raises(InputError, match="nosuch"):
+        select(inv, "local,nosuch")
+
+
+def test_manifest_rejects_unknown_placeholder_and_escaping_paths(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "bundle.yaml",
+        """name: b
+version: "1"
+codec: av1
+encoder:
+  argv: ["{ffmpeg}", "{input}", "{output}"]
+  output_ext: ivf
+targets:
+  linux-x86_64:
+    files: [../../etc/passwd]
+    decode: ["{input}"]
+  linux-aarch64:
+    decode: ["{decoder}", "{input}"]
+""",
+    )
+    with pytest.raises(InputError) as exc:
+        load_manifest(path)
+    got = "\n".join(problems(exc))
+    assert "unknown placeholder {ffmpeg}" in got
+    assert "must be a relative path inside the bundle" in got
+    assert "unknown placeholder {decoder}" in got
+
+
+def test_substitute_is_whole_text_and_never_evaluates() -> None:
+    argv = substitute(("{input}", "x={output}", "{{literal"), {"input": "a b;$(rm -rf /)", "output": "o"})
+    assert argv == ["a b;$(rm -rf /)", "x=o", "{{literal"]
+    with pytest.raises(InputError):
+        substitute(("{nope}",), {})
