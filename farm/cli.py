@@ -19,9 +19,7 @@ from rich.table import Table
 from farm import __version__
 from farm.errors import FarmError, InputError
 
-app = typer.Typer(
-    add_completion=False, no_args_is_help=True, help="codec-farm: decode suites on real devices."
-)
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="codec-farm: decode suites on real devices.")
 bundle_app = typer.Typer(no_args_is_help=True, help="Pack, checksum and verify codec bundles.")
 app.add_typer(bundle_app, name="bundle")
 
@@ -57,10 +55,10 @@ def _errors() -> Iterator[None]:
         yield
     except InputError as exc:
         for problem in exc.problems:
-            err.print(f"[red]error:[/] {problem if problem.file else problem.message}", highlight=False)
+            err.print(f"error: {problem if problem.file else problem.message}", highlight=False, markup=False)
         raise typer.Exit(exc.exit_code) from None
     except FarmError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False)
+        err.print(f"error: {exc}", highlight=False, markup=False)
         raise typer.Exit(exc.exit_code) from None
 
 
@@ -94,9 +92,7 @@ def devices(inventory: InventoryOpt = None, check: Annotated[bool, typer.Option(
     with _errors():
         inv = load_inventory(_inventory(inventory))
         table = Table(title=f"devices in {_inventory(inventory)}")
-        for col in ("id", "platform", "transport", "target", "tags") + (
-            ("reachable", "properties") if check else ()
-        ):
+        for col in ("id", "platform", "transport", "target", "tags") + (("reachable", "properties") if check else ()):
             table.add_column(col)
         unreachable = 0
         for d in inv.devices:
@@ -162,7 +158,7 @@ def run(
         )
         if s["devices_failed"]:
             for device_id, why in s["devices_failed"].items():
-                err.print(f"[red]device {device_id} failed:[/] {why}", highlight=False)
+                err.print(f"device {device_id} failed: {why}", highlight=False, markup=False, style="red")
         if json_out:
             write_json(json_out, db, outcome.run_id, outcome.verdicts)
         if junit:
@@ -172,7 +168,7 @@ def run(
         out.print(f"run {outcome.run_id}: {word} (exit {code})")
         for v in outcome.verdicts:
             if v.verdict != "pass":
-                err.print(f"gate {v.verdict}: {v.label}: {v.detail}", highlight=False)
+                err.print(f"gate {v.verdict}: {v.label}: {v.detail}", highlight=False, markup=False)
     raise typer.Exit(code)
 
 

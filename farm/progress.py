@@ -43,7 +43,9 @@ class LiveView:
         self.progress.__exit__(exc_type, exc, tb)
 
     def log(self, text: str) -> None:
-        self.console.log(text, highlight=False) if self.live else self.console.print(text, highlight=False)
+        self.console.log(text, highlight=False) if self.live else self.console.print(
+            text, highlight=False, markup=False
+        )
 
     def event(self, device_id: str, kind: str, data: dict[str, Any]) -> None:
         with self._lock:
@@ -51,7 +53,7 @@ class LiveView:
             if kind == "status":
                 self.progress.update(task, description=data["text"])
                 if not self.live and data["text"] in {"done", "failed"}:
-                    self.console.print(f"{device_id}: {data['text']}", highlight=False)
+                    self.console.print(f"{device_id}: {data['text']}", highlight=False, markup=False)
             elif kind == "job":
                 record = data["record"]
                 fps = self._last_fps(record)
@@ -62,7 +64,7 @@ class LiveView:
                             f"@{spec.bitstream.rate_kbps:g}k r{spec.repeat}: {record.status}")  # fmt: skip
                     if record.error:
                         line += f" ({record.error})"
-                    self.console.print(line + (f" {fps}" if fps else ""), highlight=False)
+                    self.console.print(line + (f" {fps}" if fps else ""), highlight=False, markup=False)
 
     @staticmethod
     def _last_fps(record: Any) -> str:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from farm.gates import Verdict, load_view
@@ -83,9 +84,9 @@ def results_table(store: Store, run_id: str) -> Table:
         power = _fmt(r["power_w"], ".2f", " W")
         if r["power_w"] is None:
             power = "[yellow]missing[/]"
+        jobs = f"{r['jobs'] - r['failed']}/{r['jobs']}"
         table.add_row(
-            r["device"], labels.get(r["role"], r["role"]), r["sequence"],
-            f"{r['jobs'] - r['failed']}/{r['jobs']}" if not r["failed"] else f"[red]{r['jobs'] - r['failed']}/{r['jobs']}[/]",
+            r["device"], labels.get(r["role"], r["role"]), r["sequence"], f"[red]{jobs}[/]" if r["failed"] else jobs,
             _fmt(r["fps_p50"], ".0f"), _fmt(r["frame_ms_p99"], ".2f"), _fmt(r["bpp"], ".4f"),
             _fmt(r["psnr_yuv"], ".2f", " dB"), _fmt(r["ssim"], ".4f"), _fmt(r["vmaf"], ".2f"), power,
             _fmt(r["energy_per_frame_j"], ".4f"),
@@ -94,7 +95,7 @@ def results_table(store: Store, run_id: str) -> Table:
         parts = []
         for name in ("bd_rate.psnr_yuv", "bd_rate.vmaf"):
             value, detail = metrics.get(name, (None, None))
-            shown = f"{value * 100:+.2f}%" if value is not None else f"missing ({detail})"
+            shown = f"{value * 100:+.2f}%" if value is not None else escape(f"missing ({detail})")
             parts.append(f"{name.split('.')[1]} {shown}")
         if run and run["anchor_name"]:
             table.caption = (table.caption + "\n" if table.caption else "") + (
@@ -111,7 +112,9 @@ def verdict_table(verdicts: Sequence[Verdict], title: str = "gates") -> Table:
     for v in verdicts:
         value = MISSING if v.value is None else (f"{v.value:.4g}" if isinstance(v.value, float) else str(v.value))
         thr = f"{v.threshold:g}" if isinstance(v.threshold, float | int) else str(v.threshold)
-        table.add_row(f"{v.metric} {v.op} {thr}", v.scope_key, value, style[v.verdict], v.detail[:120])
+        table.add_row(
+            f"{v.metric} {v.op} {thr}", escape(v.scope_key), escape(value), style[v.verdict], escape(v.detail[:160])
+        )
     return table
 
 
@@ -136,7 +139,7 @@ def run_json(store: Store, run_id: str, verdicts: Sequence[Verdict]) -> dict[str
     assert run is not None
     view = load_view(store, run_id)
     return {
-        "run": {k: run[k] for k in run if not k.endswith("_json")}
+        "run": {k: v for k, v in dict(run).items() if not k.endswith("_json")}
         | {"conventions": json.loads(run["conventions_json"]), "summary": json.loads(run["summary_json"] or "{}")},
         "devices": [
             {"id": d["device_id"], "platform": d["platform"], "target": d["target"], "status": d["status"],

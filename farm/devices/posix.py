@@ -17,17 +17,20 @@ from pathlib import Path
 
 from farm.transports.base import Background, Transport, TransportError
 
-# For each "path sha" pair on the command line print "sha path" for files present (one round trip).
+# For each file argument print "<index> <sha256>" if it exists (one round trip). Hashing stdin keeps
+# sha256sum from escaping odd names in its output; indices keep names out of the output altogether.
 _HASH_SCRIPT = r"""
+i=0
 for f do
-  if [ -f "$f" ]; then sha256sum "$f" 2>/dev/null || echo "- $f"; fi
+  if [ -f "$f" ]; then echo "$i $(sha256sum <"$f" | cut -d' ' -f1)"; fi
+  i=$((i + 1))
 done
 """
 
 # Move a pushed temp file into place only if its sha256 on the device is what the host sent.
 _COMMIT_SCRIPT = r"""
 tmp=$1; dst=$2; want=$3
-got=$(sha256sum "$tmp" | cut -d' ' -f1)
+got=$(sha256sum <"$tmp" | cut -d' ' -f1)
 if [ "$got" != "$want" ]; then rm -f "$tmp"; echo "sha256 mismatch after push: $got" >&2; exit 1; fi
 chmod "$4" "$tmp" && mv -f "$tmp" "$dst"
 """
@@ -43,7 +46,7 @@ t0=$(date +%s%N)
 rc=$?
 t1=$(date +%s%N)
 echo "@@timing $t0 $t1 $rc"
-if [ -f out.y4m ]; then echo "@@sha $(sha256sum out.y4m | cut -d' ' -f1) $(wc -c <out.y4m)"; fi
+if [ -f out.y4m ]; then echo "@@sha $(sha256sum <out.y4m | cut -d' ' -f1) $(wc -c <out.y4m)"; fi
 echo "@@stats"
 if [ -f stats.jsonl ]; then cat stats.jsonl; fi
 echo "@@stderr"
@@ -141,8 +144,9 @@ class PosixDevice:
         found: dict[str, str] = {}
         for chunk in _chunks(list(paths), 200):
             for line in self.sh(_HASH_SCRIPT, *chunk).splitlines():
-                digest, _, path = line.partition(" ")
-                found[path.lstrip(" *")] = digest
+                index, _, digest = line.partition(" ")
+                if index.isdigit() and int(index) < len(chunk) and len(digest) == 64:
+                    found[chunk[int(index)]] = digest
         return found
 
     def stage(self, files: Sequence[tuple[Path, str, str]]) -> None:
@@ -171,9 +175,7 @@ class PosixDevice:
             timeout=timeout + 30,
         )
         if res.timed_out:
-            return DecodeOutcome(
-                None, True, None, None, None, None, (), "decode exceeded its timeout on the link"
-            )
+            return DecodeOutcome(None, True, None, None, None, None, (), "decode exceeded its timeout on the link")
         return parse_decode(res.text(), res.exit_status)
 
     def pull(self, remote: str, local: Path) -> int:

@@ -1,0 +1,151 @@
+"""End to end on the local device: real encodes, real decodes, real scoring, real store, the real CLI.
+
+These are the slow tests (seconds each, not milliseconds); they stay in the default run because they are the
+only proof that the pieces fit.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tarfile
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from farm.bundle import write_sums
+from farm.cli import app
+from tests.conftest import EXAMPLES, ROOT, write
+
+pytestmark = pytest.mark.slow
+
+TINY_SUITE = """name: tiny
+sequences:
+  - id: bars
+    generate: {{source: testsrc2, width: 128, height: 96, fps: 30, frames: 12}}
+rates_kbps: [60, 120, 240, 480]
+repeats: 2
+warmup_frames: 2
+timeout_s: 60
+power: {{baseline_s: 0}}
+gates:
+{gates}
+"""
+PASSING = """  - {metric: fps, op: ">=", value: 1}
+  - {metric: consistency, op: "==", value: bitexact, scope: all}
+  - {metric: failures, op: "==", value: 0, scope: all}
+  - {metric: bd_rate.psnr_yuv, op: "<", value: 1.0}"""
+
+
+def farm(tmp_path: Path, *args: str) -> tuple[int, str]:
+    env = {"FARM_STORE": str(tmp_path / "state" / "results.db"), "FARM_INVENTORY": str(ROOT / "devices.yaml")}
+    res = CliRunner().invoke(app, list(args), env=env, catch_exceptions=False)
+    return res.exit_code, res.output
+
+
+def suite(tmp_path: Path, gates: str = PASSING, name: str = "tiny.yaml") -> str:
+    return str(write(tmp_path / name, TINY_SUITE.format(gates=gates)))
+
+
+def bundle_args(test: Path | None = None) -> list[str]:
+    return ["--bundle", str(test or EXAMPLES / "av1-svt"), "--anchor", str(EXAMPLES / "hevc-x265")]
+
+
+def test_smoke_suite_from_the_readme(tmp_path: Path) -> None:
+    report = tmp_path / "run.json"
+    junit = tmp_path / "junit.xml"
+    code, out = farm(tmp_path, "run", str(ROOT / "suites/smoke.yaml"), *bundle_args(), "--json", str(report),
+                     "--junit", str(junit))  # fmt: skip
+    assert code == 0, out
+    data = json.loads(report.read_text())
+    assert data["passed"] is True
+    rows = [r for r in data["results"] if r["role"] == "test"]
+    assert len(rows) == 2
+    for row in rows:
+        assert row["fps_p50"] > 30 and 0 < row["bpp"] < 2 and 25 < row["psnr_yuv"] < 100
+        assert 0.8 < row["ssim"] <= 1 and 40 < row["vmaf"] <= 100
+        assert row["power_w"] is None  # this machine has no readable meter: missing, never 0
+    bd = data["device_metrics"]["local"]["bd_rate.psnr_yuv"]["value"]
+    assert -0.6 < bd < 0.0
+    assert "missing" in out and "BD-rate of av1-svt" in out
+    cases = ET.parse(junit).getroot().findall(".//testcase")
+    assert len(cases) == 4 and not ET.parse(junit).getroot().findall(".//failure")
+    # a second run of the same suite and bundle re-encodes and pushes nothing
+    code, out = farm(tmp_path, "run", str(ROOT / "suites/smoke.yaml"), *bundle_args())
+    assert code == 0, out
+    assert "encodes: 0 new, 16 reused" in out and "pushed 0 bytes in 0 files" in out
+
+
+def test_failing_gate_exits_1_and_names_it_then_gate_and_report_replay_it(tmp_path: Path) -> None:
+    gates = PASSING + '\n  - {metric: fps, op: ">=", value: 1.0e+12}'
+    code, out = farm(tmp_path, "run", suite(tmp_path, gates), *bundle_args())
+    assert code == 1
+    assert "gate fail: fps >= 1e+12 [local]" in out
+    run_id = out.split("run ")[-1].split(":")[0]
+    code, out = farm(tmp_path, "gate", run_id[:15])
+    assert code == 1 and "FAIL" in out
+    code, out = farm(tmp_path, "report", run_id)
+    assert code == 0 and "hevc-x265" in out
+    code, out = farm(tmp_path, "runs")
+    assert run_id in out
+
+
+def test_power_gate_on_a_machine_without_meter_is_missing_and_fails(tmp_path: Path) -> None:
+    gates = '  - {metric: energy_per_frame_j, op: "<=", value: 1000}'
+    code, out = farm(tmp_path, "run", suite(tmp_path, gates), *bundle_args())
+    assert code == 1 and "gate missing: energy_per_frame_j" in out
+
+
+def test_crashing_decoder_fails_jobs_with_stderr_kept(tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(EXAMPLES / "av1-svt", broken)
+    manifest = broken / "bundle.yaml"
+    manifest.write_text(manifest.read_text().replace('"libdav1d"', '"no_such_decoder"'))
+    write_sums(broken)
+    code, out = farm(tmp_path, "run", suite(tmp_path), *bundle_args(broken), "--json", str(tmp_path / "r.json"))
+    assert code == 1
+    assert "gate fail: failures == 0 [all]" in out
+    data = json.loads((tmp_path / "r.json").read_text())
+    failures = next(g for g in data["gates"] if g["metric"] == "failures")
+    assert failures["value"] == 8 and "decoder exited" in failures["detail"]
+
+
+def test_malformed_suite_and_inventory_exit_2_with_file_and_line(tmp_path: Path) -> None:
+    bad = write(tmp_path / "bad.yaml", TINY_SUITE.format(gates='  - {metric: fps, op: "=>", value: 1}'))
+    code, out = farm(tmp_path, "run", str(bad), *bundle_args())
+    assert code == 2 and f"{bad}:11: gates[0].op: unknown operator '=>'" in out
+    inv = write(tmp_path / "devices.yaml", "devices:\n  - id: x\n    platform: linux\n    transport: {kind: lokal}\n")
+    code, out = farm(tmp_path, "run", suite(tmp_path), *bundle_args(), "--inventory", str(inv))
+    assert code == 2 and f"{inv}:4: devices[0].transport" in out
+
+
+def test_tampered_and_hostile_bundles_exit_2(tmp_path: Path) -> None:
+    tampered = tmp_path / "tampered"
+    shutil.copytree(EXAMPLES / "av1-svt", tampered)
+    (tampered / "ffdecode.py").write_text("import os\n")
+    code, out = farm(tmp_path, "run", suite(tmp_path), *bundle_args(tampered))
+    assert code == 2 and "checksum mismatch" in out
+    evil = tmp_path / "evil.tar.gz"
+    with tarfile.open(evil, "w:gz") as tar:
+        tar.add(EXAMPLES / "av1-svt" / "bundle.yaml", arcname="../../bundle.yaml")
+    code, out = farm(tmp_path, "run", suite(tmp_path), *bundle_args(evil))
+    assert code == 2 and "outside the target directory" in out
+
+
+def test_packed_bundle_runs_like_the_directory(tmp_path: Path) -> None:
+    packed = tmp_path / "av1.tar.gz"
+    assert farm(tmp_path, "bundle", "pack", str(EXAMPLES / "av1-svt"), "-o", str(packed))[0] == 0
+    code, out = farm(tmp_path, "run", suite(tmp_path), *bundle_args(packed))
+    assert code == 0, out
+
+
+def test_unreachable_device_exits_3_with_the_reason(tmp_path: Path) -> None:
+    inv = write(
+        tmp_path / "devices.yaml",
+        "devices:\n  - id: broken\n    platform: linux\n    transport: {kind: local}\n    target: auto\n"
+        "    workdir: /proc/cannot/write/here\n    runtime: {ffmpeg: '@imageio-ffmpeg', python: '@python'}\n",
+    )
+    code, out = farm(tmp_path, "run", suite(tmp_path), *bundle_args(), "--inventory", str(inv))
+    assert code == 3 and "no device could run" in out and "broken" in out
