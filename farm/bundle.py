@@ -203,6 +203,4 @@ def open_bundle(path: Path, cache_dir: Path) -> Bundle:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     bundle = verify_dir(dest, str(path))
-    return Bundle(
-        root=dest, manifest=bundle.manifest, digest=bundle.digest, files=bundle.files, source=str(path)
-    )
+    return Bundle(root=dest, manifest=bundle.manifest, digest=bundle.digest, files=bundle.files, source=str(path))

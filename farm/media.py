@@ -96,9 +96,7 @@ def render(seq: Sequence, cache: Path) -> Source:
             _atomic_run(_render_argv(ffmpeg, gen, tmp), path, tmp, f"render sequence {seq.id!r}")
     info = read_y4m_info(path)
     if info.chroma not in {"420", "420jpeg", "420mpeg2", "420paldv"}:
-        raise InputError(
-            [Problem(str(path), None, "", f"only 8-bit 4:2:0 Y4M is supported (C{info.chroma})")]
-        )
+        raise InputError([Problem(str(path), None, "", f"only 8-bit 4:2:0 Y4M is supported (C{info.chroma})")])
     return Source(seq.id, path, _sha_cached(path), info.width, info.height, info.fps, info.frames)
 
 
@@ -134,9 +132,7 @@ def host_runtime(names: tuple[str, ...]) -> dict[str, str]:
         if name == "ffmpeg":
             out[name] = host_ffmpeg()
         else:
-            raise InputError(
-                f"encoder requires runtime {name!r}, which the host does not provide (ffmpeg only)"
-            )
+            raise InputError(f"encoder requires runtime {name!r}, which the host does not provide (ffmpeg only)")
     return out
 
 
@@ -168,7 +164,5 @@ def encode(bundle: Bundle, source: Source, rate_kbps: float, cache: Path) -> Bit
                 "bundle": str(bundle.root),
             }
             argv = substitute(enc.argv, values)
-            _atomic_run(
-                argv, out, tmp, f"{bundle.label} encode of {source.sequence_id} at {rate_kbps:g} kbps"
-            )
+            _atomic_run(argv, out, tmp, f"{bundle.label} encode of {source.sequence_id} at {rate_kbps:g} kbps")
     return Bitstream(out, _sha_cached(out), out.stat().st_size, rate_kbps, reused)

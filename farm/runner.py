@@ -128,14 +128,10 @@ class DeviceSession:
             baseline_w = self._baseline(dev, meter)
             self._record_device("ok", None)
             for index, spec in enumerate(self.jobs):
-                self._status(
-                    f"{spec.role} {spec.source.sequence_id} @{spec.bitstream.rate_kbps:g}k r{spec.repeat}"
-                )
+                self._status(f"{spec.role} {spec.source.sequence_id} @{spec.bitstream.rate_kbps:g}k r{spec.repeat}")
                 record = self._job(dev, index, spec, staged, meter, baseline_w, zones)
                 self.report.records.append(record)
-                self.emit(
-                    self.device.id, "job", {"done": index + 1, "total": len(self.jobs), "record": record}
-                )
+                self.emit(self.device.id, "job", {"done": index + 1, "total": len(self.jobs), "record": record})
         except FarmError as exc:
             self._fail_rest(str(exc))
         except Exception as exc:  # a bug or an unexpected device answer must not take down the other devices
@@ -218,9 +214,7 @@ class DeviceSession:
                 seen.add(bundle.digest)
                 target = bundle.manifest.targets[self.device.target]
                 for rel in target.files:
-                    files.append(
-                        (bundle.root / rel, f"{self._bundle_dir(dev, bundle)}/{rel}", bundle.files[rel])
-                    )
+                    files.append((bundle.root / rel, f"{self._bundle_dir(dev, bundle)}/{rel}", bundle.files[rel]))
             remote = self._bitstream_path(dev, spec.bitstream)
             if remote not in seen:
                 seen.add(remote)
@@ -237,9 +231,7 @@ class DeviceSession:
             return None
         return power_energy.mean_watts(samples, samples[0].t_s, samples[-1].t_s)
 
-    def _sample(
-        self, dev: PosixDevice, meter: meters.Meter, name: str, during: Callable[[], Any]
-    ) -> list[Any]:
+    def _sample(self, dev: PosixDevice, meter: meters.Meter, name: str, during: Callable[[], Any]) -> list[Any]:
         out_path = f"{dev.workdir}/jobs/{self.run_id}/{name}.power"
         dev.sh('mkdir -p "$1"', f"{dev.workdir}/jobs/{self.run_id}")
         proc = dev.spawn(sampler.sampler_argv(meter, self.suite.power.sample_hz, out_path))
@@ -305,18 +297,14 @@ class DeviceSession:
         ms = self._measurements(spec, outcome, frames, samples, meter, baseline_w, temp_start, temp_end)
         job_id = self.store.add_job(self.run_id, row, ms)
         fps = next((m.value for m in ms if m.name == "fps"), None)
-        return JobRecord(
-            spec, self.device.id, job_id, row["status"], outcome.output_sha, local_output, error, fps
-        )
+        return JobRecord(spec, self.device.id, job_id, row["status"], outcome.output_sha, local_output, error, fps)
 
     def _measurements(
         self, spec: JobSpec, outcome: DecodeOutcome, frames: int | None, samples: list[Any],
         meter: meters.Meter | None, baseline_w: float | None, temp_start: float | None, temp_end: float | None,
     ) -> list[Measurement]:  # fmt: skip
         wall = (
-            outcome.end_ns - outcome.start_ns
-            if outcome.start_ns is not None and outcome.end_ns is not None
-            else None
+            outcome.end_ns - outcome.start_ns if outcome.start_ns is not None and outcome.end_ns is not None else None
         )
         n = frames or len(outcome.frame_times_ns)
         stats = frame_stats(
@@ -359,9 +347,7 @@ class DeviceSession:
                 power_conv + "; (E - baseline_w*t)/frames",
                 None if per_frame is not None else reason,
             ),
-            Measurement(
-                "temp_start_c", temp_start, "C", "hottest thermal zone", None if temp_start else "no zone"
-            ),
+            Measurement("temp_start_c", temp_start, "C", "hottest thermal zone", None if temp_start else "no zone"),
             Measurement("temp_end_c", temp_end, "C", "hottest thermal zone", None if temp_end else "no zone"),
         ]
         if baseline_w is not None:

@@ -101,9 +101,7 @@ class Store:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
-        self._db.execute(
-            "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-        )
+        self._db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
         with self._lock:
@@ -194,9 +192,7 @@ class Store:
 
     def add_gate_evaluation(self, run_id: str, verdicts: list[Mapping[str, Any]]) -> int:
         with self._tx() as db:
-            row = db.execute(
-                "SELECT COALESCE(MAX(evaluation), 0) FROM gates WHERE run_id=?", (run_id,)
-            ).fetchone()
+            row = db.execute("SELECT COALESCE(MAX(evaluation), 0) FROM gates WHERE run_id=?", (run_id,)).fetchone()
             evaluation = int(row[0]) + 1
             now = time.time()
             db.executemany(
@@ -221,9 +217,7 @@ class Store:
 
     def devices(self, run_id: str) -> list[sqlite3.Row]:
         with self._lock:
-            return list(
-                self._db.execute("SELECT * FROM run_devices WHERE run_id=? ORDER BY device_id", (run_id,))
-            )
+            return list(self._db.execute("SELECT * FROM run_devices WHERE run_id=? ORDER BY device_id", (run_id,)))
 
     def jobs(self, run_id: str) -> list[sqlite3.Row]:
         with self._lock:
@@ -241,16 +235,12 @@ class Store:
 
     def run_metrics(self, run_id: str) -> list[sqlite3.Row]:
         with self._lock:
-            return list(
-                self._db.execute("SELECT * FROM run_metrics WHERE run_id=? ORDER BY rowid", (run_id,))
-            )
+            return list(self._db.execute("SELECT * FROM run_metrics WHERE run_id=? ORDER BY rowid", (run_id,)))
 
     def gate_verdicts(self, run_id: str, evaluation: int | None = None) -> list[sqlite3.Row]:
         with self._lock:
             if evaluation is None:
-                row = self._db.execute(
-                    "SELECT MAX(evaluation) FROM gates WHERE run_id=?", (run_id,)
-                ).fetchone()
+                row = self._db.execute("SELECT MAX(evaluation) FROM gates WHERE run_id=?", (run_id,)).fetchone()
                 evaluation = row[0]
             if evaluation is None:
                 return []

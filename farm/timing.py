@@ -70,9 +70,7 @@ def frame_stats(
         )
     if wall_s is not None and frames > 0:
         # no per-frame times: the whole wall time, start-up included, is all that is known
-        return FrameStats(
-            frames / wall_s, None, None, None, None, None, None, None, frames, wall_s, "wall-clock"
-        )
+        return FrameStats(frames / wall_s, None, None, None, None, None, None, None, frames, wall_s, "wall-clock")
     return FrameStats(None, None, None, None, None, None, None, None, 0, wall_s, "none")
 
 

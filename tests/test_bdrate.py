@@ -296,9 +296,7 @@ ANCHOR = [(100.0, 30.0), (200.0, 33.0), (400.0, 36.0), (800.0, 39.0), (1600.0, 4
         pytest.param(SET_A, [(r * 0.9, q) for r, q in SET_A], -0.1, id="vmaf-proportional-0.9"),
     ],
 )
-def test_reference_vectors(
-    anchor: list[tuple[float, float]], test: list[tuple[float, float]], expected: float
-) -> None:
+def test_reference_vectors(anchor: list[tuple[float, float]], test: list[tuple[float, float]], expected: float) -> None:
     assert bd_rate(anchor, test).value == pytest.approx(expected, abs=TOL)
 
 

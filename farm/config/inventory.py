@@ -49,9 +49,7 @@ class UsbmuxTransport(Strict):
     udid: str
 
 
-Transport = Annotated[
-    LocalTransport | SshTransport | AdbTransport | UsbmuxTransport, Field(discriminator="kind")
-]
+Transport = Annotated[LocalTransport | SshTransport | AdbTransport | UsbmuxTransport, Field(discriminator="kind")]
 
 
 class PowerSettings(Strict):

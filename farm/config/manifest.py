@@ -30,8 +30,7 @@ def _check_template(argv: tuple[str, ...], allowed: frozenset[str], runtime: tup
         for name in PLACEHOLDER.findall(arg):
             if name not in allowed and name not in runtime:
                 raise ValueError(
-                    f"unknown placeholder {{{name}}} in {arg!r}; allowed: "
-                    + ", ".join(sorted(allowed | set(runtime)))
+                    f"unknown placeholder {{{name}}} in {arg!r}; allowed: " + ", ".join(sorted(allowed | set(runtime)))
                 )
 
 

@@ -30,15 +30,11 @@ def _build(node: yaml.Node, loc: Loc, lines: dict[Loc, int], problems: list[Prob
         for key_node, value_node in node.value:
             key = _scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else None
             if not isinstance(key, str | int | float | bool):
-                problems.append(
-                    Problem(file, key_node.start_mark.line + 1, _dotted(loc), "keys must be scalars")
-                )
+                problems.append(Problem(file, key_node.start_mark.line + 1, _dotted(loc), "keys must be scalars"))
                 continue
             key = str(key)
             if key in out:
-                problems.append(
-                    Problem(file, key_node.start_mark.line + 1, _dotted((*loc, key)), "duplicate key")
-                )
+                problems.append(Problem(file, key_node.start_mark.line + 1, _dotted((*loc, key)), "duplicate key"))
                 continue
             lines[(*loc, key)] = key_node.start_mark.line + 1
             out[key] = _build(value_node, (*loc, key), lines, problems, file)

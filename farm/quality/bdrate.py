@@ -109,9 +109,7 @@ def _validated(curve: str, raw: Sequence[tuple[float, float]]) -> list[_Point]:
         if not upper.quality > lower.quality:
             not_rising.append(f"{lower} -> {upper}")
     if not_rising:
-        raise _fail(
-            curve, "non-monotonic: quality must strictly increase with rate, but does not between", not_rising
-        )
+        raise _fail(curve, "non-monotonic: quality must strictly increase with rate, but does not between", not_rising)
     return points
 
 
@@ -140,8 +138,7 @@ def bd_rate(anchor: Sequence[tuple[float, float]], test: Sequence[tuple[float, f
     q_lo, q_hi = max(a_lo, t_lo), min(a_hi, t_hi)
     if not q_hi > q_lo:
         raise BDRateError(
-            "quality ranges do not overlap: "
-            f"anchor covers [{a_lo!r}, {a_hi!r}], test covers [{t_lo!r}, {t_hi!r}]"
+            f"quality ranges do not overlap: anchor covers [{a_lo!r}, {a_hi!r}], test covers [{t_lo!r}, {t_hi!r}]"
         )
 
     overlap = min(1.0, (q_hi - q_lo) / min(a_hi - a_lo, t_hi - t_lo))
