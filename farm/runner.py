@@ -235,8 +235,12 @@ class DeviceSession:
         out_path = f"{dev.workdir}/jobs/{self.run_id}/{name}.power"
         dev.sh('mkdir -p "$1"', f"{dev.workdir}/jobs/{self.run_id}")
         proc = dev.spawn(sampler.sampler_argv(meter, self.suite.power.sample_hz, out_path))
+        # samples must bracket the window: counter meters place a reading between two samples
+        margin = 2.5 / self.suite.power.sample_hz
         try:
+            time.sleep(margin)
             during()
+            time.sleep(margin)
         finally:
             dev.kill(proc)
         return list(sampler.parse_samples(meter, dev.read_text(out_path)))

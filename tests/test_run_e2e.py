@@ -149,3 +149,37 @@ def test_unreachable_device_exits_3_with_the_reason(tmp_path: Path) -> None:
     )
     code, out = farm(tmp_path, "run", suite(tmp_path), *bundle_args(), "--inventory", str(inv))
     assert code == 3 and "no device could run" in out and "broken" in out
+
+
+def test_power_path_with_a_sysfs_meter(tmp_path: Path) -> None:
+    """A declared sysfs meter (a file that reads 2.5 W) goes through sampler, energy maths and the store."""
+    node = write(tmp_path / "meter dir" / "power_uw", "2500000\n")
+    inv = write(
+        tmp_path / "devices.yaml",
+        "devices:\n  - id: metered\n    platform: linux\n    transport: {kind: local}\n    target: auto\n"
+        "    runtime: {ffmpeg: '@imageio-ffmpeg', python: '@python'}\n"
+        f"    power: {{meter: sysfs, nodes: ['{node}'], unit: uW}}\n",
+    )
+    text = TINY_SUITE.format(gates='  - {metric: energy_per_frame_j, op: "<=", value: 0.01}').replace(
+        "power: {baseline_s: 0}", "power: {baseline_s: 0.3, sample_hz: 40}"
+    )
+    suite_path = write(tmp_path / "metered.yaml", text)
+    report = tmp_path / "r.json"
+    code, out = farm(tmp_path, "run", str(suite_path), *bundle_args(), "--inventory", str(inv), "--json", str(report))
+    assert code == 0, out
+    data = json.loads(report.read_text())
+    row = next(r for r in data["results"] if r["role"] == "test")
+    assert row["power_w"] == pytest.approx(2.5, rel=1e-6)
+    assert abs(row["energy_per_frame_j"]) < 1e-3  # constant power: nothing above the idle baseline
+    assert "sysfs" in data["devices"][0]["properties"]["power_meter"]
+
+
+def test_bad_meter_settings_are_input_errors(tmp_path: Path) -> None:
+    inv = write(
+        tmp_path / "devices.yaml",
+        "devices:\n  - id: m\n    platform: linux\n    transport: {kind: local}\n    target: auto\n"
+        "    runtime: {ffmpeg: '@imageio-ffmpeg', python: '@python'}\n"
+        "    power: {meter: sysfs, nodes: [relative/path]}\n",
+    )
+    code, out = farm(tmp_path, "run", suite(tmp_path), *bundle_args(), "--inventory", str(inv))
+    assert code == 2 and f"{inv}:7: devices[0].power: nodes: 'relative/path' is not an absolute path" in out

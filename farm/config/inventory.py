@@ -60,6 +60,18 @@ class PowerSettings(Strict):
     unit: str | None = None
     sign: Literal[1, -1] = 1
 
+    @model_validator(mode="after")
+    def _explicit_meter(self) -> PowerSettings:
+        """An explicit meter is checked when the inventory loads, so a typo is exit 2 with its line."""
+        if self.meter not in ("auto", "none"):
+            from farm.power.meters import meter_from_settings
+
+            try:
+                meter_from_settings(self.model_dump())
+            except InputError as exc:
+                raise ValueError("; ".join(p.message.removeprefix("power.") for p in exc.problems)) from None
+        return self
+
 
 class ThermalSettings(Strict):
     zones: Literal["auto"] | tuple[str, ...] = "auto"
