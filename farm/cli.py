@@ -165,7 +165,7 @@ def run(
             write_junit(junit, outcome.run_id, plan.suite.name, outcome.verdicts)
         code = outcome.exit_code
         word = {0: "[green]PASSED[/]", 1: "[red]FAILED[/]", 3: "[red]INCOMPLETE[/]"}[code]
-        out.print(f"run {outcome.run_id}: {word} (exit {code})")
+        out.print(f"run {outcome.run_id}: {word} (exit {code})", highlight=False)
         for v in outcome.verdicts:
             if v.verdict != "pass":
                 err.print(f"gate {v.verdict}: {v.label}: {v.detail}", highlight=False, markup=False)
