@@ -8,6 +8,7 @@ remaining jobs into failed jobs with the reason: they are never silently dropped
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from farm.power import meters, sampler
 from farm.quality.y4m import read_y4m_info
 from farm.store import Measurement, Store
 from farm.timing import frame_stats
+from farm.transports.base import TransportError, Unreachable
 
 Event = Callable[[str, str, dict[str, Any]], None]
 
@@ -124,12 +126,13 @@ class DeviceSession:
             self.report.properties = props
             self._cooldown(dev, zones)
             self._status("staging")
-            staged = self._stage(dev)
+            self._retrying_stage(dev)
             baseline_w = self._baseline(dev, meter)
             self._record_device("ok", None)
             for index, spec in enumerate(self.jobs):
                 self._status(f"{spec.role} {spec.source.sequence_id} @{spec.bitstream.rate_kbps:g}k r{spec.repeat}")
-                record = self._job(dev, index, spec, staged, meter, baseline_w, zones)
+                attempt = functools.partial(self._job, dev, index, spec, meter, baseline_w, zones)
+                record = self._retrying(index, spec, attempt)
                 self.report.records.append(record)
                 self.emit(self.device.id, "job", {"done": index + 1, "total": len(self.jobs), "record": record})
         except FarmError as exc:
@@ -205,6 +208,36 @@ class DeviceSession:
     def _bitstream_path(self, dev: PosixDevice, bs: Bitstream) -> str:
         return f"{dev.workdir}/cas/{bs.sha256}{bs.path.suffix}"
 
+    def _retrying(self, index: int, spec: JobSpec, attempt: Callable[[], JobRecord]) -> JobRecord:
+        """A job whose link dropped is retried once after reconnecting; then it fails with both reasons.
+
+        ``Unreachable`` (the device cannot be reconnected at all) is not retried: it ends the session.
+        """
+        try:
+            return attempt()
+        except Unreachable:
+            raise
+        except TransportError as first:
+            self._status(f"link dropped, retrying job {index + 1}")
+            try:
+                return attempt()
+            except Unreachable:
+                raise
+            except TransportError as second:
+                error = f"link failed, retried once: {first} / retry: {second}"
+                now = time.time()
+                job_id = self.store.add_job(self.run_id, self._job_row(spec, "failed", error, now, now), [])
+                return JobRecord(spec, self.device.id, job_id, "failed", None, None, error)
+
+    def _retrying_stage(self, dev: PosixDevice) -> None:
+        try:
+            self._stage(dev)
+        except Unreachable:
+            raise
+        except TransportError:
+            self._status("link dropped while staging, retrying")
+            self._stage(dev)
+
     def _stage(self, dev: PosixDevice) -> dict[str, str]:
         files: list[tuple[Path, str, str]] = []
         seen: set[str] = set()
@@ -255,7 +288,7 @@ class DeviceSession:
         }  # fmt: skip
 
     def _job(
-        self, dev: PosixDevice, index: int, spec: JobSpec, staged: dict[str, str], meter: meters.Meter | None,
+        self, dev: PosixDevice, index: int, spec: JobSpec, meter: meters.Meter | None,
         baseline_w: float | None, zones: list[str],
     ) -> JobRecord:  # fmt: skip
         t0 = time.time()

@@ -6,10 +6,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from farm.config.inventory import Device, LocalTransport
+from farm.config.inventory import Device, LocalTransport, SshTransport
 from farm.devices.posix import PosixDevice
 from farm.errors import InfraError
 from farm.transports.local import LocalTransport as LocalLink
+from farm.transports.ssh import SshLink
+
+REMOTE_WORKDIR_UNDER_HOME = ".cache/codec-farm"
 
 
 # runtime values the farm resolves on the host for the local device (devices.yaml stays portable)
@@ -39,4 +42,13 @@ def connect(device: Device, state_dir: Path) -> PosixDevice:
     if isinstance(device.transport, LocalTransport):
         workdir = device.workdir or str((state_dir / "device" / device.id).resolve())
         return PosixDevice(device.id, LocalLink(), workdir, resolve_runtime(device))
+    if isinstance(device.transport, SshTransport):
+        link = SshLink(device.id, device.transport)
+        link.connect()
+        dev = PosixDevice(device.id, link, device.workdir or "", resolve_runtime(device))
+        if not device.workdir:
+            # scripts cd into job folders, so the workdir must be absolute: put it under the login's home
+            home = dev.sh('printf %s "$HOME"').strip()
+            dev.workdir = f"{home.rstrip('/')}/{REMOTE_WORKDIR_UNDER_HOME}"
+        return dev
     raise InfraError(f"{device.id}: transport {device.transport.kind!r} is not available in this build of the farm yet")

@@ -19,6 +19,10 @@ class TransportError(InfraError):
     """The link to the device failed (not the command on it)."""
 
 
+class Unreachable(TransportError):
+    """The device could not be (re)connected at all: retrying jobs on it is pointless."""
+
+
 @dataclass(frozen=True)
 class Completed:
     """A finished command. ``exit_status`` is None when it was killed at its timeout."""

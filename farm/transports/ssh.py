@@ -1,0 +1,291 @@
+"""Linux boards over SSH (paramiko), held to the standard of a real lab.
+
+- Host keys are checked against a known_hosts file; an unknown or changed key refuses the device (RejectPolicy).
+  ``farm devices trust ID`` is the explicit way to record a board's key. Key auth only (file or agent).
+- Every command runs under the board's ``timeout -k`` so a hung decoder is killed on the board even if the
+  link dies; the host keeps its own deadline on top. stdout and stderr are drained while the command runs,
+  so a chatty command can never fill the channel window and deadlock before its exit status arrives.
+- ``spawn`` uses ``setsid`` so ``kill`` can take down the whole process group on the board.
+- Connections use short connect timeouts, TCP keepalive and SSH keepalives; a dropped connection is reopened
+  on the next call (once), so one flaky board costs a retry, not the run.
+- Transfers stream through ``cat`` on an exec channel with a large window (faster than paramiko's SFTP here:
+  see bench/bench_ssh_push.py); integrity is checked by sha256 on the board by the device layer.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import select
+import shlex
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import paramiko
+
+from farm.config.inventory import SshTransport as SshSettings
+from farm.transports.base import Background, Completed, TransportError, Unreachable
+
+CHUNK = 1 << 20
+WINDOW = 64 << 20
+KILL_GRACE_S = 5
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """OpenSSH-style fingerprint, so users can compare it with ``ssh-keygen -lf``."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def known_hosts_name(host: str, port: int) -> str:
+    return host if port == 22 else f"[{host}]:{port}"
+
+
+def _tcp(host: str, port: int, timeout: float) -> socket.socket:
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except OSError as exc:
+        raise Unreachable(f"ssh {host}:{port}: cannot connect: {exc}") from exc
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for opt, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3)):
+        if hasattr(socket, opt):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, opt), value)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def scan_host_key(host: str, port: int, timeout: float = 5.0) -> paramiko.PKey:
+    """The key a server presents, fetched without authenticating (for ``farm devices trust``)."""
+    transport = paramiko.Transport(_tcp(host, port, timeout))
+    try:
+        transport.start_client(timeout=timeout)
+        return transport.get_remote_server_key()
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        raise TransportError(f"ssh {host}:{port}: no host key: {exc}") from exc
+    finally:
+        transport.close()
+
+
+def trust_host_key(known_hosts: Path, host: str, port: int, key: paramiko.PKey) -> None:
+    """Record (or replace) the key for host:port in known_hosts, keeping every other entry."""
+    known_hosts.parent.mkdir(parents=True, exist_ok=True)
+    keys = paramiko.HostKeys()
+    if known_hosts.is_file():
+        keys.load(str(known_hosts))
+    name = known_hosts_name(host, port)
+    if name in keys:
+        del keys[name]
+    keys.add(name, key.get_name(), key)
+    keys.save(str(known_hosts))
+
+
+class SshLink:
+    """One board's SSH connection; thread-safe for the device session that owns it."""
+
+    def __init__(self, device_id: str, settings: SshSettings) -> None:
+        self.device_id = device_id
+        self.settings = settings
+        self.description = f"ssh {settings.user}@{settings.host}:{settings.port}"
+        self._client: paramiko.SSHClient | None = None
+        self._lock = threading.Lock()
+        self._has_timeout: bool | None = None
+        self.reconnects = 0
+
+    # -- connection -----------------------------------------------------------------------------------
+    def _err(self, what: str, unreachable: bool = False) -> TransportError:
+        cls = Unreachable if unreachable else TransportError
+        return cls(f"{self.device_id}: {self.description}: {what}")
+
+    def connect(self) -> None:
+        s = self.settings
+        known_hosts = Path(os.path.expanduser(s.known_hosts))
+        client = paramiko.SSHClient()
+        if known_hosts.is_file():
+            client.load_host_keys(str(known_hosts))
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        try:
+            sock = _tcp(s.host, s.port, s.connect_timeout_s)
+        except Unreachable as exc:
+            raise self._err(str(exc).split(": ", 1)[-1], unreachable=True) from None
+        key = os.path.expanduser(s.key) if s.key else None
+        try:
+            client.connect(
+                s.host, port=s.port, username=s.user, key_filename=key, look_for_keys=False,
+                allow_agent=key is None, timeout=s.connect_timeout_s, banner_timeout=s.connect_timeout_s,
+                auth_timeout=s.connect_timeout_s, sock=sock,
+            )  # fmt: skip
+        except paramiko.BadHostKeyException as exc:
+            sock.close()
+            raise self._err(
+                f"HOST KEY CHANGED: the board presents {fingerprint(exc.key)}, {known_hosts} has "
+                f"{fingerprint(exc.expected_key)}. Refusing. If the board was re-imaged, run "
+                f"'farm devices trust {self.device_id}'.",
+                unreachable=True,
+            ) from None
+        except paramiko.SSHException as exc:
+            sock.close()
+            if "not found in known_hosts" in str(exc):
+                raise self._err(
+                    f"unknown host key (not in {known_hosts}); refusing. Check it and run "
+                    f"'farm devices trust {self.device_id}'.",
+                    unreachable=True,
+                ) from None
+            raise self._err(f"SSH failed: {exc}", unreachable=True) from None
+        except (OSError, EOFError) as exc:
+            sock.close()
+            raise self._err(f"connection failed: {exc}", unreachable=True) from None
+        transport = client.get_transport()
+        assert transport is not None
+        transport.set_keepalive(5)
+        transport.default_window_size = WINDOW
+        self._client = client
+
+    def _transport(self) -> paramiko.Transport:
+        """The live transport, reconnecting once if the previous connection died."""
+        with self._lock:
+            if self._client is not None:
+                t = self._client.get_transport()
+                if t is not None and t.is_active():
+                    return t
+                self._client.close()
+                self._client = None
+                self.reconnects += 1
+            self.connect()
+            assert self._client is not None
+            t = self._client.get_transport()
+            assert t is not None
+            return t
+
+    def _session(self) -> paramiko.Channel:
+        try:
+            return self._transport().open_session(window_size=WINDOW, max_packet_size=32768)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            self.drop()
+            raise self._err(f"cannot open a channel: {exc}") from None
+
+    def drop(self) -> None:
+        """Forget the connection (after a failure) so the next call reconnects."""
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    def close(self) -> None:
+        self.drop()
+
+    # -- commands -------------------------------------------------------------------------------------
+    def _timeout_available(self) -> bool:
+        if self._has_timeout is None:
+            res = self._exec("command -v timeout >/dev/null 2>&1", None, 30.0)
+            self._has_timeout = res.exit_status == 0
+        return self._has_timeout
+
+    def run(self, argv: Sequence[str], *, timeout: float, stdin: bytes | None = None) -> Completed:
+        command = shlex.join(argv)
+        if self._timeout_available():
+            # the board enforces the deadline itself (and kills the whole group), even if we lose the link
+            command = shlex.join(["timeout", "-k", str(KILL_GRACE_S), f"{timeout:g}", *argv])
+        res = self._exec(command, stdin, timeout + KILL_GRACE_S + 10, argv=tuple(argv))
+        if res.exit_status in (124, 137) and self._has_timeout:
+            return Completed(res.argv, None, res.stdout, res.stderr, True, res.seconds)
+        return res
+
+    def _exec(self, command: str, stdin: bytes | None, deadline_s: float, argv: tuple[str, ...] = ()) -> Completed:
+        start = time.monotonic()
+        chan = self._session()
+        out: list[bytes] = []
+        err: list[bytes] = []
+        try:
+            chan.exec_command(command)
+            if stdin:
+                chan.sendall(stdin)
+            chan.shutdown_write()
+            timed_out = False
+            while True:
+                # drain both streams before asking for the exit status (no window deadlock)
+                while chan.recv_ready():
+                    out.append(chan.recv(CHUNK))
+                while chan.recv_stderr_ready():
+                    err.append(chan.recv_stderr(CHUNK))
+                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                    break
+                if chan.closed and not chan.exit_status_ready():
+                    raise EOFError("channel closed without an exit status")
+                if time.monotonic() - start > deadline_s:
+                    timed_out = True
+                    break
+                if not chan.get_transport() or not chan.get_transport().is_active():
+                    raise EOFError("connection lost")
+                select.select([chan], [], [], 0.5)
+            status = None if timed_out else chan.recv_exit_status()
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            self.drop()
+            raise self._err(f"connection dropped while running {argv[0] if argv else command!r}: {exc}") from None
+        finally:
+            chan.close()
+        return Completed(argv or (command,), status, b"".join(out), b"".join(err), timed_out, time.monotonic() - start)
+
+    def spawn(self, argv: Sequence[str]) -> Background:
+        script = 'setsid "$@" </dev/null >/dev/null 2>&1 & echo $!'
+        res = self._exec(shlex.join(["sh", "-c", script, "farm-spawn", *argv]), None, 30.0, tuple(argv))
+        pid = res.stdout.decode().strip()
+        if res.exit_status != 0 or not pid.isdigit():
+            raise self._err(f"cannot start {argv[0]!r} in the background: {res.error_tail(300)}")
+        return Background(argv=tuple(argv), handle=int(pid))
+
+    def kill(self, proc: Background) -> None:
+        # setsid made the pid a process group leader; kill the group, then the pid in case setsid forked
+        script = 'kill -KILL -- "-$1" 2>/dev/null; kill -KILL "$1" 2>/dev/null; exit 0'
+        self._exec(shlex.join(["sh", "-c", script, "farm-kill", str(proc.handle)]), None, 30.0)
+
+    # -- transfers ------------------------------------------------------------------------------------
+    def push(self, local: Path, remote: str) -> int:
+        chan = self._session()
+        sent = 0
+        try:
+            chan.exec_command(shlex.join(["sh", "-c", 'cat >"$1"', "farm-push", remote]))
+            with local.open("rb") as f:
+                while chunk := f.read(CHUNK):
+                    chan.sendall(chunk)
+                    sent += len(chunk)
+            chan.shutdown_write()
+            status = chan.recv_exit_status()
+            err = b""
+            while chan.recv_stderr_ready():
+                err += chan.recv_stderr(CHUNK)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            self.drop()
+            raise self._err(f"connection dropped while pushing {local.name}: {exc}") from None
+        finally:
+            chan.close()
+        if status != 0:
+            raise self._err(f"push to {remote!r} failed (exit {status}): {err.decode(errors='replace')[-300:]}")
+        return sent
+
+    def pull(self, remote: str, local: Path) -> int:
+        chan = self._session()
+        received = 0
+        local.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            chan.exec_command(shlex.join(["cat", "--", remote]))
+            chan.shutdown_write()
+            with local.open("wb") as f:
+                while True:
+                    chunk = chan.recv(CHUNK)
+                    if not chunk:
+                        break
+                    f.write(chunk)
+                    received += len(chunk)
+            status = chan.recv_exit_status()
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            self.drop()
+            raise self._err(f"connection dropped while pulling {remote!r}: {exc}") from None
+        finally:
+            chan.close()
+        if status != 0:
+            raise self._err(f"pull of {remote!r} failed (exit {status})")
+        return received
