@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from farm import __version__
@@ -84,9 +85,17 @@ def _root(
         raise typer.Exit(0)
 
 
-@app.command()
-def devices(inventory: InventoryOpt = None, check: Annotated[bool, typer.Option("--check")] = False) -> None:
+devices_app = typer.Typer(no_args_is_help=False, help="The device inventory: list, check, trust.")
+app.add_typer(devices_app, name="devices")
+
+
+@devices_app.callback(invoke_without_command=True)
+def devices(
+    ctx: typer.Context, inventory: InventoryOpt = None, check: Annotated[bool, typer.Option("--check")] = False
+) -> None:
     """List the inventory; with --check, connect to each device and report reachability and properties."""
+    if ctx.invoked_subcommand is not None:
+        return
     from farm.config.inventory import load_inventory
 
     with _errors():
@@ -100,11 +109,48 @@ def devices(inventory: InventoryOpt = None, check: Annotated[bool, typer.Option(
             if check:
                 ok, detail = _check_device(d)
                 unreachable += not ok
-                row += ["[green]yes[/]" if ok else "[red]no[/]", detail]
+                row += ["[green]yes[/]" if ok else "[red]no[/]", escape(detail)]
             table.add_row(*row)
         out.print(table)
         if unreachable:
             raise typer.Exit(3)
+
+
+@devices_app.command("trust")
+def devices_trust(
+    device_id: Annotated[str, typer.Argument(help="the SSH device whose current host key to record")],
+    inventory: InventoryOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", help="do not ask; for scripted lab set-up")] = False,
+) -> None:
+    """Show an SSH board's host key fingerprint and, on explicit confirmation, record it in its known_hosts."""
+    import paramiko
+
+    from farm.config.inventory import SshTransport, load_inventory
+    from farm.transports.ssh import fingerprint, known_hosts_name, scan_host_key, trust_host_key
+
+    with _errors():
+        inv = load_inventory(_inventory(inventory))
+        try:
+            device = inv.get(device_id)
+        except KeyError:
+            raise InputError(f"no device {device_id!r} in {_inventory(inventory)}") from None
+        settings = device.transport
+        if not isinstance(settings, SshTransport):
+            raise InputError(f"device {device_id!r} uses transport {settings.kind!r}; only ssh devices have host keys")
+        key = scan_host_key(settings.host, settings.port, settings.connect_timeout_s)
+        known = Path(os.path.expanduser(settings.known_hosts))
+        name = known_hosts_name(settings.host, settings.port)
+        out.print(f"{device_id} ({name}) presents {key.get_name()} {fingerprint(key)}", highlight=False)
+        if known.is_file():
+            existing = paramiko.HostKeys(str(known)).lookup(name) or {}
+            for kind, old in existing.items():
+                same = old.asbytes() == key.asbytes()
+                out.print(f"{known} has {kind} {fingerprint(old)}" + (" (same key)" if same else " (DIFFERENT)"))
+        if not yes and not typer.confirm(f"Trust this key for {device_id} in {known}?", default=False):
+            err.print("not trusted; nothing written")
+            raise typer.Exit(1)
+        trust_host_key(known, settings.host, settings.port, key)
+        out.print(f"recorded {name} in {known}", highlight=False)
 
 
 def _check_device(device: Any) -> tuple[bool, str]:
