@@ -65,6 +65,8 @@ def results_rows(store: Store, run_id: str) -> list[dict[str, Any]]:
             "ssim": per_rate("ssim") if ok else None, "vmaf": per_rate("vmaf") if ok else None,
             "power_w": _median([j.metrics.get("power_w") for j in ok]) if ok else None,
             "energy_per_frame_j": _median([j.metrics.get("energy_per_frame_j") for j in ok]) if ok else None,
+            "temp_max_c": max((t for j in ok if (t := j.metrics.get("temp_max_c")) is not None), default=None),
+            "throttled_jobs": sum(1 for j in ok if j.metrics.get("throttled") == 1.0),
         })  # fmt: skip
     return rows
 
@@ -73,15 +75,16 @@ def results_table(store: Store, run_id: str) -> Table:
     view = load_view(store, run_id)
     table = Table(title=f"results of run {run_id} (medians over repeats, means over rate points)")
     for col in ("device", "bundle", "sequence", "jobs", "fps p50", "p99 ms", "bpp", "PSNR-YUV", "SSIM", "VMAF",
-                "power", "J/frame"):  # fmt: skip
+                "power", "J/frame", "max °C"):  # fmt: skip
         table.add_column(col, justify="left" if col in {"device", "bundle", "sequence"} else "right")
     run = store.run(run_id)
     labels = {
         "test": run["bundle_name"] if run else "test",
         "anchor": (run["anchor_name"] or "anchor") if run else "",
     }
+    simulated = {d["device_id"] for d in store.devices(run_id) if "SIMULATED" in d["properties_json"]}
     for r in results_rows(store, run_id):
-        power = _fmt(r["power_w"], ".2f", " W")
+        power = _fmt(r["power_w"], ".2f", " W") + (" (sim)" if r["device"] in simulated else "")
         if r["power_w"] is None:
             power = "[yellow]missing[/]"
         jobs = f"{r['jobs'] - r['failed']}/{r['jobs']}"
@@ -90,7 +93,12 @@ def results_table(store: Store, run_id: str) -> Table:
             _fmt(r["fps_p50"], ".0f"), _fmt(r["frame_ms_p99"], ".2f"), _fmt(r["bpp"], ".4f"),
             _fmt(r["psnr_yuv"], ".2f", " dB"), _fmt(r["ssim"], ".4f"), _fmt(r["vmaf"], ".2f"), power,
             _fmt(r["energy_per_frame_j"], ".4f"),
+            _fmt(r["temp_max_c"], ".1f") + (f" [red]{r['throttled_jobs']} throttled[/]" if r["throttled_jobs"] else ""),
         )  # fmt: skip
+    if simulated:
+        table.caption = (
+            f"power and temperature of {', '.join(sorted(simulated))} are SIMULATED by the virtual-board load model"
+        )
     for device, metrics in sorted(view.device_metrics.items()):
         parts = []
         for name in ("bd_rate.psnr_yuv", "bd_rate.vmaf"):

@@ -123,6 +123,10 @@ class DeviceSession:
             zones = self._zones(props)
             meter = self._meter(dev)
             props["power_meter"] = meter.description if meter else "none (power reported as missing)"
+            if meter and self.device.power.simulated:
+                props["power_meter"] += " [SIMULATED]"
+            if self.device.thermal.simulated:
+                props["thermal"] = "SIMULATED"
             self.report.properties = props
             self._cooldown(dev, zones)
             self._status("staging")
@@ -169,6 +173,13 @@ class DeviceSession:
             self.report.records.append(JobRecord(spec, self.device.id, job_id, "failed", None, None, error))
 
     # -- set-up ---------------------------------------------------------------------------------------
+    @property
+    def _throttle_c(self) -> float | None:
+        if self.device.thermal.throttle_c is not None:
+            return self.device.thermal.throttle_c
+        trip = self.report.properties.get("passive_trip_c")
+        return float(trip) if trip is not None else None
+
     def _zones(self, props: dict[str, Any]) -> list[str]:
         if self.device.thermal.zones == "auto":
             return [z for z in str(props.get("thermal_zones", "")).split(",") if z]
@@ -265,18 +276,40 @@ class DeviceSession:
         return power_energy.mean_watts(samples, samples[0].t_s, samples[-1].t_s)
 
     def _sample(self, dev: PosixDevice, meter: meters.Meter, name: str, during: Callable[[], Any]) -> list[Any]:
-        out_path = f"{dev.workdir}/jobs/{self.run_id}/{name}.power"
-        dev.sh('mkdir -p "$1"', f"{dev.workdir}/jobs/{self.run_id}")
-        proc = dev.spawn(sampler.sampler_argv(meter, self.suite.power.sample_hz, out_path))
+        samples, _ = self._window(dev, meter, [], name, during)
+        return samples
+
+    def _window(
+        self, dev: PosixDevice, meter: meters.Meter | None, zones: list[str], name: str, during: Callable[[], Any]
+    ) -> tuple[list[sampler.PowerSample], list[float]]:
+        """Run ``during`` with the power sampler (and a slower thermal sampler) going on the device.
+
+        Returns the power samples and the hottest zone temperature of each thermal sample.
+        """
+        base = f"{dev.workdir}/jobs/{self.run_id}"
+        dev.sh('mkdir -p "$1"', base)
+        procs = []
+        hz = self.suite.power.sample_hz
+        if meter is not None:
+            procs.append(dev.spawn(sampler.sampler_argv(meter, hz, f"{base}/{name}.power")))
+        if zones:
+            thermal = meters.Meter(kind="sysfs", nodes=tuple(zones), scale=(1e-3,) * len(zones), description="thermal")
+            procs.append(dev.spawn(sampler.sampler_argv(thermal, min(hz, 5.0), f"{base}/{name}.thermal")))
         # samples must bracket the window: counter meters place a reading between two samples
-        margin = 2.5 / self.suite.power.sample_hz
+        margin = 2.5 / hz if meter is not None else 0.0
         try:
             time.sleep(margin)
             during()
             time.sleep(margin)
         finally:
-            dev.kill(proc)
-        return list(sampler.parse_samples(meter, dev.read_text(out_path)))
+            for proc in procs:
+                dev.kill(proc)
+        power = sampler.parse_samples(meter, dev.read_text(f"{base}/{name}.power")) if meter is not None else []
+        temps: list[float] = []
+        if zones:
+            rows = sampler.raw_rows(len(zones), dev.read_text(f"{base}/{name}.thermal"))
+            temps = [max(values) / 1000.0 for _, values in rows if values]
+        return power, temps
 
     # -- one job --------------------------------------------------------------------------------------
     def _job_row(self, spec: JobSpec, status: str, error: str | None, t0: float, t1: float) -> dict[str, Any]:
@@ -304,19 +337,13 @@ class DeviceSession:
         }
         argv = substitute(target.decode, values)
         temp_start = _hottest(dev.temperatures(zones)) if zones else None
-        samples: list[Any] = []
-        outcome: DecodeOutcome
-
-        def decode() -> DecodeOutcome:
-            return dev.decode(argv, job_dir, self.suite.timeout_s)
-
-        if meter is not None:
-            box: list[DecodeOutcome] = []
-            samples = self._sample(dev, meter, str(index), lambda: box.append(decode()))
-            outcome = box[0]
-        else:
-            outcome = decode()
+        box: list[DecodeOutcome] = []
+        samples, temps = self._window(
+            dev, meter, zones, str(index), lambda: box.append(dev.decode(argv, job_dir, self.suite.timeout_s))
+        )
+        outcome = box[0]
         temp_end = _hottest(dev.temperatures(zones)) if zones else None
+        thermal = _thermal(temps, temp_start, temp_end, self._throttle_c)
         t1 = time.time()
 
         error = _failure(outcome, self.suite.timeout_s)
@@ -331,14 +358,14 @@ class DeviceSession:
             local_output = self.decoded.fetch(outcome.output_sha, lambda dst: dev.pull(remote_out, dst))
             frames = read_y4m_info(local_output).frames
         row["frames"] = frames
-        ms = self._measurements(spec, outcome, frames, samples, meter, baseline_w, temp_start, temp_end)
+        ms = self._measurements(spec, outcome, frames, samples, meter, baseline_w) + thermal
         job_id = self.store.add_job(self.run_id, row, ms)
         fps = next((m.value for m in ms if m.name == "fps"), None)
         return JobRecord(spec, self.device.id, job_id, row["status"], outcome.output_sha, local_output, error, fps)
 
     def _measurements(
         self, spec: JobSpec, outcome: DecodeOutcome, frames: int | None, samples: list[Any],
-        meter: meters.Meter | None, baseline_w: float | None, temp_start: float | None, temp_end: float | None,
+        meter: meters.Meter | None, baseline_w: float | None,
     ) -> list[Measurement]:  # fmt: skip
         wall = (
             outcome.end_ns - outcome.start_ns if outcome.start_ns is not None and outcome.end_ns is not None else None
@@ -384,8 +411,6 @@ class DeviceSession:
                 power_conv + "; (E - baseline_w*t)/frames",
                 None if per_frame is not None else reason,
             ),
-            Measurement("temp_start_c", temp_start, "C", "hottest thermal zone", None if temp_start else "no zone"),
-            Measurement("temp_end_c", temp_end, "C", "hottest thermal zone", None if temp_end else "no zone"),
         ]
         if baseline_w is not None:
             ms.append(Measurement("baseline_w", baseline_w, "W", power_conv + "; idle before jobs"))
@@ -395,6 +420,28 @@ class DeviceSession:
         """Decoded outputs are large: drop this run's job folders; the content-addressed cache stays."""
         with contextlib.suppress(FarmError):
             dev.remove(f"{dev.workdir}/jobs/{self.run_id}")
+
+
+def _thermal(
+    during: list[float], start: float | None, end: float | None, throttle_c: float | None
+) -> list[Measurement]:
+    """Temperatures around and during a job, and whether the board reached its throttling temperature."""
+    conv = "hottest thermal zone; during = sampled on the device over the decode window"
+    seen = [t for t in [start, end, *during] if t is not None]
+    peak = max(seen) if seen else None
+    no_zone = "no readable thermal zone"
+    throttled: float | None = None
+    why = no_zone if peak is None else "no throttle temperature known (thermal.throttle_c or a passive trip)"
+    if peak is not None and throttle_c is not None:
+        throttled = 1.0 if peak >= throttle_c else 0.0
+    return [
+        Measurement("temp_start_c", start, "C", conv, None if start is not None else no_zone),
+        Measurement("temp_end_c", end, "C", conv, None if end is not None else no_zone),
+        Measurement("temp_max_c", peak, "C", conv, None if peak is not None else no_zone),
+        Measurement(
+            "throttled", throttled, "bool", f"peak >= throttle_c ({throttle_c})", None if throttled is not None else why
+        ),
+    ]
 
 
 def _hottest(temps: list[float | None]) -> float | None:

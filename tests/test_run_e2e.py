@@ -154,11 +154,13 @@ def test_unreachable_device_exits_3_with_the_reason(tmp_path: Path) -> None:
 def test_power_path_with_a_sysfs_meter(tmp_path: Path) -> None:
     """A declared sysfs meter (a file that reads 2.5 W) goes through sampler, energy maths and the store."""
     node = write(tmp_path / "meter dir" / "power_uw", "2500000\n")
+    zone = write(tmp_path / "zone" / "temp", "61500\n")
     inv = write(
         tmp_path / "devices.yaml",
         "devices:\n  - id: metered\n    platform: linux\n    transport: {kind: local}\n    target: auto\n"
         "    runtime: {ffmpeg: '@imageio-ffmpeg', python: '@python'}\n"
-        f"    power: {{meter: sysfs, nodes: ['{node}'], unit: uW}}\n",
+        f"    power: {{meter: sysfs, nodes: ['{node}'], unit: uW}}\n"
+        f"    thermal: {{zones: ['{zone}'], throttle_c: 60}}\n",
     )
     text = TINY_SUITE.format(gates='  - {metric: energy_per_frame_j, op: "<=", value: 0.01}').replace(
         "power: {baseline_s: 0}", "power: {baseline_s: 0.3, sample_hz: 40}"
@@ -172,6 +174,7 @@ def test_power_path_with_a_sysfs_meter(tmp_path: Path) -> None:
     assert row["power_w"] == pytest.approx(2.5, rel=1e-6)
     assert abs(row["energy_per_frame_j"]) < 1e-3  # constant power: nothing above the idle baseline
     assert "sysfs" in data["devices"][0]["properties"]["power_meter"]
+    assert row["temp_max_c"] == pytest.approx(61.5) and row["throttled_jobs"] == 8
 
 
 def test_bad_meter_settings_are_input_errors(tmp_path: Path) -> None:

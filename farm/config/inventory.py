@@ -59,6 +59,7 @@ class PowerSettings(Strict):
     nodes: tuple[str, ...] = ()
     unit: str | None = None
     sign: Literal[1, -1] = 1
+    simulated: bool = False  # readings come from a model (virtual boards): reports label them
 
     @model_validator(mode="after")
     def _explicit_meter(self) -> PowerSettings:
@@ -74,7 +75,15 @@ class PowerSettings(Strict):
 
 
 class ThermalSettings(Strict):
+    """Thermal zones to read (millidegree files) and the temperature at which the board throttles.
+
+    ``throttle_c`` defaults to the lowest ``passive`` trip point of the zones when the device exposes one.
+    ``simulated`` marks readings that come from a model (virtual boards), so reports say so.
+    """
+
     zones: Literal["auto"] | tuple[str, ...] = "auto"
+    throttle_c: float | None = None
+    simulated: bool = False
 
 
 class Device(Strict):

@@ -32,6 +32,8 @@ METRICS: dict[str, str] = {
     "power_w": "mean power during the decode window, W",
     "energy_j": "energy over the decode window, J",
     "energy_per_frame_j": "(energy - baseline power x time) / frames, J",
+    "temp_max_c": "hottest thermal zone seen during the job, C",
+    "throttled": "1 if the board reached its throttling temperature during the job, else 0",
     "bpp": "bits per pixel of the bitstream",
     "psnr_y": "PSNR of luma, dB",
     "psnr_u": "PSNR of Cb, dB",

@@ -61,6 +61,9 @@ m=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2-)
 [ -n "$m" ] && echo "cpu=${m# }"
 for z in /sys/class/thermal/thermal_zone*; do
   if [ -r "$z/temp" ]; then echo "thermal=$z/temp $(cat "$z/type" 2>/dev/null) $(cat "$z/temp" 2>/dev/null)"; fi
+  for t in "$z"/trip_point_*_type; do
+    if [ -r "$t" ] && [ "$(cat "$t")" = passive ]; then echo "passive_trip=$(cat "${t%_type}_temp")"; fi
+  done
 done
 exit 0
 """
@@ -122,6 +125,9 @@ class PosixDevice:
             if key == "thermal":
                 props.setdefault("thermal_zones", "")
                 props["thermal_zones"] += ("," if props["thermal_zones"] else "") + value.split(" ", 1)[0]
+            elif key == "passive_trip" and value.strip().isdigit():
+                trip = str(int(value) / 1000.0)
+                props["passive_trip_c"] = min(props.get("passive_trip_c", trip), trip, key=float)
             elif key:
                 props[key] = value.strip()
         return props

@@ -102,7 +102,12 @@ def parse_samples(meter: Meter, text: str) -> list[PowerSample]:
 
 
 def _rows(meter: Meter, text: str) -> list[tuple[float, list[float]]]:
-    width = len(meter.nodes) + 1
+    return raw_rows(len(meter.nodes), text)
+
+
+def raw_rows(nodes: int, text: str) -> list[tuple[float, list[float]]]:
+    """(seconds, raw node values) of every complete, well-formed sampler line (any sysfs nodes, e.g. thermal)."""
+    width = nodes + 1
     rows: list[tuple[float, list[float]]] = []
     last_ns: int | None = None
     lines = text.split("\n")
