@@ -44,9 +44,11 @@ class JobView:
 
 @dataclass
 class RunView:
-    devices: dict[str, list[str]]  # device id -> tags
+    devices: dict[str, list[str]]  # device id -> tags (every planned device, reached or not)
     jobs: list[JobView]
     device_metrics: dict[str, dict[str, tuple[float | None, str | None]]] = field(default_factory=dict)
+    status: str = "complete"  # running (never finished: nothing can pass) | complete | incomplete
+    planned_test_jobs: dict[str, int] = field(default_factory=dict)  # device -> bundle jobs planned
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,11 @@ class Verdict:
 
 
 def load_view(store: Store, run_id: str) -> RunView:
-    devices = {row["device_id"]: json.loads(row["tags_json"]) for row in store.devices(run_id)}
+    run = store.run(run_id)
+    plan = json.loads(run["plan_json"]) if run is not None else {}
+    devices = {d: info["tags"] for d, info in plan.get("devices", {}).items()}
+    devices.update({row["device_id"]: json.loads(row["tags_json"]) for row in store.devices(run_id)})
+    planned = {d: int(info["test_jobs"]) for d, info in plan.get("devices", {}).items()}
     measurements = store.measurements(run_id)
     jobs = [
         JobView(
@@ -96,7 +102,10 @@ def load_view(store: Store, run_id: str) -> RunView:
     device_metrics: dict[str, dict[str, tuple[float | None, str | None]]] = defaultdict(dict)
     for row in store.run_metrics(run_id):
         device_metrics[row["device_id"]][row["name"]] = (row["value"], row["detail"])
-    return RunView(devices=devices, jobs=jobs, device_metrics=dict(device_metrics))
+    return RunView(
+        devices=devices, jobs=jobs, device_metrics=dict(device_metrics),
+        status=run["status"] if run is not None else "running", planned_test_jobs=planned,
+    )  # fmt: skip
 
 
 def _stat(values: Sequence[float], stat: str) -> float:
@@ -126,6 +135,9 @@ def evaluate(gates: Sequence[Gate], view: RunView) -> list[Verdict]:
     for index, gate in enumerate(gates):
         for key, devices in _scopes(gate, view):
             value, detail, inputs = _measure(gate, view, devices)
+            if view.status == "running":
+                # the farm died mid-run: whatever was measured is partial and must not pass a gate
+                value, detail = None, f"run did not finish (status running); partial: {detail}"
             verdict = "missing" if value is None else "pass" if _OPS[gate.op](value, gate.value) else "fail"
             verdicts.append(
                 Verdict(index, gate.metric, gate.op, gate.value, gate.scope, key, gate.stat, value, verdict,
@@ -140,11 +152,18 @@ def _measure(gate: Gate, view: RunView, devices: list[str]) -> tuple[float | str
     jobs = [j for j in view.jobs if j.device_id in devices and j.role == "test"]
     if gate.metric == "failures":
         failed = [j for j in jobs if j.status != "ok"]
-        if not jobs:
+        planned = sum(view.planned_test_jobs.get(d, 0) for d in devices)
+        ok = len(jobs) - len(failed)
+        unrecorded = max(planned - len(jobs), 0)
+        if not jobs and not planned:
             return None, "no jobs ran", {"devices": devices}
+        count = len(failed) + unrecorded
         reasons = sorted({f"{j.device_id}: {j.error}" for j in failed})[:5]
-        detail = f"{len(failed)} of {len(jobs)} jobs failed" + (f" ({'; '.join(reasons)})" if reasons else "")
-        return float(len(failed)), detail, {"devices": devices, "jobs": len(jobs), "failed": len(failed)}
+        detail = f"{count} of {max(planned, len(jobs))} jobs failed" + (f" ({'; '.join(reasons)})" if reasons else "")
+        if unrecorded:
+            detail += f"; {unrecorded} planned jobs have no result"
+        counts = {"devices": devices, "jobs": len(jobs), "ok": ok, "failed": len(failed), "unrecorded": unrecorded}
+        return float(count), detail, counts
     if gate.metric == "consistency":
         return _consistency(jobs, devices)
     if gate.metric in DEVICE_METRICS:
@@ -160,32 +179,43 @@ def _measure(gate: Gate, view: RunView, devices: list[str]) -> tuple[float | str
         if missing:
             return None, "; ".join(missing), inputs
         return _stat(values, gate.stat), f"{gate.stat} of {len(values)} device value(s)", inputs
-    ok = [j for j in jobs if j.status == "ok"]
-    if not ok:
+    succeeded = [j for j in jobs if j.status == "ok"]
+    if not succeeded:
         return None, "no successful job in scope", {"devices": devices}
-    values = [j.metrics.get(gate.metric) for j in ok]  # type: ignore[misc]
-    have = [v for v in values if v is not None]
-    inputs = {"devices": devices, "values": have, "jobs": len(ok)}
-    if len(have) < len(values):
-        return None, f"{gate.metric} not measured in {len(values) - len(have)} of {len(values)} jobs", inputs
-    return _stat(have, gate.stat), f"{gate.stat} over {len(have)} jobs", inputs
+    measured = [j.metrics.get(gate.metric) for j in succeeded]
+    have = [v for v in measured if v is not None]
+    job_inputs: dict[str, Any] = {"devices": devices, "values": have, "jobs": len(succeeded)}
+    if len(have) < len(measured):
+        gap = len(measured) - len(have)
+        return None, f"{gate.metric} not measured in {gap} of {len(measured)} jobs", job_inputs
+    return _stat(have, gate.stat), f"{gate.stat} over {len(have)} jobs", job_inputs
 
 
 def _consistency(jobs: list[JobView], devices: list[str]) -> tuple[str | None, str, dict[str, Any]]:
-    outputs: dict[tuple[str, float], dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    """Compare every successful decode of each bitstream (repeats and devices) by output digest."""
+    decodes: dict[tuple[str, float], list[tuple[str, str]]] = defaultdict(list)
     for j in jobs:
         if j.status == "ok" and j.output_sha:
-            outputs[(j.sequence, j.rate_kbps)][j.output_sha].add(j.device_id)
-    compared = {k: v for k, v in outputs.items() if sum(len(d) for d in v.values()) >= 1}
-    decodes = sum(1 for j in jobs if j.status == "ok" and j.output_sha)
-    if decodes < 2 or all(len([j for j in jobs if (j.sequence, j.rate_kbps) == k]) < 2 for k in compared):
-        return None, "fewer than two decodes of any bitstream: nothing to compare", {"devices": devices}
+            decodes[(j.sequence, j.rate_kbps)].append((j.device_id, j.output_sha))
+    compared = {k: v for k, v in decodes.items() if len(v) >= 2}
+    single = sorted(f"{seq}@{rate:g}kbps" for (seq, rate), v in decodes.items() if len(v) < 2)
+    inputs: dict[str, Any] = {"devices": devices, "compared": len(compared), "decoded_once": single}
+    if not compared:
+        return None, "no bitstream was decoded successfully twice: nothing to compare", inputs
     mismatches = []
-    for (seq, rate), by_digest in sorted(compared.items()):
+    for (seq, rate), pairs in sorted(compared.items()):
+        by_digest: dict[str, list[str]] = defaultdict(list)
+        for device, sha in pairs:
+            by_digest[sha].append(device)
         if len(by_digest) > 1:
             groups = " vs ".join(f"{sha[:12]} on {','.join(sorted(devs))}" for sha, devs in by_digest.items())
             mismatches.append(f"{seq}@{rate:g}kbps: {groups}")
-    inputs = {"devices": devices, "bitstreams": len(compared), "mismatches": mismatches}
+    inputs["mismatches"] = mismatches
     if mismatches:
         return "mismatch", "; ".join(mismatches[:5]), inputs
-    return "bitexact", f"{len(compared)} bitstreams decoded identically across {decodes} decodes", inputs
+    total = sum(len(v) for v in compared.values())
+    detail = f"{len(compared)} bitstreams decoded identically across {total} decodes"
+    if single:
+        # a bitstream decoded only once proves nothing: the verdict cannot cover it
+        return None, detail + f"; not compared (decoded once): {', '.join(single[:5])}", inputs
+    return "bitexact", detail, inputs

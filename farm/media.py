@@ -35,7 +35,8 @@ def host_ffmpeg() -> str:
 
 
 @lru_cache(maxsize=8)
-def _tool_identity(path: str) -> str:
+def tool_identity(path: str) -> str:
+    """Cheap identity of a tool binary for cache keys: a changed build changes its size or mtime."""
     st = os.stat(path)
     return f"{path}:{st.st_size}:{int(st.st_mtime)}"
 
@@ -88,7 +89,7 @@ def render(seq: Sequence, cache: Path) -> Source:
         gen = seq.generate
         assert gen is not None
         ffmpeg = host_ffmpeg()
-        key = _key("source", gen.model_dump(), _tool_identity(ffmpeg))
+        key = _key("source", gen.model_dump(), tool_identity(ffmpeg))
         path = cache / "sources" / f"{key}.y4m"
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -143,7 +144,7 @@ def encode(bundle: Bundle, source: Source, rate_kbps: float, cache: Path) -> Bit
         "encode",
         enc.model_dump(mode="json"),
         {f: bundle.files.get(f) for f in enc.files},
-        {k: _tool_identity(v) for k, v in runtime.items()},
+        {k: tool_identity(v) for k, v in runtime.items()},
         source.sha256,
         rate_kbps,
     )

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
 import socket
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -25,12 +27,14 @@ from farm.config.inventory import Device, Inventory, load_inventory, select
 from farm.config.suite import Suite, load_suite
 from farm.errors import InfraError, InputError, Problem
 from farm.gates import Verdict, evaluate, load_view
-from farm.media import Bitstream, Source, encode, host_ffmpeg, render
+from farm.media import Bitstream, Source, encode, host_ffmpeg, render, tool_identity
 from farm.quality.bdrate import BDRateError, bd_rate
 from farm.quality.score import CONVENTIONS, QualityError, QualityScores, bits_per_pixel, score
 from farm.runner import DecodedCache, DeviceSession, Event, JobRecord, JobSpec, SessionReport
 from farm.scheduler import dispatch
 from farm.store import Measurement, Store
+
+SCORING_VERSION = 1  # bump when scoring changes in a way that invalidates cached scores
 
 RUN_CONVENTIONS = {
     "fps": "steady state after warm-up frames, from per-frame decode times (else device wall clock)",
@@ -180,8 +184,23 @@ def execute(
         anchor_digest=plan.anchor.digest if plan.anchor else None,
         host=socket.gethostname(), farm_version=__version__,
         conventions={**RUN_CONVENTIONS, **{k: json.dumps(v) for k, v in CONVENTIONS.items()}},
+        plan={"devices": {d.id: {"tags": list(d.tags), "test_jobs": sum(1 for j in jobs if j.role == "test")}
+                          for d in plan.devices}},
     )  # fmt: skip
     log(f"run {run_id}: {len(jobs)} jobs on {len(plan.devices)} device(s)")
+    try:
+        return _complete(plan, run_id, jobs, media, store=store, state_dir=state_dir, emit=emit, log=log)
+    except BaseException as exc:
+        # whatever happened (a bug, Ctrl-C, a full disk), the run must not stay 'running' forever
+        store.finish_run(run_id, "incomplete", {"error": f"{type(exc).__name__}: {exc}"})
+        raise
+
+
+def _complete(
+    plan: Plan, run_id: str, jobs: list[JobSpec], media: Prepared, *, store: Store, state_dir: Path, emit: Event,
+    log: Callable[[str], None],
+) -> RunOutcome:  # fmt: skip
+    cache = state_dir / "cache"
     decoded = DecodedCache(cache / "decoded")
     sessions = [
         DeviceSession(d, plan.suite, jobs, run_id=run_id, store=store, state_dir=state_dir, decoded=decoded,
@@ -190,7 +209,6 @@ def execute(
     ]  # fmt: skip
     reports = dispatch(sessions)
     if not any(r.reached for r in reports):
-        store.finish_run(run_id, "incomplete", {"error": "no device could be reached"})
         details = "; ".join(f"{r.device_id}: {r.error}" for r in reports)
         raise InfraError(f"run {run_id}: no device could run: {details}")
     log("scoring decoded outputs")
@@ -199,9 +217,6 @@ def execute(
     for rec in records:
         store.add_measurements(rec.job_id, quality_measurements(rec, scored))
     bd_rates(store, run_id, plan, records, scored)
-    view = load_view(store, run_id)
-    verdicts = evaluate(plan.suite.gates, view)
-    store.add_gate_evaluation(run_id, [v.as_dict() for v in verdicts])
     summary = {
         "encodes": media.encodes,
         "encodes_reused": media.reused,
@@ -212,8 +227,10 @@ def execute(
         "pulls": decoded.pulls,
         "devices_failed": {r.device_id: r.error for r in reports if r.error},
     }
-    status = "complete" if all(r.error is None for r in reports) else "incomplete"
-    store.finish_run(run_id, status, summary)
+    # the run is finished before its gates are evaluated: gates refuse runs still marked running
+    store.finish_run(run_id, "complete" if all(r.error is None for r in reports) else "incomplete", summary)
+    verdicts = evaluate(plan.suite.gates, load_view(store, run_id))
+    store.add_gate_evaluation(run_id, [v.as_dict() for v in verdicts])
     return RunOutcome(run_id, verdicts, summary, reports)
 
 
@@ -228,18 +245,23 @@ def score_outputs(records: list[JobRecord], suite: Suite, cache: Path) -> dict[S
             todo.setdefault((rec.output_sha, rec.spec.source.sha256), (rec.local_output, rec.spec.source.path))
     metrics = tuple(suite.metrics)
     ffmpeg = host_ffmpeg()
+    identity = [SCORING_VERSION, tool_identity(ffmpeg), metrics]
 
     def one(item: tuple[ScoreKey, tuple[Path, Path]]) -> tuple[ScoreKey, QualityScores | str]:
         key, (decoded, source) = item
-        memo = cache / "scores" / hashlib.sha256(json.dumps([*key, metrics]).encode()).hexdigest()
-        if memo.with_suffix(".json").is_file():
-            return key, _scores_from_json(json.loads(memo.with_suffix(".json").read_text()))
+        memo = cache / "scores" / (hashlib.sha256(json.dumps([*key, *identity]).encode()).hexdigest() + ".json")
+        try:
+            return key, _scores_from_json(json.loads(memo.read_text()))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # not cached, or a damaged cache file: score again
         try:
             result = score(decoded, source, ffmpeg=ffmpeg, metrics=metrics)
         except QualityError as exc:
             return key, str(exc)
         memo.parent.mkdir(parents=True, exist_ok=True)
-        memo.with_suffix(".json").write_text(json.dumps(_scores_to_json(result)))
+        tmp = memo.with_name(f".{memo.name}.{os.getpid()}.{threading.get_ident()}")
+        tmp.write_text(json.dumps(_scores_to_json(result)))
+        tmp.replace(memo)
         return key, result
 
     with ThreadPoolExecutor(max_workers=2) as pool:

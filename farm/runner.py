@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from farm.bundle import Bundle
+from farm.bundle import Bundle, sha256_file
 from farm.config.inventory import Device
 from farm.config.manifest import substitute
 from farm.config.suite import Suite
@@ -26,10 +28,10 @@ from farm.errors import FarmError
 from farm.media import Bitstream, Source
 from farm.power import energy as power_energy
 from farm.power import meters, sampler
-from farm.quality.y4m import read_y4m_info
+from farm.quality.y4m import QualityError, read_y4m_info
 from farm.store import Measurement, Store
 from farm.timing import frame_stats
-from farm.transports.base import TransportError, Unreachable
+from farm.transports.base import Background, TransportError, Unreachable
 
 Event = Callable[[str, str, dict[str, Any]], None]
 
@@ -69,15 +71,28 @@ class DecodedCache:
         return self.root / f"{digest}.y4m"
 
     def fetch(self, digest: str, pull: Callable[[Path], int]) -> Path:
+        """The decoded output with this digest, pulled only if the host does not have it yet.
+
+        A pulled file is hashed on the host before it enters the cache, so a damaged transfer can never
+        poison later runs under a digest it does not have.
+        """
         with self._lock:
             lock = self._busy.setdefault(digest, threading.Lock())
         with lock:
             dest = self.path(digest)
             if not dest.is_file():
                 self.root.mkdir(parents=True, exist_ok=True)
-                tmp = dest.with_suffix(".part")
-                size = pull(tmp)
-                tmp.replace(dest)
+                fd, name = tempfile.mkstemp(prefix=f".{digest[:16]}.", suffix=".part", dir=self.root)
+                os.close(fd)
+                tmp = Path(name)
+                try:
+                    size = pull(tmp)
+                    got = sha256_file(tmp)
+                    if got != digest:
+                        raise TransportError(f"pulled output hashes to {got[:16]}, the device reported {digest[:16]}")
+                    tmp.replace(dest)
+                finally:
+                    tmp.unlink(missing_ok=True)
                 with self._lock:
                     self.pulled_bytes += size
                     self.pulls += 1
@@ -110,6 +125,7 @@ class DeviceSession:
         self.decoded = decoded
         self.emit = emit
         self.report = SessionReport(device.id, reached=False, error=None)
+        self._zone_list: list[str] = []
 
     # -- the session ----------------------------------------------------------------------------------
     def run(self) -> SessionReport:
@@ -120,7 +136,7 @@ class DeviceSession:
             dev.prepare()
             props = dev.info()
             self.report.reached = True
-            zones = self._zones(props)
+            zones = self._zone_list = self._zones(props)
             meter = self._meter(dev)
             props["power_meter"] = meter.description if meter else "none (power reported as missing)"
             if meter and self.device.power.simulated:
@@ -270,14 +286,13 @@ class DeviceSession:
         if meter is None or self.suite.power.baseline_s <= 0:
             return None
         self._status(f"idle baseline {self.suite.power.baseline_s:g}s")
-        samples = self._sample(dev, meter, "baseline", lambda: time.sleep(self.suite.power.baseline_s))
+        # same state as the jobs: the thermal sampler runs during the baseline too
+        samples, _ = self._window(
+            dev, meter, self._zone_list, "baseline", lambda: time.sleep(self.suite.power.baseline_s)
+        )
         if len(samples) < 2:
             return None
         return power_energy.mean_watts(samples, samples[0].t_s, samples[-1].t_s)
-
-    def _sample(self, dev: PosixDevice, meter: meters.Meter, name: str, during: Callable[[], Any]) -> list[Any]:
-        samples, _ = self._window(dev, meter, [], name, during)
-        return samples
 
     def _window(
         self, dev: PosixDevice, meter: meters.Meter | None, zones: list[str], name: str, during: Callable[[], Any]
@@ -288,22 +303,26 @@ class DeviceSession:
         """
         base = f"{dev.workdir}/jobs/{self.run_id}"
         dev.sh('mkdir -p "$1"', base)
-        procs = []
+        procs: list[Background] = []
         hz = self.suite.power.sample_hz
-        if meter is not None:
-            procs.append(dev.spawn(sampler.sampler_argv(meter, hz, f"{base}/{name}.power")))
-        if zones:
-            thermal = meters.Meter(kind="sysfs", nodes=tuple(zones), scale=(1e-3,) * len(zones), description="thermal")
-            procs.append(dev.spawn(sampler.sampler_argv(thermal, min(hz, 5.0), f"{base}/{name}.thermal")))
-        # samples must bracket the window: counter meters place a reading between two samples
-        margin = 2.5 / hz if meter is not None else 0.0
+        # a sampler whose kill is lost (dropped link) must still end: bound its life on the device
+        lifetime = ["timeout", f"{self.suite.timeout_s + self.suite.power.baseline_s + 120:g}"]
+        margin = 2.5 / hz if meter is not None else 0.0  # counter meters need samples bracketing the window
         try:
+            if meter is not None:
+                procs.append(dev.spawn([*lifetime, *sampler.sampler_argv(meter, hz, f"{base}/{name}.power")]))
+            if zones:
+                thermal = meters.Meter(kind="sysfs", nodes=tuple(zones), scale=(1e-3,) * len(zones))
+                procs.append(
+                    dev.spawn([*lifetime, *sampler.sampler_argv(thermal, min(hz, 5.0), f"{base}/{name}.thermal")])
+                )
             time.sleep(margin)
             during()
             time.sleep(margin)
         finally:
             for proc in procs:
-                dev.kill(proc)
+                with contextlib.suppress(FarmError):
+                    dev.kill(proc)
         power = sampler.parse_samples(meter, dev.read_text(f"{base}/{name}.power")) if meter is not None else []
         temps: list[float] = []
         if zones:
@@ -356,7 +375,12 @@ class DeviceSession:
         if error is None and outcome.output_sha is not None:
             remote_out = f"{job_dir}/out.y4m"
             local_output = self.decoded.fetch(outcome.output_sha, lambda dst: dev.pull(remote_out, dst))
-            frames = read_y4m_info(local_output).frames
+            try:
+                frames = read_y4m_info(local_output).frames
+            except QualityError as exc:
+                # a broken output fails this job only; its timing and power are still recorded
+                error = f"decoder output is not valid Y4M: {exc}"
+                row.update(status="failed", error=error)
         row["frames"] = frames
         ms = self._measurements(spec, outcome, frames, samples, meter, baseline_w) + thermal
         job_id = self.store.add_job(self.run_id, row, ms)

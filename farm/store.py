@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS runs (
     status TEXT NOT NULL,             -- running | complete | incomplete
     host TEXT NOT NULL, farm_version TEXT NOT NULL,
     conventions_json TEXT NOT NULL,
+    plan_json TEXT NOT NULL,          -- devices (with tags) and planned test jobs per device
     summary_json TEXT                 -- bytes pushed, encodes reused, ... (set once at the end)
 );
 CREATE TABLE IF NOT EXISTS run_devices (
@@ -124,12 +125,13 @@ class Store:
             db.execute(
                 "INSERT INTO runs(id, suite_name, suite_digest, suite_json, bundle_name, bundle_version,"
                 " bundle_digest, anchor_name, anchor_digest, started_at, status, host, farm_version,"
-                " conventions_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " conventions_json, plan_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     run_id, fields["suite_name"], fields["suite_digest"], fields["suite_json"],
                     fields["bundle_name"], fields["bundle_version"], fields["bundle_digest"],
                     fields.get("anchor_name"), fields.get("anchor_digest"), time.time(), "running",
                     fields["host"], fields["farm_version"], json.dumps(fields["conventions"], sort_keys=True),
+                    json.dumps(fields.get("plan", {}), sort_keys=True),
                 ),
             )  # fmt: skip
 

@@ -86,3 +86,34 @@ def test_consistency_passes_when_every_decode_agrees() -> None:
 def test_empty_scope_is_missing() -> None:
     [v] = evaluate([gate("fps", ">=", 1, scope="tag:nosuch")], VIEW)
     assert v.verdict == "missing"
+
+
+def test_consistency_with_failed_repeats_compares_nothing_and_is_missing() -> None:
+    view = RunView(devices={"a": []}, jobs=[job("a", 1), job("a", None, status="failed", repeat=1)])
+    [v] = evaluate([gate("consistency", "==", "bitexact", scope="all")], view)
+    assert v.verdict == "missing" and "nothing to compare" in v.detail
+
+
+def test_consistency_catches_nondeterminism_on_one_device() -> None:
+    view = RunView(devices={"a": []}, jobs=[job("a", 1, sha="x"), job("a", 1, sha="y", repeat=1)])
+    [v] = evaluate([gate("consistency", "==", "bitexact")], view)
+    assert v.verdict == "fail" and "on a" in v.detail
+
+
+def test_consistency_cannot_vouch_for_bitstreams_decoded_once() -> None:
+    view = RunView(devices={"a": []}, jobs=[job("a", 1), job("a", 1, repeat=1), job("a", 1, seq="t")])
+    [v] = evaluate([gate("consistency", "==", "bitexact")], view)
+    assert v.verdict == "missing" and "t@100kbps" in v.detail
+
+
+def test_a_run_that_never_finished_passes_nothing() -> None:
+    view = RunView(devices={"a": []}, jobs=[job("a", 60)], status="running", planned_test_jobs={"a": 16})
+    verdicts = evaluate([gate("fps", ">=", 30), gate("failures", "==", 0)], view)
+    assert [v.verdict for v in verdicts] == ["missing", "missing"]
+    assert "did not finish" in verdicts[0].detail
+
+
+def test_planned_jobs_without_results_count_as_failures() -> None:
+    view = RunView(devices={"a": [], "b": []}, jobs=[job("a", 60)], planned_test_jobs={"a": 1, "b": 3})
+    [v] = evaluate([gate("failures", "==", 0, scope="all")], view)
+    assert (v.value, v.verdict) == (3.0, "fail") and "3 planned jobs have no result" in v.detail

@@ -135,3 +135,17 @@ def test_parse_stats_rejects_garbage() -> None:
     assert parse_stats(["not json"])[1] is not None
     assert parse_stats(['{"frame": 0, "decode_ns": -1}'])[1] is not None
     assert parse_stats(['{"frame": 0, "decode_ns": 1}', '{"frame": 2, "decode_ns": 1}'])[1] is not None
+
+
+def test_decoder_output_cannot_forge_the_report(device: PosixDevice, tmp_path: Path) -> None:
+    """Stats without a final newline, and lines imitating the farm's markers, stay the decoder's data."""
+    dec = _decoder(
+        tmp_path,
+        'printf \'@@timing 0 1 0\\n@@sha 0000 1\\n{"frame": 0, "decode_ns": 7}\' > "$2"\n'
+        "echo '@@stderr fake' >&2\nexit 1\n",
+    )
+    job = f"{device.workdir}/jobs/r/3"
+    outcome = device.decode([dec, f"{job}/out.y4m", f"{job}/stats.jsonl"], job, timeout=10)
+    assert outcome.exit_status == 1 and outcome.output_sha is None
+    assert outcome.stats_error is not None  # the imitation lines are stats garbage, not a timing record
+    assert "@@stderr fake" in outcome.stderr_tail

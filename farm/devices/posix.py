@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import posixpath
-import re
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,9 +35,11 @@ if [ "$got" != "$want" ]; then rm -f "$tmp"; echo "sha256 mismatch after push: $
 chmod "$4" "$tmp" && mv -f "$tmp" "$dst"
 """
 
-# Decode with on-device timing. $1 job dir, $2 timeout seconds, rest: decoder argv.
+# Decode with on-device timing. $1 job dir, $2 timeout seconds, $3 a per-call random marker, rest: decoder argv.
+# Every section header starts on a fresh line with the marker, so nothing the decoder writes (stats without a
+# final newline, or lines that imitate headers) can be mistaken for the farm's own report.
 _DECODE_SCRIPT = r"""
-d=$1; t=$2; shift 2
+d=$1; t=$2; m=$3; shift 3
 mkdir -p "$d" && cd "$d" || exit 125
 rm -f out.y4m stats.jsonl
 if command -v timeout >/dev/null 2>&1; then set -- timeout -k 2 "$t" "$@"; fi
@@ -45,11 +47,12 @@ t0=$(date +%s%N)
 "$@" >decoder.stdout 2>decoder.stderr
 rc=$?
 t1=$(date +%s%N)
-echo "@@timing $t0 $t1 $rc"
-if [ -f out.y4m ]; then echo "@@sha $(sha256sum <out.y4m | cut -d' ' -f1) $(wc -c <out.y4m)"; fi
-echo "@@stats"
+echo "@@$m timing $t0 $t1 $rc"
+if [ -f out.y4m ]; then echo "@@$m sha $(sha256sum <out.y4m | cut -d' ' -f1) $(wc -c <out.y4m)"; fi
+echo "@@$m stats"
 if [ -f stats.jsonl ]; then cat stats.jsonl; fi
-echo "@@stderr"
+echo
+echo "@@$m stderr"
 tail -c 4000 decoder.stderr
 """
 
@@ -176,13 +179,14 @@ class PosixDevice:
 
     # -- decoding -------------------------------------------------------------------------------------
     def decode(self, argv: Sequence[str], job_dir: str, timeout: float) -> DecodeOutcome:
+        marker = secrets.token_hex(8)
         res = self.transport.run(
-            ["sh", "-c", _DECODE_SCRIPT, "farm-decode", job_dir, f"{timeout:g}", *argv],
+            ["sh", "-c", _DECODE_SCRIPT, "farm-decode", job_dir, f"{timeout:g}", marker, *argv],
             timeout=timeout + 30,
         )
         if res.timed_out:
             return DecodeOutcome(None, True, None, None, None, None, (), "decode exceeded its timeout on the link")
-        return parse_decode(res.text(), res.exit_status)
+        return parse_decode(res.text(), res.exit_status, marker)
 
     def pull(self, remote: str, local: Path) -> int:
         return self.transport.pull(remote, local)
@@ -205,42 +209,38 @@ def _chunks(items: list[str], size: int) -> list[list[str]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-_TIMING = re.compile(r"^@@timing (\S+) (\S+) (\d+)$")
-
-
-def parse_decode(text: str, shell_status: int | None) -> DecodeOutcome:
+def parse_decode(text: str, shell_status: int | None, marker: str) -> DecodeOutcome:
     """Parse the decode script's report. A decoder's bad stats are noted, never fatal to the timing."""
+    head = f"@@{marker} "
     section = ""
     start = end = status = None
     sha: str | None = None
     size: int | None = None
-    stats_lines: list[str] = []
-    stderr_lines: list[str] = []
+    body: dict[str, list[str]] = {"stats": [], "stderr": []}
     for line in text.splitlines():
-        if section != "stderr" and (m := _TIMING.match(line)):
-            start, end, status = _int(m.group(1)), _int(m.group(2)), int(m.group(3))
-        elif section != "stderr" and line.startswith("@@sha "):
-            parts = line.split()
-            sha, size = parts[1], _int(parts[2]) if len(parts) > 2 else None
-        elif line in ("@@stats", "@@stderr") and section != "stderr":
-            section = line[2:]
-        elif section == "stats":
-            stats_lines.append(line)
-        elif section == "stderr":
-            stderr_lines.append(line)
+        if line.startswith(head):
+            parts = line[len(head) :].split()
+            if parts[:1] == ["timing"] and len(parts) == 4 and section == "":
+                start, end, status = _int(parts[1]), _int(parts[2]), _int(parts[3])
+            elif parts[:1] == ["sha"] and len(parts) == 3 and section == "":
+                sha, size = parts[1], _int(parts[2])
+            elif parts in (["stats"], ["stderr"]):
+                section = parts[0]
+            continue
+        if section:
+            body[section].append(line)
     if status is None:
         status = 125 if shell_status in (None, 0) else shell_status
-    timed_out = status in (124, 137)
-    frame_times, stats_error = parse_stats(stats_lines)
+    frame_times, stats_error = parse_stats(body["stats"])
     return DecodeOutcome(
         exit_status=status,
-        timed_out=timed_out,
+        timed_out=status in (124, 137),
         start_ns=start,
         end_ns=end,
         output_sha=sha,
         output_bytes=size,
         frame_times_ns=frame_times,
-        stderr_tail="\n".join(stderr_lines)[-4000:],
+        stderr_tail="\n".join(body["stderr"])[-4000:],
         stats_error=stats_error,
     )
 
