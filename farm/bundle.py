@@ -22,6 +22,7 @@ from farm.config.manifest import Manifest, load_manifest
 from farm.errors import InputError, Problem
 
 SUMS = "SHA256SUMS"
+MAX_UNPACKED = 8 << 30  # refuse archives that claim more than this (gzip bombs fill the disk otherwise)
 MANIFEST = "bundle.yaml"
 _CHUNK = 1 << 20
 
@@ -78,12 +79,12 @@ def write_sums(root: Path) -> Path:
     return out
 
 
-def _read_sums(root: Path, display: str) -> tuple[dict[str, str], list[Problem]]:
+def _read_sums(root: Path, display: str) -> tuple[dict[str, tuple[str, int]], list[Problem]]:
     sums_path = root / SUMS
     sums_name = f"{display}/{SUMS}"
     if not sums_path.is_file():
         return {}, [Problem(sums_name, None, "", "missing (create it with 'farm bundle sums DIR')")]
-    listed: dict[str, str] = {}
+    listed: dict[str, tuple[str, int]] = {}  # path -> (sha256, line)
     problems: list[Problem] = []
     for lineno, line in enumerate(sums_path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -101,7 +102,7 @@ def _read_sums(root: Path, display: str) -> tuple[dict[str, str], list[Problem]]
             continue
         if name in listed:
             problems.append(Problem(sums_name, lineno, name, "listed twice"))
-        listed[name] = digest
+        listed[name] = (digest, lineno)
     return listed, problems
 
 
@@ -118,7 +119,7 @@ def verify_dir(root: Path, display: str | None = None) -> Bundle:
         for rel in files:
             if rel not in listed:
                 problems.append(Problem(sums_name, None, rel, "file is in the bundle but not checksummed"))
-        for lineno, (rel, want) in enumerate(listed.items(), 1):
+        for rel, (want, lineno) in listed.items():
             path = root / rel
             if not path.is_file():
                 problems.append(Problem(sums_name, lineno, rel, "listed but missing"))
@@ -132,7 +133,8 @@ def verify_dir(root: Path, display: str | None = None) -> Bundle:
     if problems or manifest is None:
         raise InputError(problems)
     digest = hashlib.sha256((root / SUMS).read_bytes()).hexdigest()
-    return Bundle(root=root, manifest=manifest, digest=digest, files=dict(listed), source=display)
+    files_sha = {rel: sha for rel, (sha, _) in listed.items()}
+    return Bundle(root=root, manifest=manifest, digest=digest, files=files_sha, source=display)
 
 
 def _check_member(member: tarfile.TarInfo, archive: str) -> Problem | None:
@@ -153,6 +155,9 @@ def extract(archive: Path, dest: Path) -> Path:
         with tarfile.open(archive, "r:gz") as tar:
             members = tar.getmembers()
             problems = [p for m in members if (p := _check_member(m, display)) is not None]
+            total = sum(m.size for m in members if m.isfile())
+            if total > MAX_UNPACKED:
+                problems.append(Problem(display, None, "", f"unpacks to {total} bytes, over the {MAX_UNPACKED} limit"))
             if problems:
                 raise InputError(problems)
             dest.mkdir(parents=True, exist_ok=True)
@@ -199,7 +204,11 @@ def open_bundle(path: Path, cache_dir: Path) -> Bundle:
             extract(path, tmp)
             verify_dir(tmp, str(path))
             dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, dest)
+            try:
+                os.replace(tmp, dest)
+            except OSError:
+                if not dest.is_dir():  # another farm process unpacking the same archive won the race: fine
+                    raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     bundle = verify_dir(dest, str(path))

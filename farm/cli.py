@@ -61,6 +61,13 @@ def _errors() -> Iterator[None]:
     except FarmError as exc:
         err.print(f"error: {exc}", highlight=False, markup=False)
         raise typer.Exit(exc.exit_code) from None
+    except (typer.Exit, typer.Abort, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        # an unexpected failure is the farm's problem, not a failed gate: never exit 1 for it
+        err.print_exception(show_locals=False)
+        err.print(f"error: internal failure: {type(exc).__name__}: {exc}", highlight=False, markup=False)
+        raise typer.Exit(3) from None
 
 
 def _open_store(path: Path | None) -> Any:

@@ -98,7 +98,7 @@ def render(seq: Sequence, cache: Path) -> Source:
     info = read_y4m_info(path)
     if info.chroma not in {"420", "420jpeg", "420mpeg2", "420paldv"}:
         raise InputError([Problem(str(path), None, "", f"only 8-bit 4:2:0 Y4M is supported (C{info.chroma})")])
-    return Source(seq.id, path, _sha_cached(path), info.width, info.height, info.fps, info.frames)
+    return Source(seq.id, path, _sha_cached(path, cache), info.width, info.height, info.fps, info.frames)
 
 
 def _render_argv(ffmpeg: str, gen: Generate, out: Path) -> list[str]:
@@ -112,18 +112,27 @@ def _render_argv(ffmpeg: str, gen: Generate, out: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def _sha_cached(path: Path) -> str:
-    """sha256 of a large host file, remembered beside it keyed by size and mtime."""
+def _sha_cached(path: Path, cache: Path) -> str:
+    """sha256 of a large host file, remembered in the cache by its path and full stat identity.
+
+    Size and mtime alone are not enough (same-size clips, archives with zeroed mtimes): the key also has the
+    inode, ctime and mtime in ns, so any rewrite or replacement of the file is hashed again.
+    """
     st = path.stat()
-    memo = path.parent / f".{path.name}.sha256"
-    stamp = f"{st.st_size}:{st.st_mtime_ns}"
-    if memo.is_file():
-        stored_stamp, _, digest = memo.read_text().partition(" ")
-        if stored_stamp == stamp and len(digest.strip()) == 64:
-            return digest.strip()
+    stamp = f"{path.resolve()}|{st.st_dev}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}"
+    memo = cache / "digests" / hashlib.sha256(stamp.encode()).hexdigest()
+    try:
+        digest = memo.read_text().strip()
+        if len(digest) == 64:
+            return digest
+    except OSError:
+        pass
     digest = sha256_file(path)
     with contextlib.suppress(OSError):
-        memo.write_text(f"{stamp} {digest}")
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_name(f".{memo.name}.{os.getpid()}")
+        tmp.write_text(digest)
+        tmp.replace(memo)
     return digest
 
 
@@ -166,4 +175,4 @@ def encode(bundle: Bundle, source: Source, rate_kbps: float, cache: Path) -> Bit
             }
             argv = substitute(enc.argv, values)
             _atomic_run(argv, out, tmp, f"{bundle.label} encode of {source.sequence_id} at {rate_kbps:g} kbps")
-    return Bitstream(out, _sha_cached(out), out.stat().st_size, rate_kbps, reused)
+    return Bitstream(out, _sha_cached(out, cache), out.stat().st_size, rate_kbps, reused)

@@ -139,3 +139,35 @@ def test_substitute_is_whole_text_and_never_evaluates() -> None:
     assert argv == ["a b;$(rm -rf /)", "x=o", "{{literal"]
     with pytest.raises(InputError):
         substitute(("{nope}",), {})
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("name: !foo x\n", "YAML"), ("base: &b {a: 1}\nname:\n  <<: *b\n", "merge keys")],
+)
+def test_yaml_features_we_do_not_support_are_located_errors(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path / "s.yaml", text)
+    with pytest.raises(InputError) as exc:
+        load_suite(path)
+    assert str(exc.value).startswith(f"{path}:") and message in str(exc.value)
+
+
+def test_relative_workdir_is_refused_with_its_line(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "devices.yaml",
+        "devices:\n  - id: a\n    platform: linux\n    transport: {kind: local}\n    target: auto\n    workdir: rel\n",
+    )
+    with pytest.raises(InputError) as exc:
+        load_inventory(path)
+    assert f"{path}:6: devices[0].workdir: workdir 'rel' must be an absolute path" in str(exc.value)
+
+
+def test_encoder_bundle_files_must_be_listed(tmp_path: Path) -> None:
+    write(tmp_path / "enc.sh", "#!/bin/sh\n")
+    path = write(
+        tmp_path / "bundle.yaml",
+        'name: b\nversion: "1"\ncodec: av1\nencoder:\n  argv: ["{bundle}/enc.sh", "{input}", "{output}"]\n'
+        "  output_ext: ivf\ntargets:\n  linux-x86_64:\n    decode: [x]\n",
+    )
+    with pytest.raises(InputError, match=r"uses \{bundle\}/enc.sh; list it in encoder.files"):
+        load_manifest(path)

@@ -105,6 +105,14 @@ class Device(Strict):
             raise ValueError(f"target {value!r} is not '<platform>-<arch>' (e.g. linux-x86_64)")
         return value
 
+    @field_validator("workdir")
+    @classmethod
+    def _absolute_workdir(cls, value: str | None) -> str | None:
+        # jobs cd into their own folder on the device, so every path handed to a decoder must be absolute
+        if value is not None and not value.startswith("/"):
+            raise ValueError(f"workdir {value!r} must be an absolute path on the device")
+        return value
+
     @model_validator(mode="after")
     def _auto_target(self) -> Device:
         if self.target == "auto":

@@ -54,6 +54,12 @@ class Encoder(Strict):
         _check_template(self.argv, ENCODER_VARS, self.requires)
         for f in self.files:
             _relative_file(f)
+        # encodes are cached by the digests of `files`: a bundle file the encoder uses but does not list
+        # would let a changed file reuse stale bitstreams
+        for arg in self.argv:
+            for used in re.findall(r"\{bundle\}/([^\s:;,=]+)", arg):
+                if used not in self.files:
+                    raise ValueError(f"encoder argv uses {{bundle}}/{used}; list it in encoder.files")
         return self
 
 

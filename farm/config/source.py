@@ -28,6 +28,11 @@ def _build(node: yaml.Node, loc: Loc, lines: dict[Loc, int], problems: list[Prob
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                problems.append(
+                    Problem(file, key_node.start_mark.line + 1, _dotted(loc), "merge keys (<<) are not supported")
+                )
+                continue
             key = _scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else None
             if not isinstance(key, str | int | float | bool):
                 problems.append(Problem(file, key_node.start_mark.line + 1, _dotted(loc), "keys must be scalars"))
@@ -95,7 +100,12 @@ def load_yaml(path: Path, display: str | None = None) -> Located:
         raise InputError([Problem(file, line, "", f"YAML syntax: {exc.problem}")]) from None
     lines: dict[Loc, int] = {}
     problems: list[Problem] = []
-    data = {} if node is None else _build(node, (), lines, problems, file)
+    try:
+        data = {} if node is None else _build(node, (), lines, problems, file)
+    except yaml.MarkedYAMLError as exc:  # e.g. an unknown tag (!foo) or a merge key we do not support
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        raise InputError([Problem(file, line, "", f"YAML: {exc.problem or exc.context}")]) from None
     if problems:
         raise InputError(problems)
     return Located(file, data, lines)
