@@ -323,6 +323,43 @@ def bundle_verify(path: Annotated[Path, typer.Argument(help="bundle directory or
         out.print(f"ok: {b.label} codec={b.manifest.codec} targets={targets} digest={b.digest}")
 
 
+sim_app = typer.Typer(no_args_is_help=True, help="Virtual devices for development and tests (simulated sensors).")
+app.add_typer(sim_app, name="sim")
+
+
+@sim_app.command("up")
+def sim_up(
+    ssh: Annotated[int, typer.Option("--ssh", min=0, help="virtual Linux boards (real OpenSSH sshd on loopback)")] = 2,
+    out_file: Annotated[Path | None, typer.Option("--out", help="devices file to write")] = None,
+) -> None:
+    """Start virtual devices and write an inventory for them (default .farm/sim/devices.yaml)."""
+    from farm.sim.fleet import DEFAULT_STATE_DIR, start_fleet
+
+    with _errors():
+        if ssh < 1:
+            raise InputError("nothing to start: give --ssh N with N >= 1")
+        fleet = start_fleet(ssh, DEFAULT_STATE_DIR, inventory=out_file)
+        for board in fleet.boards:
+            out.print(f"{board.name}: ssh {board.user}@{board.host} -p {board.port}", highlight=False)
+        out.print(
+            f"wrote {fleet.inventory_path}. Power and temperature of these boards are SIMULATED by a load model "
+            "(docs/sim-boards.md).\n"
+            f"try: farm run suites/smoke.yaml --bundle examples/bundles/av1-svt --anchor examples/bundles/hevc-x265 "
+            f"--inventory {fleet.inventory_path}",
+            highlight=False,
+        )
+
+
+@sim_app.command("down")
+def sim_down() -> None:
+    """Stop every virtual device started by 'farm sim up' (no process of them is left)."""
+    from farm.sim.fleet import DEFAULT_STATE_DIR, stop_fleet
+
+    with _errors():
+        stopped = stop_fleet(DEFAULT_STATE_DIR)
+        out.print(f"stopped {', '.join(stopped)}" if stopped else "no virtual devices were running")
+
+
 def main() -> None:
     app()
 

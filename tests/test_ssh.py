@@ -1,0 +1,168 @@
+"""Linux boards over SSH, against real OpenSSH sshd boards on loopback (farm.sim), never mocks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from farm.config.inventory import SshTransport as SshSettings
+from farm.config.inventory import load_inventory
+from farm.devices.connect import connect
+from farm.sim.fleet import Fleet
+from farm.transports.base import TransportError, Unreachable
+from farm.transports.ssh import SshLink, fingerprint, scan_host_key
+
+
+def settings(fleet: Fleet, name: str = "board-1", **over: object) -> SshSettings:
+    device = load_inventory(fleet.inventory_path).get(name)
+    assert isinstance(device.transport, SshSettings)
+    return device.transport.model_copy(update=over)
+
+
+def _alive(marker: str) -> list[str]:
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if marker in line and "ps -eo" not in line]
+
+
+@pytest.fixture
+def link(ssh_fleet: Fleet) -> SshLink:
+    link = SshLink("board-1", settings(ssh_fleet))
+    link.connect()
+    yield link
+    link.close()
+
+
+def test_run_keeps_status_and_streams_and_survives_big_output(link: SshLink) -> None:
+    res = link.run(["sh", "-c", "echo out; echo err >&2; exit 7"], timeout=20)
+    assert (res.exit_status, res.stdout, res.stderr, res.timed_out) == (7, b"out\n", b"err\n", False)
+    # 8 MiB on each stream: a client that waits for the exit status before draining would deadlock here
+    big = link.run(["sh", "-c", "head -c 8388608 /dev/zero; head -c 8388608 /dev/zero >&2"], timeout=60)
+    assert big.ok and len(big.stdout) == len(big.stderr) == 8 << 20
+
+
+def test_arguments_are_never_shell(link: SshLink, tmp_path: Path) -> None:
+    canary = tmp_path / "pwned"
+    res = link.run(["echo", f"$(touch {canary})", "`id`", "a;b", "'q'"], timeout=20)
+    assert res.stdout == f"$(touch {canary}) `id` a;b 'q'\n".encode() and not canary.exists()
+
+
+def test_push_and_pull_are_byte_identical_with_odd_names(link: SshLink, ssh_fleet: Fleet, tmp_path: Path) -> None:
+    src = tmp_path / "src.bin"
+    src.write_bytes(os.urandom(5 << 20))
+    remote = f"{ssh_fleet.board('board-1').workdir}/odd name; $(x) 'q'.bin"
+    assert link.push(src, remote) == 5 << 20
+    back = tmp_path / "back.bin"
+    assert link.pull(remote, back) == 5 << 20
+    assert back.read_bytes() == src.read_bytes()
+    with pytest.raises(TransportError, match="pull of"):
+        link.pull("/nonexistent/file", tmp_path / "x")
+
+
+def test_remote_timeout_kills_the_whole_tree(link: SshLink) -> None:
+    marker = "53.1415"
+    start = time.monotonic()
+    res = link.run(["sh", "-c", f"sleep {marker} & sleep {marker}"], timeout=1)
+    assert res.timed_out and time.monotonic() - start < 15
+    time.sleep(0.5)
+    assert _alive(marker) == []
+
+
+def test_spawn_and_kill_take_the_process_group(link: SshLink) -> None:
+    marker = "57.2957"
+    proc = link.spawn(["sh", "-c", f"sleep {marker} & sleep {marker}"])
+    time.sleep(0.5)
+    assert len(_alive(marker)) >= 2
+    link.kill(proc)
+    time.sleep(0.5)
+    assert _alive(marker) == []
+
+
+def test_unknown_host_key_is_refused_and_nothing_runs(ssh_fleet: Fleet, tmp_path: Path) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    link = SshLink("board-1", settings(ssh_fleet, known_hosts=str(empty)))
+    with pytest.raises(Unreachable, match=r"unknown host key.*farm devices trust board-1"):
+        link.connect()
+
+
+def test_changed_host_key_is_refused_loudly(ssh_fleet: Fleet, tmp_path: Path) -> None:
+    board = ssh_fleet.board("board-1")
+    impostor = paramiko.Ed25519Key.from_private_key_file(str(ssh_fleet.board("board-2").host_key_path))
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[{board.host}]:{board.port} ssh-ed25519 {impostor.get_base64()}\n")
+    link = SshLink("board-1", settings(ssh_fleet, known_hosts=str(known)))
+    with pytest.raises(Unreachable, match="HOST KEY CHANGED"):
+        link.connect()
+
+
+def test_trust_records_the_key_only_when_confirmed(ssh_fleet: Fleet, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from farm.cli import app
+
+    inventory = tmp_path / "devices.yaml"
+    known = tmp_path / "known_hosts"
+    inventory.write_text(ssh_fleet.inventory_path.read_text().replace(str(ssh_fleet.known_hosts_path), str(known)))
+    board = ssh_fleet.board("board-2")
+    expected = fingerprint(scan_host_key(board.host, board.port))
+    res = CliRunner().invoke(app, ["devices", "trust", "board-2", "--inventory", str(inventory)], input="n\n")
+    assert res.exit_code == 1 and expected in res.output and not known.exists()
+    res = CliRunner().invoke(app, ["devices", "trust", "board-2", "--inventory", str(inventory), "--yes"])
+    assert res.exit_code == 0, res.output
+    device = load_inventory(inventory).get("board-2")
+    dev = connect(device, tmp_path)
+    assert dev.sh("echo ok").strip() == "ok"
+    dev.transport.close()
+
+
+def test_refused_connection_is_unreachable_fast(ssh_fleet: Fleet) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound but not listening: connections are refused
+        link = SshLink("gone", settings(ssh_fleet, port=port))
+        start = time.monotonic()
+        with pytest.raises(Unreachable, match="cannot connect"):
+            link.connect()
+    assert time.monotonic() - start < 5
+
+
+def test_dropped_connection_mid_command_then_reconnects(ssh_board: object) -> None:
+    factory = ssh_board
+    board = factory("drop")  # type: ignore[operator]
+    inventory = factory.inventory(board.base_dir.parent / "devices.yaml")  # type: ignore[attr-defined]
+    device = load_inventory(inventory).get("drop")
+    assert isinstance(device.transport, SshSettings)
+    link = SshLink("drop", device.transport)
+    link.connect()
+    threading.Timer(0.5, board.drop_connections).start()
+    with pytest.raises(TransportError, match="connection dropped"):
+        link.run(["sleep", "5"], timeout=20)
+    assert link.run(["echo", "back"], timeout=20).stdout == b"back\n"
+    assert link.reconnects == 1
+    link.close()
+
+
+def test_dropped_connection_mid_push_fails_cleanly(ssh_board: object, tmp_path: Path) -> None:
+    factory = ssh_board
+    board = factory("droppush")  # type: ignore[operator]
+    inventory = factory.inventory(board.base_dir.parent / "devices.yaml")  # type: ignore[attr-defined]
+    device = load_inventory(inventory).get("droppush")
+    assert isinstance(device.transport, SshSettings)
+    link = SshLink("droppush", device.transport)
+    link.connect()
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(64 << 20))
+    threading.Timer(0.05, board.drop_connections).start()
+    with pytest.raises(TransportError, match="connection dropped"):
+        for _ in range(20):  # keep pushing until the drop lands mid-transfer
+            link.push(src, f"{board.workdir}/big.bin")
+    assert link.push(src, f"{board.workdir}/again.bin") == 64 << 20
+    link.close()

@@ -1,0 +1,124 @@
+"""Whole runs on virtual SSH boards (real sshd, simulated sensors) plus the local device, and their faults."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from farm.bundle import write_sums
+from farm.sim.fleet import Fleet
+from tests.conftest import EXAMPLES, ROOT, write
+from tests.test_run_e2e import TINY_SUITE, bundle_args, farm
+
+pytestmark = pytest.mark.slow
+
+GATES = """  - {metric: fps, op: ">=", value: 1}
+  - {metric: failures, op: "==", value: 0, scope: all}
+  - {metric: consistency, op: "==", value: bitexact, scope: all}
+  - {metric: energy_per_frame_j, op: "<=", value: 100, scope: "tag:sim"}"""
+
+
+def inventory_with_local(fleet_inventory: Path, out: Path) -> Path:
+    data = yaml.safe_load(fleet_inventory.read_text())
+    data["devices"] += yaml.safe_load((ROOT / "devices.yaml").read_text())["devices"]
+    return write(out, yaml.safe_dump(data))
+
+
+def sim_suite(tmp_path: Path, gates: str = GATES, timeout_s: int = 60) -> str:
+    text = TINY_SUITE.format(gates=gates).replace("power: {baseline_s: 0}", "power: {baseline_s: 0.5, sample_hz: 20}")
+    return str(write(tmp_path / "sim.yaml", text.replace("timeout_s: 60", f"timeout_s: {timeout_s}")))
+
+
+def variant(tmp_path: Path, name: str, wrapper: list[str]) -> Path:
+    """A copy of the av1-svt bundle whose decode runs behind a shell wrapper (sleep, hang, ...)."""
+    dest = tmp_path / name
+    shutil.copytree(EXAMPLES / "av1-svt", dest)
+    manifest = yaml.safe_load((dest / "bundle.yaml").read_text())
+    for target in manifest["targets"].values():
+        target["decode"] = [*wrapper, *target["decode"]]
+    (dest / "bundle.yaml").write_text(yaml.safe_dump(manifest))
+    write_sums(dest)
+    return dest
+
+
+def test_two_boards_and_local_with_simulated_power(ssh_fleet: Fleet, tmp_path: Path) -> None:
+    inv = inventory_with_local(ssh_fleet.inventory_path, tmp_path / "devices.yaml")
+    report = tmp_path / "r.json"
+    code, out = farm(
+        tmp_path, "run", sim_suite(tmp_path), *bundle_args(), "--inventory", str(inv), "--json", str(report)
+    )
+    assert code == 0, out
+    assert "SIMULATED" in out
+    data = json.loads(report.read_text())
+    rows = {(r["device"], r["role"]): r for r in data["results"]}
+    for board in ("board-1", "board-2"):
+        row = rows[(board, "test")]
+        assert row["power_w"] is not None and row["power_w"] > 0
+        assert row["energy_per_frame_j"] is not None and row["temp_max_c"] is not None
+    consistency = next(g for g in data["gates"] if g["metric"] == "consistency")
+    assert consistency["verdict"] == "pass" and "24 decodes" in consistency["detail"]  # 8 bitstreams x 3 devices
+    code, out = farm(tmp_path, "run", sim_suite(tmp_path), *bundle_args(), "--inventory", str(inv))
+    assert code == 0 and "pushed 0 bytes in 0 files" in out
+
+
+def test_a_board_that_refuses_connections_fails_only_its_jobs(ssh_board: object, tmp_path: Path) -> None:
+    up, down = ssh_board("up"), ssh_board("down")  # type: ignore[operator]
+    inv = ssh_board.inventory(tmp_path / "devices.yaml")  # type: ignore[attr-defined]
+    down.stop()
+    code, out = farm(tmp_path, "run", sim_suite(tmp_path), *bundle_args(), "--inventory", str(inv))
+    assert code == 1
+    assert "device down failed" in out and "cannot connect" in out
+    assert "gate fail: failures == 0 [all]: 8 of 16 jobs failed" in out
+    assert up.running()
+
+
+def test_no_board_reachable_is_exit_3(ssh_board: object, tmp_path: Path) -> None:
+    board = ssh_board("lonely")  # type: ignore[operator]
+    inv = ssh_board.inventory(tmp_path / "devices.yaml")  # type: ignore[attr-defined]
+    board.stop()
+    code, out = farm(tmp_path, "run", sim_suite(tmp_path), *bundle_args(), "--inventory", str(inv))
+    assert code == 3 and "no device could run" in out and "lonely" in out
+
+
+def test_connection_dropped_mid_decode_retries_the_job_once(ssh_board: object, tmp_path: Path) -> None:
+    board = ssh_board("flaky")  # type: ignore[operator]
+    inv = ssh_board.inventory(tmp_path / "devices.yaml")  # type: ignore[attr-defined]
+    slow = variant(tmp_path, "slow", ["sh", "-c", 'touch "$1.started"; sleep 1; shift; exec "$@"', "w", "{output}"])
+    dropped = threading.Event()
+
+    def drop_on_first_decode() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not dropped.is_set():
+            if list(Path(board.workdir).glob("jobs/*/*/out.y4m.started")):
+                board.drop_connections()
+                dropped.set()
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=drop_on_first_decode, daemon=True)
+    watcher.start()
+    gates = '  - {metric: failures, op: "==", value: 0, scope: all}'
+    code, out = farm(tmp_path, "run", sim_suite(tmp_path, gates), "--bundle", str(slow), "--inventory", str(inv))
+    watcher.join()
+    assert dropped.is_set()
+    assert code == 0, out  # the dropped job was retried on a new connection and passed
+
+
+def test_hung_decoder_is_killed_on_the_board(ssh_fleet: Fleet, tmp_path: Path) -> None:
+    marker = "67.4242"
+    hang = variant(tmp_path, "hang", ["sh", "-c", f"sleep {marker}", "w"])
+    gates = '  - {metric: failures, op: "==", value: 0, scope: all}'
+    code, out = farm(
+        tmp_path, "run", sim_suite(tmp_path, gates, timeout_s=1), "--bundle", str(hang),
+        "--inventory", str(ssh_fleet.inventory_path), "--devices", "board-1",
+    )  # fmt: skip
+    assert code == 1 and "decoder timed out after 1s" in out
+    time.sleep(0.5)
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+    assert marker not in ps
