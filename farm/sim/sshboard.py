@@ -326,7 +326,9 @@ class SshBoard:
             "ClientAliveInterval 0",
             "UseDNS no",
             "Subsystem sftp internal-sftp",
-            f"SetEnv {_config_value('FARM_SIM_BOARD=' + self.name)}",
+            # SHLVL=1 keeps bash from sourcing the login user's ~/.bashrc for every command (bash does that when
+            # it sees it was started by sshd); a slow or locked rc file (pyenv rehash) must not stall the board
+            f"SetEnv {_config_value('FARM_SIM_BOARD=' + self.name)} SHLVL=1",
         ]
         if sshd_version() >= (9, 8):
             lines.append("PerSourcePenalties no")  # fault tests fail auth on purpose; never lock out loopback
@@ -479,8 +481,8 @@ class SshBoard:
             "tags": ["sim", "ssh"],
             "workdir": str(self.workdir),
             "runtime": {"ffmpeg": str(Path(imageio_ffmpeg.get_ffmpeg_exe()).resolve()), "python": sys.executable},
-            "power": {"meter": "hwmon", "nodes": [str(self.power_node)], "unit": "uW"},
-            "thermal": {"zones": [str(self.thermal_zone)]},
+            "power": {"meter": "hwmon", "nodes": [str(self.power_node)], "unit": "uW", "simulated": True},
+            "thermal": {"zones": [str(self.thermal_zone)], "throttle_c": self.params.throttle_c, "simulated": True},
         }
 
 

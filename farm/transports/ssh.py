@@ -94,6 +94,7 @@ class SshLink:
         self._lock = threading.Lock()
         self._has_timeout: bool | None = None
         self.reconnects = 0
+        self._connected_once = False
 
     # -- connection -----------------------------------------------------------------------------------
     def _err(self, what: str, unreachable: bool = False) -> TransportError:
@@ -143,6 +144,7 @@ class SshLink:
         transport.set_keepalive(5)
         transport.default_window_size = WINDOW
         self._client = client
+        self._connected_once = True
 
     def _transport(self) -> paramiko.Transport:
         """The live transport, reconnecting once if the previous connection died."""
@@ -153,6 +155,7 @@ class SshLink:
                     return t
                 self._client.close()
                 self._client = None
+            if self._connected_once:
                 self.reconnects += 1
             self.connect()
             assert self._client is not None
@@ -162,7 +165,8 @@ class SshLink:
 
     def _session(self) -> paramiko.Channel:
         try:
-            return self._transport().open_session(window_size=WINDOW, max_packet_size=32768)
+            # window size: the transport default set at connect (WINDOW)
+            return self._transport().open_session()
         except (paramiko.SSHException, OSError, EOFError) as exc:
             self.drop()
             raise self._err(f"cannot open a channel: {exc}") from None
@@ -211,10 +215,11 @@ class SshLink:
                     out.append(chan.recv(CHUNK))
                 while chan.recv_stderr_ready():
                     err.append(chan.recv_stderr(CHUNK))
-                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                # the exit status may arrive before the last output: only the board's EOF ends the output
+                if chan.eof_received and not chan.recv_ready() and not chan.recv_stderr_ready():
                     break
-                if chan.closed and not chan.exit_status_ready():
-                    raise EOFError("channel closed without an exit status")
+                if chan.closed and not chan.eof_received:
+                    raise EOFError("channel closed without end of output")
                 if time.monotonic() - start > deadline_s:
                     timed_out = True
                     break
@@ -239,7 +244,7 @@ class SshLink:
 
     def kill(self, proc: Background) -> None:
         # setsid made the pid a process group leader; kill the group, then the pid in case setsid forked
-        script = 'kill -KILL -- "-$1" 2>/dev/null; kill -KILL "$1" 2>/dev/null; exit 0'
+        script = 'kill -KILL "-$1" 2>/dev/null; kill -KILL "$1" 2>/dev/null; exit 0'  # no --: dash refuses it
         self._exec(shlex.join(["sh", "-c", script, "farm-kill", str(proc.handle)]), None, 30.0)
 
     # -- transfers ------------------------------------------------------------------------------------
