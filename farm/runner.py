@@ -307,7 +307,9 @@ class DeviceSession:
         hz = self.suite.power.sample_hz
         # a sampler whose kill is lost (dropped link) must still end: bound its life on the device
         lifetime = ["timeout", f"{self.suite.timeout_s + self.suite.power.baseline_s + 120:g}"]
-        margin = 2.5 / hz if meter is not None else 0.0  # counter meters need samples bracketing the window
+        # samples must bracket the window: one period (plus start-up) for instantaneous meters; a counter meter's
+        # reading sits between two samples, so it needs two periods on each side
+        margin = 0.0 if meter is None else (2.5 / hz if meter.is_counter else 1.2 / hz + 0.05)
         try:
             if meter is not None:
                 procs.append(dev.spawn([*lifetime, *sampler.sampler_argv(meter, hz, f"{base}/{name}.power")]))
