@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import shlex
 import socket
 import subprocess
@@ -11,17 +13,18 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sim_fixtures import BoardFactory, require_sshd, ssh_argv
 
 from farm.config.inventory import load_inventory
 from farm.sim.fleet import Fleet, start_fleet
-from farm.sim.loadd import ProcStat, TreeCpu, is_alive, parse_stat
+from farm.sim.loadd import ProcStat, TreeCpu, TreeScanner, is_alive, parse_stat
 from farm.sim.loadmodel import LoadModel, LoadParams
-from farm.sim.sshboard import SimError, SshBoard
+from farm.sim.sshboard import SimError, SshBoard, read_banner
 from farm.sim.sysfs import SysfsTree, read_int
+from tests.sim_fixtures import BoardFactory, require_sshd, ssh_argv
 
 BUSY = "timeout {s} sh -c 'while :; do :; done'"
 
@@ -40,7 +43,7 @@ def test_idle_board_sits_at_idle_power_and_its_steady_temperature() -> None:
 
 def test_busy_cores_set_power_and_the_steady_state_temperature() -> None:
     model = LoadModel()
-    for _ in range(1000):  # 10 tau
+    for _ in range(2000):  # 20 tau: within 24 C x exp(-20) of the target
         model.step(cpu_s=0.2 * 2.0, dt_s=0.2)  # two busy cores
     assert model.busy_cores == pytest.approx(2.0)
     assert model.power_w == pytest.approx(1.5 + 2 * 2.0)
@@ -107,7 +110,7 @@ def test_readers_never_see_a_partial_number(tmp_path: Path) -> None:
 
     thread = threading.Thread(target=reader)
     thread.start()
-    for i in range(1500):
+    for i in range(300):
         model.step(cpu_s=(i % 7) * 0.013, dt_s=0.01)
         tree.update(model)
     done.set()
@@ -142,6 +145,20 @@ def test_a_process_that_leaves_the_tree_stays_counted() -> None:
     assert account.sample(table(stat(20, 1, own=5), stat(21, 1, own=60))) == 65  # re-parented to init
     assert account.sample(table(stat(20, 1, own=5))) == 65  # reaped by init: its last time is retired
     assert account.sample(table(stat(20, 1, own=7), stat(21, 1, own=0, start=999))) == 67  # pid reused: not ours
+
+
+def test_scanner_reads_only_the_tree_and_new_processes() -> None:
+    scanner = TreeScanner(os.getpid())
+    first = scanner.scan(())
+    assert 1 in first and os.getpid() in first  # everything is new at first
+    with subprocess.Popen(["sleep", "30"]) as child:
+        try:
+            second = scanner.scan(())
+            assert child.pid in second and second[child.pid].ppid == os.getpid()
+            assert 1 not in second  # known to be someone else's: not read again
+            assert child.pid in scanner.scan([child.pid])
+        finally:
+            child.kill()
 
 
 def test_stat_parsing_survives_odd_command_names() -> None:
@@ -249,53 +266,87 @@ def test_a_detached_background_job_still_counts_for_its_board(ssh_fleet: Fleet) 
         time.sleep(0.05)
 
 
+@contextlib.contextmanager
+def client(argv: list[str]) -> Iterator[subprocess.Popen[bytes]]:
+    """An ssh client running in the background; killed (never waited on forever) if the test fails."""
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+
+
+def ps_procs(*, args: str | None = None, mentions: str | None = None) -> list[int]:
+    """Pids (zombies excluded) whose command line is exactly ``args`` or contains ``mentions``."""
+    out = subprocess.run(["ps", "-ww", "-eo", "pid=,stat=,args="], capture_output=True, text=True, check=True).stdout
+    found: list[int] = []
+    for line in out.splitlines():
+        pid, state, command = [*line.strip().split(None, 2), "", ""][:3]
+        if state.startswith("Z"):
+            continue
+        if (args is not None and command == args) or (mentions is not None and mentions in command):
+            found.append(int(pid))
+    return found
+
+
 def test_stop_leaves_no_process_of_the_board(ssh_board: BoardFactory) -> None:
     board = ssh_board("board-stop")
     tag = uuid.uuid4().int % 10**6
-    session_sleep, detached_sleep = f"901.{tag:06d}", f"902.{tag:06d}"
-    command = f"setsid sleep {detached_sleep} </dev/null >/dev/null 2>&1 & exec sleep {session_sleep}"
-    argv = ssh_argv(board, ssh_board.client_key, board.known_hosts_path, command)
-    with subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as session:
+    session_sleep, detached_sleep = f"sleep 901.{tag:06d}", f"sleep 902.{tag:06d}"
+    command = f"setsid {detached_sleep} </dev/null >/dev/null 2>&1 & exec {session_sleep}"
+    with client(ssh_argv(board, ssh_board.client_key, board.known_hosts_path, command)) as session:
         deadline = time.monotonic() + 10
-        while not all(ps_lines(s) for s in (session_sleep, detached_sleep)):
+        while not (ps_procs(args=session_sleep) and ps_procs(args=detached_sleep)):
             assert time.monotonic() < deadline, "the sleeps never started on the board"
             time.sleep(0.05)
-        sleeps = [int(line.split()[0]) for s in (session_sleep, detached_sleep) for line in ps_lines(s)]
+        sleeps = ps_procs(args=session_sleep) + ps_procs(args=detached_sleep)
         before = board.processes()
         assert set(sleeps) <= set(before)  # the detached one too: it was re-parented to the board's loadd
-        assert ps_lines(str(board.config_path))
+        assert ps_procs(mentions=str(board.config_path))
         board.stop()
         assert session.wait(timeout=10) == 255  # the client saw its connection go
-    assert not ps_lines(str(board.config_path))
-    assert not ps_lines(session_sleep) and not ps_lines(detached_sleep)
+    assert not ps_procs(mentions=str(board.config_path))
+    assert not ps_procs(args=session_sleep) and not ps_procs(args=detached_sleep)
     assert not [pid for pid in before if is_alive(pid)]
     with pytest.raises(ConnectionRefusedError), socket.create_connection((board.host, board.port), timeout=2):
         pass
 
 
-def ps_lines(needle: str) -> list[str]:
-    """Lines of ``ps`` (pid, state, args) that mention ``needle``, zombies excluded."""
-    out = subprocess.run(["ps", "-eo", "pid=,stat=,args="], capture_output=True, text=True, check=True).stdout
-    return [line for line in out.splitlines() if needle in line and line.split()[1][0] != "Z"]
-
-
-def test_restart_keeps_port_and_host_key_and_drop_connections_keeps_the_listener(ssh_board: BoardFactory) -> None:
+def test_restart_keeps_port_and_key_drop_keeps_the_listener_freeze_stops_answers(ssh_board: BoardFactory) -> None:
     board = ssh_board("board-restart")
     port, known = board.port, board.known_hosts_line
     board.stop()
     board.start()
     assert (board.port, board.known_hosts_line) == (port, known)
-    argv = ssh_argv(board, ssh_board.client_key, board.known_hosts_path, "sleep 30")
-    with subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as session:
+    with client(ssh_argv(board, ssh_board.client_key, board.known_hosts_path, "exec sleep 30")) as session:
         deadline = time.monotonic() + 10
-        while not board.session_processes():
-            assert time.monotonic() < deadline
+        while not any(ps_procs(args="sleep 30") == [pid] for pid in board.session_processes()):
+            assert time.monotonic() < deadline, "the session never started"
             time.sleep(0.05)
-        time.sleep(0.3)
         board.drop_connections()
         assert session.wait(timeout=10) == 255
     ok = ssh_argv(board, ssh_board.client_key, board.known_hosts_path, "echo ok")
     assert subprocess.run(ok, capture_output=True, text=True, timeout=30).stdout == "ok\n"
+    board.freeze()  # accepts TCP (kernel backlog) but never answers
+    with pytest.raises(OSError):
+        read_banner(board.host, board.port, timeout_s=0.5)
+    board.thaw()
+    assert read_banner(board.host, board.port, timeout_s=5).startswith("SSH-2.0-")
+
+
+def test_a_taken_port_fails_with_the_sshd_log_named(ssh_board: BoardFactory) -> None:
+    board = ssh_board("board-port")
+    board.stop()
+    with socket.socket() as squatter:
+        squatter.bind((board.host, board.port))
+        squatter.listen()
+        with pytest.raises(SimError) as failure:
+            board.start()  # a restarted board keeps its port, so it cannot move elsewhere
+    assert str(board.sshd_log) in str(failure.value)
+    assert "Address already in use" in str(failure.value)
+    assert not board.processes()
 
 
 def test_stop_fleet_from_another_process_using_state_json(tmp_path: Path) -> None:
@@ -315,7 +366,7 @@ def test_stop_fleet_from_another_process_using_state_json(tmp_path: Path) -> Non
         assert down.returncode == 0, down.stderr
         assert down.stdout.strip() == "board-1,board-2"
         assert not [pid for pid in pids if is_alive(pid)]
-        assert not ps_lines(str(state_dir))
+        assert not ps_procs(mentions=str(state_dir))
         assert not (state_dir / "state.json").exists()
     finally:
         fleet.stop()
