@@ -122,6 +122,34 @@ def descendants(table: Mapping[int, ProcStat], root: int) -> set[int]:
     return found
 
 
+class TreeScanner:
+    """Reads ``/proc/<pid>/stat`` only where it matters: the tree's processes and pids not seen before.
+
+    A process outside the tree can never join it (a process only enters a tree by being forked inside it), so
+    once a pid is known to be someone else's it is skipped until it disappears from ``/proc``. That makes a
+    sample cost a ``listdir`` plus a handful of reads instead of one read per process on the machine. (A pid
+    that is freed and reused between two samples would be missed; with 0.1 s samples that needs the whole pid
+    space to wrap within 0.1 s.)
+    """
+
+    def __init__(self, root: int) -> None:
+        self.root = root
+        self._others: set[int] = set()
+
+    def scan(self, members: Iterable[int]) -> dict[int, ProcStat]:
+        """A table of the root, ``members`` (the tree at the last sample) and every new process."""
+        pids = {int(name) for name in os.listdir("/proc") if name.isdigit()}
+        self._others &= pids
+        table: dict[int, ProcStat] = {}
+        for pid in sorted(pids - self._others):
+            stat = read_stat(pid)
+            if stat is not None:
+                table[pid] = stat
+        tree = descendants(table, self.root) | {self.root} | set(members)
+        self._others |= {pid for pid in table if pid not in tree}
+        return table
+
+
 def is_alive(pid: int, starttime: int | None = None) -> bool:
     """True if ``pid`` exists, is not a zombie and (when given) started at ``starttime`` (guards pid reuse)."""
     stat = read_stat(pid)
@@ -189,15 +217,15 @@ def set_child_subreaper() -> None:
         raise OSError(errno, f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(errno)}")
 
 
-def reap_children() -> None:
-    """Collect every exited child without blocking (a subreaper inherits them all)."""
+def reap_children() -> bool:
+    """Collect every exited child without blocking (a subreaper inherits them all); False if none is left."""
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return
+            return False
         if pid == 0:
-            return
+            return True
 
 
 def signal_all(pids: Iterable[int], sig: int) -> None:
@@ -229,11 +257,15 @@ def kill_tree(root: int, *, grace_s: float = 1.0, reap: bool = False) -> None:
 
 
 def wait_for_pid_file(path: Path, timeout_s: float, *, reap: bool = False) -> int:
-    """The pid written in ``path`` once it names a live process; raises TimeoutError after ``timeout_s``."""
+    """The pid written in ``path`` once it names a live process; raises TimeoutError after ``timeout_s``.
+
+    ``reap`` (supervisor mode): the daemonized sshd is our child, so when no child is left before the pid file
+    names one, sshd has died (e.g. it daemonizes before binding and then finds its port taken): fail at once.
+    """
     deadline = time.monotonic() + timeout_s
     while True:
-        if reap:
-            reap_children()
+        if reap and not reap_children():
+            raise TimeoutError(f"sshd exited before writing {path} (its log says why)")
         try:
             pid = int(path.read_text().strip())
         except (FileNotFoundError, ValueError):
@@ -347,7 +379,8 @@ def _loop(
     parent: int,
     supervise: bool,
 ) -> None:
-    last_ticks = account.sample(proc_table())
+    scanner = TreeScanner(account.root)
+    last_ticks = account.sample(scanner.scan(()))
     last = time.monotonic()
     next_tick = last + args.period
     while True:
@@ -358,7 +391,7 @@ def _loop(
             next_tick = now + args.period
         if supervise:
             reap_children()
-        table = proc_table()
+        table = scanner.scan(account.members())
         sshd_stat = table.get(sshd)
         if sshd_stat is None or sshd_stat.state == "Z" or sshd_stat.starttime != sshd_start:
             print(f"loadd: sshd pid {sshd} is gone; stopping", file=sys.stderr)

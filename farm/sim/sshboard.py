@@ -321,6 +321,7 @@ class SshBoard:
             "X11Forwarding no",
             "PrintMotd no",
             "PrintLastLog no",
+            "PermitUserRC no",
             "MaxStartups 100",
             "MaxSessions 100",
             "ClientAliveInterval 0",

@@ -23,7 +23,7 @@ never a partial line; the dot-prefixed temporary never matches a shell glob such
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from farm.sim.loadmodel import LoadModel
@@ -49,6 +49,7 @@ class SysfsTree:
 
     root: Path
     energy_range_uj: int = DEFAULT_ENERGY_RANGE_UJ
+    _written: dict[Path, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def hwmon_dir(self) -> Path:
@@ -102,16 +103,27 @@ class SysfsTree:
         write_atomic(self.thermal_zone_dir / "trip_point_0_type", "passive\n")
         write_atomic(self.rapl_dir / "name", f"{RAPL_NAME}\n")
         write_atomic(self.rapl_dir / "max_energy_range_uj", f"{self.energy_range_uj}\n")
+        self._written.clear()
         self.update(model)
 
     def update(self, model: LoadModel) -> None:
-        """Write ``model``'s current power, voltage, current, temperature, throttle flag and energy counter."""
-        write_atomic(self.power_node, f"{round(model.power_w * 1e6)}\n")
-        write_atomic(self.voltage_node, f"{round(model.voltage_v * 1e3)}\n")
-        write_atomic(self.current_node, f"{round(model.current_a * 1e3)}\n")
-        write_atomic(self.temp_node, f"{round(model.temp_c * 1e3)}\n")
-        write_atomic(self.throttle_node, f"{int(model.throttled)}\n")
-        write_atomic(self.energy_node, f"{round(model.energy_j * 1e6) % self.energy_range_uj}\n")
+        """Write ``model``'s current power, voltage, current, temperature, throttle flag and energy counter.
+
+        A file whose text is unchanged since this object last wrote it is left alone (an idle board rewrites
+        only its energy counter), which keeps the daemon's own CPU cost per board small.
+        """
+        values = {
+            self.power_node: f"{round(model.power_w * 1e6)}\n",
+            self.voltage_node: f"{round(model.voltage_v * 1e3)}\n",
+            self.current_node: f"{round(model.current_a * 1e3)}\n",
+            self.temp_node: f"{round(model.temp_c * 1e3)}\n",
+            self.throttle_node: f"{int(model.throttled)}\n",
+            self.energy_node: f"{round(model.energy_j * 1e6) % self.energy_range_uj}\n",
+        }
+        for path, text in values.items():
+            if self._written.get(path) != text:
+                write_atomic(path, text)
+                self._written[path] = text
 
 
 def read_int(path: Path) -> int:
