@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -13,11 +12,7 @@ from farm.bundle import sha256_file
 from farm.devices.posix import PosixDevice, parse_stats
 from farm.transports.base import TransportError
 from farm.transports.local import LocalTransport
-
-
-def _alive(marker: str) -> list[str]:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
-    return [line for line in out.splitlines() if marker in line and "ps -eo" not in line]
+from tests.conftest import alive
 
 
 @pytest.fixture
@@ -37,7 +32,7 @@ def test_run_timeout_kills_the_whole_process_group() -> None:
     res = LocalTransport().run(["sh", "-c", f"sleep {marker} & sleep {marker}; echo never"], timeout=0.5)
     assert res.timed_out and res.exit_status is None and b"never" not in res.stdout
     time.sleep(0.2)
-    assert _alive(marker) == []
+    assert alive(marker) == []
 
 
 def test_spawn_and_kill_leave_nothing_behind() -> None:
@@ -45,10 +40,10 @@ def test_spawn_and_kill_leave_nothing_behind() -> None:
     t = LocalTransport()
     proc = t.spawn(["sh", "-c", f"sleep {marker} & sleep {marker}"])
     time.sleep(0.2)
-    assert len(_alive(marker)) >= 2
+    assert len(alive(marker)) >= 2
     t.kill(proc)
     time.sleep(0.2)
-    assert _alive(marker) == []
+    assert alive(marker) == []
     t.kill(proc)  # killing twice is harmless
 
 
@@ -127,7 +122,7 @@ def test_hung_decoder_is_killed_at_its_timeout(device: PosixDevice, tmp_path: Pa
     outcome = device.decode([dec], f"{device.workdir}/jobs/r/2", timeout=1)
     assert outcome.timed_out and time.monotonic() - start < 10
     time.sleep(0.3)
-    assert _alive(marker) == []
+    assert alive(marker) == []
 
 
 def test_parse_stats_rejects_garbage() -> None:

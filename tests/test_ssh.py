@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -15,19 +14,17 @@ from farm.config.inventory import SshTransport as SshSettings
 from farm.config.inventory import load_inventory
 from farm.devices.connect import connect
 from farm.sim.fleet import Fleet
+from farm.sim.sshboard import SshBoard
 from farm.transports.base import TransportError, Unreachable
 from farm.transports.ssh import SshLink, fingerprint, scan_host_key
+from tests.conftest import alive
+from tests.sim_fixtures import BoardFactory
 
 
 def settings(fleet: Fleet, name: str = "board-1", **over: object) -> SshSettings:
     device = load_inventory(fleet.inventory_path).get(name)
     assert isinstance(device.transport, SshSettings)
     return device.transport.model_copy(update=over)
-
-
-def _alive(marker: str) -> list[str]:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
-    return [line for line in out.splitlines() if marker in line and "ps -eo" not in line]
 
 
 @pytest.fixture
@@ -70,17 +67,17 @@ def test_remote_timeout_kills_the_whole_tree(link: SshLink) -> None:
     res = link.run(["sh", "-c", f"sleep {marker} & sleep {marker}"], timeout=1)
     assert res.timed_out and time.monotonic() - start < 15
     time.sleep(0.5)
-    assert _alive(marker) == []
+    assert alive(marker) == []
 
 
 def test_spawn_and_kill_take_the_process_group(link: SshLink) -> None:
     marker = "57.2957"
     proc = link.spawn(["sh", "-c", f"sleep {marker} & sleep {marker}"])
     time.sleep(0.5)
-    assert len(_alive(marker)) >= 2
+    assert len(alive(marker)) >= 2
     link.kill(proc)
     time.sleep(0.5)
-    assert _alive(marker) == []
+    assert alive(marker) == []
 
 
 def test_unknown_host_key_is_refused_and_nothing_runs(ssh_fleet: Fleet, tmp_path: Path) -> None:
@@ -134,14 +131,18 @@ def test_refused_connection_is_unreachable_fast(ssh_fleet: Fleet) -> None:
     assert time.monotonic() - start < 5
 
 
-def test_dropped_connection_mid_command_then_reconnects(ssh_board: object) -> None:
-    factory = ssh_board
-    board = factory("drop")  # type: ignore[operator]
-    inventory = factory.inventory(board.base_dir.parent / "devices.yaml")  # type: ignore[attr-defined]
-    device = load_inventory(inventory).get("drop")
+def private_link(factory: BoardFactory, name: str) -> tuple[SshBoard, SshLink]:
+    """A board of the test's own (to damage) and a connected link to it."""
+    board = factory(name)
+    device = load_inventory(factory.inventory(board.base_dir.parent / "devices.yaml")).get(name)
     assert isinstance(device.transport, SshSettings)
-    link = SshLink("drop", device.transport)
+    link = SshLink(name, device.transport)
     link.connect()
+    return board, link
+
+
+def test_dropped_connection_mid_command_then_reconnects(ssh_board: BoardFactory) -> None:
+    board, link = private_link(ssh_board, "drop")
     threading.Timer(0.5, board.drop_connections).start()
     with pytest.raises(TransportError, match="connection dropped"):
         link.run(["sleep", "5"], timeout=20)
@@ -150,14 +151,8 @@ def test_dropped_connection_mid_command_then_reconnects(ssh_board: object) -> No
     link.close()
 
 
-def test_dropped_connection_mid_push_fails_cleanly(ssh_board: object, tmp_path: Path) -> None:
-    factory = ssh_board
-    board = factory("droppush")  # type: ignore[operator]
-    inventory = factory.inventory(board.base_dir.parent / "devices.yaml")  # type: ignore[attr-defined]
-    device = load_inventory(inventory).get("droppush")
-    assert isinstance(device.transport, SshSettings)
-    link = SshLink("droppush", device.transport)
-    link.connect()
+def test_dropped_connection_mid_push_fails_cleanly(ssh_board: BoardFactory, tmp_path: Path) -> None:
+    board, link = private_link(ssh_board, "droppush")
     src = tmp_path / "big.bin"
     src.write_bytes(os.urandom(64 << 20))
     threading.Timer(0.05, board.drop_connections).start()

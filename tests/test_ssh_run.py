@@ -15,6 +15,7 @@ import yaml
 from farm.bundle import write_sums
 from farm.sim.fleet import Fleet
 from tests.conftest import EXAMPLES, ROOT, write
+from tests.sim_fixtures import BoardFactory
 from tests.test_run_e2e import TINY_SUITE, bundle_args, farm
 
 pytestmark = pytest.mark.slow
@@ -68,9 +69,9 @@ def test_two_boards_and_local_with_simulated_power(ssh_fleet: Fleet, tmp_path: P
     assert code == 0 and "pushed 0 bytes in 0 files" in out
 
 
-def test_a_board_that_refuses_connections_fails_only_its_jobs(ssh_board: object, tmp_path: Path) -> None:
-    up, down = ssh_board("up"), ssh_board("down")  # type: ignore[operator]
-    inv = ssh_board.inventory(tmp_path / "devices.yaml")  # type: ignore[attr-defined]
+def test_a_board_that_refuses_connections_fails_only_its_jobs(ssh_board: BoardFactory, tmp_path: Path) -> None:
+    up, down = ssh_board("up"), ssh_board("down")
+    inv = ssh_board.inventory(tmp_path / "devices.yaml")
     down.stop()
     code, out = farm(tmp_path, "run", sim_suite(tmp_path), *bundle_args(), "--inventory", str(inv))
     assert code == 1
@@ -79,17 +80,17 @@ def test_a_board_that_refuses_connections_fails_only_its_jobs(ssh_board: object,
     assert up.running()
 
 
-def test_no_board_reachable_is_exit_3(ssh_board: object, tmp_path: Path) -> None:
-    board = ssh_board("lonely")  # type: ignore[operator]
-    inv = ssh_board.inventory(tmp_path / "devices.yaml")  # type: ignore[attr-defined]
+def test_no_board_reachable_is_exit_3(ssh_board: BoardFactory, tmp_path: Path) -> None:
+    board = ssh_board("lonely")
+    inv = ssh_board.inventory(tmp_path / "devices.yaml")
     board.stop()
     code, out = farm(tmp_path, "run", sim_suite(tmp_path), *bundle_args(), "--inventory", str(inv))
     assert code == 3 and "no device could run" in out and "lonely" in out
 
 
-def test_connection_dropped_mid_decode_retries_the_job_once(ssh_board: object, tmp_path: Path) -> None:
-    board = ssh_board("flaky")  # type: ignore[operator]
-    inv = ssh_board.inventory(tmp_path / "devices.yaml")  # type: ignore[attr-defined]
+def test_connection_dropped_mid_decode_retries_the_job_once(ssh_board: BoardFactory, tmp_path: Path) -> None:
+    board = ssh_board("flaky")
+    inv = ssh_board.inventory(tmp_path / "devices.yaml")
     slow = variant(tmp_path, "slow", ["sh", "-c", 'touch "$1.started"; sleep 1; shift; exec "$@"', "w", "{output}"])
     dropped = threading.Event()
 
