@@ -215,19 +215,25 @@ class DeviceSession:
         return meters.meter_from_settings(settings.model_dump())
 
     def _cooldown(self, dev: PosixDevice, zones: list[str]) -> None:
+        """Wait (bounded) until the hottest zone is below the suite's start temperature, so runs start alike."""
         limit = self.suite.thermal.start_below_c
         if limit is None or not zones:
             return
-        deadline = time.monotonic() + self.suite.thermal.timeout_s
+        start = time.monotonic()
+        deadline = start + self.suite.thermal.timeout_s
         while True:
             temps = [t for t in dev.temperatures(zones) if t is not None]
             hottest = max(temps) if temps else None
             if hottest is None or hottest < limit:
+                self.report.properties["cooldown_s"] = round(time.monotonic() - start, 1)
                 return
             if time.monotonic() > deadline:
-                raise FarmError(f"still {hottest:.1f} C after {self.suite.thermal.timeout_s:g}s cooldown")
-            self._status(f"cooling {hottest:.1f} C > {limit:g} C")
-            time.sleep(2.0)
+                raise FarmError(
+                    f"still {hottest:.1f} C after {self.suite.thermal.timeout_s:g}s of cooldown "
+                    f"(suite wants < {limit:g} C before the first job)"
+                )
+            self._status(f"cooling: {hottest:.1f} C > {limit:g} C ({time.monotonic() - start:.0f}s)")
+            time.sleep(max(0.0, min(1.0, deadline - time.monotonic())))
 
     def _bundle_dir(self, dev: PosixDevice, bundle: Bundle) -> str:
         return f"{dev.workdir}/bundles/{bundle.digest}"

@@ -15,7 +15,7 @@ import yaml
 from farm.bundle import write_sums
 from farm.sim.fleet import Fleet
 from tests.conftest import EXAMPLES, ROOT, write
-from tests.sim_fixtures import BoardFactory
+from tests.sim_fixtures import BoardFactory, ssh_argv
 from tests.test_run_e2e import TINY_SUITE, bundle_args, farm
 
 pytestmark = pytest.mark.slow
@@ -123,3 +123,63 @@ def test_hung_decoder_is_killed_on_the_board(ssh_fleet: Fleet, tmp_path: Path) -
     time.sleep(0.5)
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
     assert marker not in ps
+
+
+def test_crashing_decoder_on_a_board_keeps_stderr(ssh_fleet: Fleet, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(EXAMPLES / "av1-svt", broken)
+    manifest = broken / "bundle.yaml"
+    manifest.write_text(manifest.read_text().replace('"libdav1d"', '"no_such_decoder"'))
+    write_sums(broken)
+    report = tmp_path / "r.json"
+    gates = '  - {metric: failures, op: "==", value: 0, scope: all}'
+    code, out = farm(
+        tmp_path, "run", sim_suite(tmp_path, gates), "--bundle", str(broken), "--inventory",
+        str(ssh_fleet.inventory_path), "--devices", "board-2", "--json", str(report),
+    )  # fmt: skip
+    assert code == 1 and "8 of 8 jobs failed" in out and "decoder exited" in out
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "state" / "results.db")
+    tails = [row[0] for row in db.execute("SELECT stderr_tail FROM jobs WHERE status = 'failed'")]
+    assert len(tails) == 8 and all("no_such_decoder" in (t or "") for t in tails)
+
+
+def test_cooldown_waits_for_a_hot_board(ssh_board: BoardFactory, tmp_path: Path) -> None:
+    from farm.sim.loadmodel import LoadParams
+
+    board = ssh_board("hot", params=LoadParams(tau_s=1.0))
+    inv = ssh_board.inventory(tmp_path / "devices.yaml")
+    stop = threading.Event()
+
+    def heat_until_the_farm_connects() -> None:
+        cmd = ssh_argv(board, ssh_board.client_key, tmp_path / "known_hosts", "timeout 60 sh -c 'while :; do :; done'")
+        heater = subprocess.Popen(cmd)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (Path(board.workdir) / "cas").exists():
+            time.sleep(0.05)
+        heater.kill()
+        subprocess.run(ssh_argv(board, ssh_board.client_key, tmp_path / "known_hosts", "pkill -f 'while :'"))
+        stop.set()
+
+    heater = threading.Thread(target=heat_until_the_farm_connects, daemon=True)
+    heater.start()
+    suite = sim_suite(tmp_path, '  - {metric: failures, op: "==", value: 0, scope: all}')
+    text = Path(suite).read_text() + "thermal: {start_below_c: 40.5, timeout_s: 60}\n"
+    Path(suite).write_text(text)
+    code, out = farm(
+        tmp_path, "run", suite, *bundle_args(), "--inventory", str(inv), "--json", str(tmp_path / "r.json")
+    )
+    heater.join()
+    assert code == 0, out
+    assert "cooling:" in out
+    props = json.loads((tmp_path / "r.json").read_text())["devices"][0]["properties"]
+    assert props["cooldown_s"] > 0
+
+
+def test_cooldown_that_never_ends_is_bounded(ssh_fleet: Fleet, tmp_path: Path) -> None:
+    suite = sim_suite(tmp_path, '  - {metric: failures, op: "==", value: 0, scope: all}')
+    Path(suite).write_text(Path(suite).read_text() + "thermal: {start_below_c: 20, timeout_s: 1}\n")
+    code, out = farm(tmp_path, "run", suite, *bundle_args(), "--inventory", str(ssh_fleet.inventory_path),
+                     "--devices", "board-1")  # fmt: skip
+    assert code == 1 and "of cooldown (suite wants < 20 C before the first job)" in out
