@@ -79,8 +79,8 @@ def results_table(store: Store, run_id: str) -> Table:
         table.add_column(col, justify="left" if col in {"device", "bundle", "sequence"} else "right")
     run = store.run(run_id)
     labels = {
-        "test": run["bundle_name"] if run else "test",
-        "anchor": (run["anchor_name"] or "anchor") if run else "",
+        "test": f"{run['bundle_name']}@{run['bundle_version']}" if run else "test",
+        "anchor": (run["anchor_name"] or "anchor") if run else "anchor",
     }
     simulated = {d["device_id"] for d in store.devices(run_id) if "SIMULATED" in d["properties_json"]}
     for r in results_rows(store, run_id):

@@ -29,13 +29,16 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import secrets
 import select
+import shutil
 import signal
 import socket
 import stat
 import struct
 import subprocess
+import tempfile
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -64,6 +67,33 @@ MAX_PAYLOAD = 1024 * 1024
 HEADER = struct.Struct("<6I")
 RESERVED_PORTS = range(5555, 5586)  # the adb server probes these for emulators
 FEATURES = ("shell_v2", "stat_v2", "fixed_push_mkdir")
+BANNER_PROPERTIES = ("ro.product.name", "ro.product.model", "ro.product.device")  # what adbd puts in CNXN
+# Honest defaults: the commands run on this machine, so the "phone" reports this machine's ABI (an x86_64 Android
+# emulator looks the same); callers override whatever a test or `farm sim up` needs.
+DEFAULT_PROPERTIES = {
+    "ro.product.name": "farm_emu",
+    "ro.product.model": "Farm Emulator",
+    "ro.product.device": "farmemu",
+    "ro.product.manufacturer": "codec-farm",
+    "ro.product.cpu.abi": {"aarch64": "arm64-v8a", "x86_64": "x86_64"}.get(os.uname().machine, os.uname().machine),
+    "ro.build.version.sdk": "34",
+    "ro.build.version.release": "14",
+    "ro.build.fingerprint": "codec-farm/farm_emu/farmemu:14/FARM.SIM/1:userdebug/test-keys",
+}
+_PROP_KEY = re.compile(r"[A-Za-z0-9_.\-]{1,96}")
+# `getprop` as Android's toolbox prints it: all as "[key]: [value]", one value, or a default for a missing key.
+_GETPROP = """#!/bin/sh
+# getprop for the farm's ADB emulator (farm.sim.adbd): reads the device's property file.
+f="${FARM_ADBD_PROPS:?}"
+if [ $# -eq 0 ]; then
+    while IFS= read -r line; do printf '[%s]: [%s]\\n' "${line%%=*}" "${line#*=}"; done < "$f"
+    exit 0
+fi
+while IFS= read -r line; do
+    if [ "${line%%=*}" = "$1" ]; then printf '%s\\n' "${line#*=}"; exit 0; fi
+done < "$f"
+printf '%s\\n' "${2-}"
+"""
 
 # sync protocol ids (file_sync_protocol.h)
 ID_STAT, ID_STA2, ID_LST2, ID_LIST = _id(b"STAT"), _id(b"STA2"), _id(b"LST2"), _id(b"LIST")
@@ -103,12 +133,11 @@ class AdbDevice:
         self.host = host
         self.port = port
         self.serial = serial
-        self.properties = {
-            "ro.product.name": "farm_emu",
-            "ro.product.model": "Farm Emulator",
-            "ro.product.device": "farmemu",
-            **(properties or {}),
-        }
+        self.properties = {**DEFAULT_PROPERTIES, "ro.serialno": serial, **(properties or {})}
+        for key, value in self.properties.items():
+            if not _PROP_KEY.fullmatch(key) or "\n" in value or "\0" in value:
+                raise ValueError(f"bad device property {key!r}={value!r}")
+        self._tools: Path | None = None  # getprop and its property file, outside the device root
         self.trusted: list[rsa.RSAPublicKey] | None = (
             None if trusted_keys is None else [load_public_key(Path(p)) for p in trusted_keys]
         )
@@ -127,6 +156,12 @@ class AdbDevice:
         if self._listener is not None:
             raise RuntimeError("AdbDevice already started")
         self.root.mkdir(parents=True, exist_ok=True)
+        self._tools = Path(tempfile.mkdtemp(prefix="farm-adbd-"))
+        (self._tools / "bin").mkdir()
+        getprop = self._tools / "bin" / "getprop"
+        getprop.write_text(_GETPROP)
+        getprop.chmod(0o755)
+        (self._tools / "props").write_text("".join(f"{k}={v}\n" for k, v in sorted(self.properties.items())))
         held: list[socket.socket] = []
         try:
             for _ in range(32):
@@ -162,6 +197,9 @@ class AdbDevice:
             t.join(timeout=5)
         self._threads.clear()
         self._listener = None
+        if self._tools is not None:
+            shutil.rmtree(self._tools, ignore_errors=True)
+            self._tools = None
 
     def kill_connections(self) -> None:
         """Drop every host connection abruptly (as a USB unplug or adbd crash would) and kill their processes."""
@@ -184,7 +222,7 @@ class AdbDevice:
     @property
     def banner(self) -> bytes:
         """The CNXN banner: ``device::`` + selected properties + the features this emulator implements."""
-        props = "".join(f"{k}={v};" for k, v in self.properties.items() if k.startswith("ro.product."))
+        props = "".join(f"{k}={self.properties[k]};" for k in BANNER_PROPERTIES if k in self.properties)
         return f"device::{props}features={','.join(FEATURES)}".encode()
 
     # ------------------------------------------------------------------ internals
@@ -215,6 +253,9 @@ class AdbDevice:
         env.update(env_extra)
         env["HOME"] = str(self.root)
         env["ANDROID_SERIAL"] = self.serial
+        if self._tools is not None:
+            env["PATH"] = f"{self._tools / 'bin'}{os.pathsep}{env.get('PATH', os.defpath)}"
+            env["FARM_ADBD_PROPS"] = str(self._tools / "props")
         proc = subprocess.Popen(
             argv,
             cwd=self.root,
@@ -573,9 +614,15 @@ def _run_shell(stream: _Stream, cmd: str, *, v2: bool, env: dict[str, str]) -> N
             t.join()
         code = proc.wait()
     finally:
+        if proc.poll() is None:  # the host went away under us: no process is left behind, and none as a zombie
+            _kill_group(proc)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
         device._reap(proc)
-        with contextlib.suppress(OSError):
-            proc.stdin.close()
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
     if v2 and not stream.eof:
         stream.write(SHELL_HEADER.pack(SHELL_EXIT, 1) + bytes([_exit_status(code)]))
 
