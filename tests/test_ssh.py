@@ -161,3 +161,26 @@ def test_dropped_connection_mid_push_fails_cleanly(ssh_board: BoardFactory, tmp_
             link.push(src, f"{board.workdir}/big.bin")
     assert link.push(src, f"{board.workdir}/again.bin") == 64 << 20
     link.close()
+
+
+def test_a_frozen_board_is_dropped_not_waited_for(ssh_board: BoardFactory, tmp_path: Path) -> None:
+    """A stopped sshd keeps TCP alive (the kernel still ACKs): only our own I/O deadlines can notice."""
+    board = ssh_board("frozen")
+    device = load_inventory(ssh_board.inventory(tmp_path / "devices.yaml")).get("frozen")
+    assert isinstance(device.transport, SshSettings)
+    link = SshLink("frozen", device.transport.model_copy(update={"io_timeout_s": 2.0}))
+    link.connect()
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(32 << 20))
+    board.freeze()
+    try:
+        start = time.monotonic()
+        with pytest.raises(TransportError):
+            link.push(src, f"{board.workdir}/big.bin")
+        with pytest.raises(TransportError):
+            link.run(["echo", "hi"], timeout=30)
+        assert time.monotonic() - start < 20
+    finally:
+        board.thaw()
+    assert link.run(["echo", "back"], timeout=20).stdout == b"back\n"
+    link.close()

@@ -35,6 +35,7 @@ class SshTransport(Strict):
     key: str | None = None
     known_hosts: str = "~/.ssh/known_hosts"
     connect_timeout_s: float = Field(default=5.0, gt=0)
+    io_timeout_s: float = Field(default=60.0, gt=0)  # a board that stops answering mid-transfer is dropped after this
 
 
 class AdbTransport(Strict):

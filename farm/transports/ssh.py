@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import select
@@ -23,7 +24,7 @@ import shlex
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -179,10 +180,45 @@ class SshLink:
             assert t is not None
             return t
 
+    @contextlib.contextmanager
+    def _watchdog(self, seconds: float, what: str) -> Iterator[None]:
+        """Close the connection if a paramiko call that has no timeout of its own blocks past ``seconds``.
+
+        A frozen board (process stopped, kernel still ACKing) never fails a TCP read or write, and paramiko's
+        channel requests wait without limit; closing the transport wakes every waiter with an error.
+        """
+        fired = threading.Event()
+
+        def expire() -> None:
+            fired.set()
+            with contextlib.suppress(Exception):
+                if self._client is not None:
+                    self._client.close()
+
+        timer = threading.Timer(seconds, expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            if fired.is_set():
+                raise EOFError(f"board stopped answering for {seconds:g}s during {what}") from exc
+            raise
+        finally:
+            timer.cancel()
+
+    @staticmethod
+    def _exit_status(chan: paramiko.Channel, seconds: float) -> int:
+        if not chan.status_event.wait(seconds):
+            raise EOFError(f"no exit status within {seconds:g}s")
+        return int(chan.recv_exit_status())
+
     def _session(self) -> paramiko.Channel:
         try:
             # window size: the transport default set at connect (WINDOW)
-            return self._transport().open_session()
+            chan = self._transport().open_session(timeout=self.settings.io_timeout_s)
+            chan.settimeout(self.settings.io_timeout_s)  # every send/recv on it: a stalled board raises
+            return chan
         except (paramiko.SSHException, OSError, EOFError) as exc:
             self.drop()
             raise self._err(f"cannot open a channel: {exc}") from None
@@ -220,7 +256,8 @@ class SshLink:
         out: list[bytes] = []
         err: list[bytes] = []
         try:
-            chan.exec_command(command)
+            with self._watchdog(self.settings.io_timeout_s, "a command start"):
+                chan.exec_command(command)
             if stdin:
                 chan.sendall(stdin)
             chan.shutdown_write()
@@ -242,7 +279,7 @@ class SshLink:
                 if not chan.get_transport() or not chan.get_transport().is_active():
                     raise EOFError("connection lost")
                 select.select([chan], [], [], 0.5)
-            status = None if timed_out else chan.recv_exit_status()
+            status = None if timed_out else self._exit_status(chan, self.settings.io_timeout_s)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             self.drop()
             raise self._err(f"connection dropped while running {argv[0] if argv else command!r}: {exc}") from None
@@ -268,13 +305,14 @@ class SshLink:
         chan = self._session()
         sent = 0
         try:
-            chan.exec_command(shlex.join(["sh", "-c", 'cat >"$1"', "farm-push", remote]))
+            with self._watchdog(self.settings.io_timeout_s, "a push start"):
+                chan.exec_command(shlex.join(["sh", "-c", 'cat >"$1"', "farm-push", remote]))
             with local.open("rb") as f:
                 while chunk := f.read(CHUNK):
                     chan.sendall(chunk)
                     sent += len(chunk)
             chan.shutdown_write()
-            status = chan.recv_exit_status()
+            status = self._exit_status(chan, self.settings.io_timeout_s)
             err = b""
             while chan.recv_stderr_ready():
                 err += chan.recv_stderr(CHUNK)
@@ -292,7 +330,8 @@ class SshLink:
         received = 0
         local.parent.mkdir(parents=True, exist_ok=True)
         try:
-            chan.exec_command(shlex.join(["cat", "--", remote]))
+            with self._watchdog(self.settings.io_timeout_s, "a pull start"):
+                chan.exec_command(shlex.join(["cat", "--", remote]))
             chan.shutdown_write()
             with local.open("wb") as f:
                 while True:
@@ -301,7 +340,7 @@ class SshLink:
                         break
                     f.write(chunk)
                     received += len(chunk)
-            status = chan.recv_exit_status()
+            status = self._exit_status(chan, self.settings.io_timeout_s)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             self.drop()
             raise self._err(f"connection dropped while pulling {remote!r}: {exc}") from None
