@@ -43,6 +43,10 @@ class AdbTransport(Strict):
     address: str | None = None  # host:port for TCP
     serial: str | None = None  # USB serial
     key: str = "~/.android/adbkey"
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    auth_timeout_s: float = Field(default=30.0, gt=0)  # time to tap "Allow USB debugging" for a new key
+    io_timeout_s: float = Field(default=60.0, gt=0)  # a phone that stops answering mid-transfer is dropped after this
+    tmpdir: str = "/data/local/tmp"  # where commands' stderr (and stdin) files live briefly on the phone
 
 
 class UsbmuxTransport(Strict):

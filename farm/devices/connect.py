@@ -6,13 +6,15 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from farm.config.inventory import Device, LocalTransport, SshTransport
+from farm.config.inventory import AdbTransport, Device, LocalTransport, SshTransport
 from farm.devices.posix import PosixDevice
 from farm.errors import InfraError
+from farm.transports.adb import AdbLink
 from farm.transports.local import LocalTransport as LocalLink
 from farm.transports.ssh import SshLink
 
 REMOTE_WORKDIR_UNDER_HOME = ".cache/codec-farm"
+ANDROID_WORKDIR = "/data/local/tmp/farm"  # shell-writable and exec-able on stock Android
 
 
 # runtime values the farm resolves on the host for the local device (devices.yaml stays portable)
@@ -51,4 +53,8 @@ def connect(device: Device, state_dir: Path) -> PosixDevice:
             home = dev.sh('printf %s "$HOME"').strip()
             dev.workdir = f"{home.rstrip('/')}/{REMOTE_WORKDIR_UNDER_HOME}"
         return dev
+    if isinstance(device.transport, AdbTransport):
+        adb = AdbLink(device.id, device.transport)
+        adb.connect()
+        return PosixDevice(device.id, adb, device.workdir or ANDROID_WORKDIR, resolve_runtime(device))
     raise InfraError(f"{device.id}: transport {device.transport.kind!r} is not available in this build of the farm yet")
