@@ -160,6 +160,21 @@ def devices_trust(
         out.print(f"recorded {name} in {known}", highlight=False)
 
 
+@devices_app.command("keygen")
+def devices_keygen(
+    key: Annotated[Path, typer.Option("--key", help="private key path (the .pub is written beside it)")] = Path(
+        "~/.android/adbkey"
+    ),
+) -> None:
+    """Create the RSA key the farm authenticates to Android devices with (mode 0600); never replaces one."""
+    from farm.transports.adb import keygen
+
+    with _errors():
+        path = Path(os.path.expanduser(str(key)))
+        created = keygen(path)
+        out.print(f"{'created' if created else 'kept existing'} {path} (public key: {path}.pub)", highlight=False)
+
+
 def _check_device(device: Any) -> tuple[bool, str]:
     from farm.devices.connect import connect
 

@@ -292,3 +292,18 @@ def test_posix_device_over_adb_stages_once_and_decodes(link: AdbLink, phone: Adb
     assert out.start_ns is not None and out.end_ns is not None and out.end_ns >= out.start_ns
     assert out.output_sha == hashlib.sha256(b"frame").hexdigest() and out.output_bytes == 5
     assert "decoding in put.bin" in out.stderr_tail
+
+
+@pytest.mark.timeout(60)
+def test_cli_keygen_creates_a_private_key_once(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from farm.cli import app
+
+    key = tmp_path / "keys" / "adbkey"
+    res = CliRunner().invoke(app, ["devices", "keygen", "--key", str(key)])
+    assert res.exit_code == 0 and "created" in res.output
+    assert key.stat().st_mode & 0o777 == 0o600 and key.with_name("adbkey.pub").is_file()
+    before = key.read_bytes()
+    res = CliRunner().invoke(app, ["devices", "keygen", "--key", str(key)])
+    assert res.exit_code == 0 and "kept existing" in res.output and key.read_bytes() == before
