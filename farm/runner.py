@@ -148,11 +148,10 @@ class DeviceSession:
             self._status("staging")
             self._retrying_stage(dev)
             baseline_w = self._baseline(dev, meter)
-            self._record_device("ok", None)
             for index, spec in enumerate(self.jobs):
                 self._status(f"{spec.role} {spec.source.sequence_id} @{spec.bitstream.rate_kbps:g}k r{spec.repeat}")
                 attempt = functools.partial(self._job, dev, index, spec, meter, baseline_w, zones)
-                record = self._retrying(index, spec, attempt)
+                record = self._retrying(dev, index, spec, attempt)
                 self.report.records.append(record)
                 self.emit(self.device.id, "job", {"done": index + 1, "total": len(self.jobs), "record": record})
         except FarmError as exc:
@@ -160,6 +159,8 @@ class DeviceSession:
         except Exception as exc:  # a bug or an unexpected device answer must not take down the other devices
             self._fail_rest(f"{type(exc).__name__}: {exc}")
         finally:
+            # one row per device, written once its outcome is known
+            self._record_device("failed" if self.report.error else "ok", self.report.error)
             if dev is not None:
                 self._cleanup(dev)
                 self.report.pushed_bytes = dev.counter.pushed_bytes
@@ -181,8 +182,6 @@ class DeviceSession:
     def _fail_rest(self, error: str) -> None:
         """Every job not yet run becomes a failed job with the reason, so the run shows what was lost."""
         self.report.error = error
-        if not self.report.reached or not any(True for _ in self.report.records):
-            self._record_device("failed", error)
         now = time.time()
         for spec in self.jobs[len(self.report.records) :]:
             job_id = self.store.add_job(self.run_id, self._job_row(spec, "failed", error, now, now), [])
@@ -241,19 +240,22 @@ class DeviceSession:
     def _bitstream_path(self, dev: PosixDevice, bs: Bitstream) -> str:
         return f"{dev.workdir}/cas/{bs.sha256}{bs.path.suffix}"
 
-    def _retrying(self, index: int, spec: JobSpec, attempt: Callable[[], JobRecord]) -> JobRecord:
+    def _retrying(self, dev: PosixDevice, index: int, spec: JobSpec, attempt: Callable[[int], JobRecord]) -> JobRecord:
         """A job whose link dropped is retried once after reconnecting; then it fails with both reasons.
 
-        ``Unreachable`` (the device cannot be reconnected at all) is not retried: it ends the session.
+        Each attempt decodes in its own folder, and the first attempt's decoder (which may outlive the dead
+        connection on the board) is killed before the retry, so it can neither load the board nor write into
+        the retry's output. ``Unreachable`` (the device cannot be reconnected at all) is not retried.
         """
         try:
-            return attempt()
+            return attempt(0)
         except Unreachable:
             raise
         except TransportError as first:
             self._status(f"link dropped, retrying job {index + 1}")
             try:
-                return attempt()
+                dev.kill_job(self._job_dir(dev, index, 0))
+                return attempt(1)
             except Unreachable:
                 raise
             except TransportError as second:
@@ -261,6 +263,9 @@ class DeviceSession:
                 now = time.time()
                 job_id = self.store.add_job(self.run_id, self._job_row(spec, "failed", error, now, now), [])
                 return JobRecord(spec, self.device.id, job_id, "failed", None, None, error)
+
+    def _job_dir(self, dev: PosixDevice, index: int, attempt: int) -> str:
+        return f"{dev.workdir}/jobs/{self.run_id}/{index}" + (f".{attempt}" if attempt else "")
 
     def _retrying_stage(self, dev: PosixDevice) -> None:
         try:
@@ -349,10 +354,10 @@ class DeviceSession:
 
     def _job(
         self, dev: PosixDevice, index: int, spec: JobSpec, meter: meters.Meter | None,
-        baseline_w: float | None, zones: list[str],
+        baseline_w: float | None, zones: list[str], attempt: int = 0,
     ) -> JobRecord:  # fmt: skip
         t0 = time.time()
-        job_dir = f"{dev.workdir}/jobs/{self.run_id}/{index}"
+        job_dir = self._job_dir(dev, index, attempt)
         target = spec.bundle.manifest.targets[self.device.target]
         assert target.decode is not None
         values = {

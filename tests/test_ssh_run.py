@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -14,6 +16,7 @@ import yaml
 
 from farm.bundle import write_sums
 from farm.sim.fleet import Fleet
+from farm.sim.sshboard import SshBoard
 from tests.conftest import EXAMPLES, ROOT, write
 from tests.sim_fixtures import BoardFactory, ssh_argv
 from tests.test_run_e2e import TINY_SUITE, bundle_args, farm
@@ -88,17 +91,31 @@ def test_no_board_reachable_is_exit_3(ssh_board: BoardFactory, tmp_path: Path) -
     assert code == 3 and "no device could run" in out and "lonely" in out
 
 
+def _kill_connections_only(board: SshBoard) -> None:
+    """What a network drop does: the board's per-connection sshd processes die, the commands they ran do not."""
+    for pid in board.session_processes():
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            continue
+        if comm == "sshd":
+            os.kill(pid, signal.SIGKILL)
+
+
 def test_connection_dropped_mid_decode_retries_the_job_once(ssh_board: BoardFactory, tmp_path: Path) -> None:
     board = ssh_board("flaky")
     inv = ssh_board.inventory(tmp_path / "devices.yaml")
-    slow = variant(tmp_path, "slow", ["sh", "-c", 'touch "$1.started"; sleep 1; shift; exec "$@"', "w", "{output}"])
+    marker = "1.4142"
+    slow = variant(
+        tmp_path, "slow", ["sh", "-c", f'touch "$1.started"; sleep {marker}; shift; exec "$@"', "w", "{output}"]
+    )
     dropped = threading.Event()
 
     def drop_on_first_decode() -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not dropped.is_set():
             if list(Path(board.workdir).glob("jobs/*/*/out.y4m.started")):
-                board.drop_connections()
+                _kill_connections_only(board)
                 dropped.set()
             time.sleep(0.05)
 
@@ -109,6 +126,10 @@ def test_connection_dropped_mid_decode_retries_the_job_once(ssh_board: BoardFact
     watcher.join()
     assert dropped.is_set()
     assert code == 0, out  # the dropped job was retried on a new connection and passed
+    assert "link dropped, retrying job 1" in out
+    # the first attempt's decoder outlived its connection; the retry killed it instead of racing it
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+    assert f"sleep {marker}" not in ps
 
 
 def test_hung_decoder_is_killed_on_the_board(ssh_fleet: Fleet, tmp_path: Path) -> None:

@@ -50,7 +50,11 @@ def connect(device: Device, state_dir: Path) -> PosixDevice:
         dev = PosixDevice(device.id, link, device.workdir or "", resolve_runtime(device))
         if not device.workdir:
             # scripts cd into job folders, so the workdir must be absolute: put it under the login's home
-            home = dev.sh('printf %s "$HOME"').strip()
+            try:
+                home = dev.sh('printf %s "$HOME"').strip()
+            except BaseException:
+                link.close()
+                raise
             dev.workdir = f"{home.rstrip('/')}/{REMOTE_WORKDIR_UNDER_HOME}"
         return dev
     if isinstance(device.transport, AdbTransport):

@@ -36,6 +36,8 @@ chmod "$4" "$tmp" && mv -f "$tmp" "$dst"
 """
 
 # Decode with on-device timing. $1 job dir, $2 timeout seconds, $3 a per-call random marker, rest: decoder argv.
+# The decoder's pid (its process group when `timeout` leads it) is kept in decoder.pid, so a retry after a dropped
+# link can kill a decoder that outlived its connection.
 # Every section header starts on a fresh line with the marker, so nothing the decoder writes (stats without a
 # final newline, or lines that imitate headers) can be mistaken for the farm's own report.
 _DECODE_SCRIPT = r"""
@@ -44,7 +46,9 @@ mkdir -p "$d" && cd "$d" || exit 125
 rm -f out.y4m stats.jsonl
 if command -v timeout >/dev/null 2>&1; then set -- timeout -k 2 "$t" "$@"; fi
 t0=$(date +%s%N)
-"$@" >decoder.stdout 2>decoder.stderr
+"$@" >decoder.stdout 2>decoder.stderr </dev/null &
+echo $! >decoder.pid
+wait $!
 rc=$?
 t1=$(date +%s%N)
 echo "@@$m timing $t0 $t1 $rc"
@@ -54,6 +58,12 @@ if [ -f stats.jsonl ]; then cat stats.jsonl; fi
 echo
 echo "@@$m stderr"
 tail -c 4000 decoder.stderr
+"""
+
+_KILL_JOB_SCRIPT = r"""
+p=$(cat "$1/decoder.pid" 2>/dev/null) || exit 0
+case $p in '' | *[!0-9]*) exit 0 ;; esac
+kill -KILL "-$p" 2>/dev/null; kill -KILL "$p" 2>/dev/null; exit 0
 """
 
 _INFO_SCRIPT = r"""
@@ -170,7 +180,7 @@ class PosixDevice:
                 self.counter.reused_files += 1
                 continue
             self.sh('mkdir -p "$1"', posixpath.dirname(remote))
-            tmp = f"{remote}.part"
+            tmp = f"{remote}.part.{secrets.token_hex(4)}"  # two runs staging the same file never share it
             sent = self.transport.push(local, tmp)
             mode = "755" if local.stat().st_mode & 0o111 else "644"
             self.sh(_COMMIT_SCRIPT, tmp, remote, digest, mode)
@@ -186,7 +196,11 @@ class PosixDevice:
         )
         if res.timed_out:
             return DecodeOutcome(None, True, None, None, None, None, (), "decode exceeded its timeout on the link")
-        return parse_decode(res.text(), res.exit_status, marker)
+        return parse_decode(res.text(), res.exit_status, marker, timeout)
+
+    def kill_job(self, job_dir: str) -> None:
+        """Kill whatever a previous decode in ``job_dir`` left running (no error if nothing is left)."""
+        self.sh(_KILL_JOB_SCRIPT, job_dir)
 
     def pull(self, remote: str, local: Path) -> int:
         return self.transport.pull(remote, local)
@@ -209,7 +223,7 @@ def _chunks(items: list[str], size: int) -> list[list[str]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def parse_decode(text: str, shell_status: int | None, marker: str) -> DecodeOutcome:
+def parse_decode(text: str, shell_status: int | None, marker: str, timeout_s: float | None = None) -> DecodeOutcome:
     """Parse the decode script's report. A decoder's bad stats are noted, never fatal to the timing."""
     head = f"@@{marker} "
     section = ""
@@ -234,7 +248,7 @@ def parse_decode(text: str, shell_status: int | None, marker: str) -> DecodeOutc
     frame_times, stats_error = parse_stats(body["stats"])
     return DecodeOutcome(
         exit_status=status,
-        timed_out=status in (124, 137),
+        timed_out=_ran_out(status, start, end, timeout_s),
         start_ns=start,
         end_ns=end,
         output_sha=sha,
@@ -243,6 +257,15 @@ def parse_decode(text: str, shell_status: int | None, marker: str) -> DecodeOutc
         stderr_tail="\n".join(body["stderr"])[-4000:],
         stats_error=stats_error,
     )
+
+
+def _ran_out(status: int, start: int | None, end: int | None, timeout_s: float | None) -> bool:
+    """124/137 mean a timeout only if the time really ran out: an OOM-killed decoder also exits 137."""
+    if status not in (124, 137):
+        return False
+    if timeout_s is None or start is None or end is None:
+        return True
+    return (end - start) / 1e9 >= timeout_s * 0.98
 
 
 def parse_stats(lines: Sequence[str]) -> tuple[tuple[int, ...], str | None]:

@@ -58,7 +58,8 @@ def _tcp(host: str, port: int, timeout: float) -> socket.socket:
     except OSError as exc:
         raise Unreachable(f"ssh {host}:{port}: cannot connect: {exc}") from exc
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    for opt, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3)):
+    # keepalive probes find a silent peer when idle; TCP_USER_TIMEOUT also when data sits unacknowledged
+    for opt, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3), ("TCP_USER_TIMEOUT", 30000)):
         if hasattr(socket, opt):
             sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, opt), value)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -246,7 +247,7 @@ class SshLink:
             # the board enforces the deadline itself (and kills the whole group), even if we lose the link
             command = shlex.join(["timeout", "-k", str(KILL_GRACE_S), f"{timeout:g}", *argv])
         res = self._exec(command, stdin, timeout + KILL_GRACE_S + 10, argv=tuple(argv))
-        if res.exit_status in (124, 137) and self._has_timeout:
+        if res.exit_status in (124, 137) and self._has_timeout and res.seconds >= timeout * 0.98:
             return Completed(res.argv, None, res.stdout, res.stderr, True, res.seconds)
         return res
 
@@ -258,10 +259,10 @@ class SshLink:
         try:
             with self._watchdog(self.settings.io_timeout_s, "a command start"):
                 chan.exec_command(command)
-            if stdin:
-                chan.sendall(stdin)
-            chan.shutdown_write()
-            timed_out = False
+            with self._watchdog(self.settings.io_timeout_s, "sending stdin"):
+                if stdin:
+                    chan.sendall(stdin)
+                chan.shutdown_write()
             while True:
                 # drain both streams before asking for the exit status (no window deadlock)
                 while chan.recv_ready():
@@ -274,18 +275,18 @@ class SshLink:
                 if chan.closed and not chan.eof_received:
                     raise EOFError("channel closed without end of output")
                 if time.monotonic() - start > deadline_s:
-                    timed_out = True
-                    break
+                    # the board's own `timeout -k` should have ended the command long ago: the link is dead
+                    raise EOFError(f"no answer within {deadline_s:g}s (board or link dead)")
                 if not chan.get_transport() or not chan.get_transport().is_active():
                     raise EOFError("connection lost")
                 select.select([chan], [], [], 0.5)
-            status = None if timed_out else self._exit_status(chan, self.settings.io_timeout_s)
+            status = self._exit_status(chan, self.settings.io_timeout_s)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             self.drop()
             raise self._err(f"connection dropped while running {argv[0] if argv else command!r}: {exc}") from None
         finally:
             chan.close()
-        return Completed(argv or (command,), status, b"".join(out), b"".join(err), timed_out, time.monotonic() - start)
+        return Completed(argv or (command,), status, b"".join(out), b"".join(err), False, time.monotonic() - start)
 
     def spawn(self, argv: Sequence[str]) -> Background:
         script = 'setsid "$@" </dev/null >/dev/null 2>&1 & echo $!'
@@ -309,9 +310,12 @@ class SshLink:
                 chan.exec_command(shlex.join(["sh", "-c", 'cat >"$1"', "farm-push", remote]))
             with local.open("rb") as f:
                 while chunk := f.read(CHUNK):
-                    chan.sendall(chunk)
+                    # paramiko retries a stalled socket write forever: only closing the client frees it
+                    with self._watchdog(self.settings.io_timeout_s, "a push"):
+                        chan.sendall(chunk)
                     sent += len(chunk)
-            chan.shutdown_write()
+            with self._watchdog(self.settings.io_timeout_s, "a push"):
+                chan.shutdown_write()
             status = self._exit_status(chan, self.settings.io_timeout_s)
             err = b""
             while chan.recv_stderr_ready():
