@@ -148,11 +148,18 @@ def devices_trust(
         known = Path(os.path.expanduser(settings.known_hosts))
         name = known_hosts_name(settings.host, settings.port)
         out.print(f"{device_id} ({name}) presents {key.get_name()} {fingerprint(key)}", highlight=False)
-        if known.is_file():
-            existing = paramiko.HostKeys(str(known)).lookup(name) or {}
-            for kind, old in existing.items():
-                same = old.asbytes() == key.asbytes()
-                out.print(f"{known} has {kind} {fingerprint(old)}" + (" (same key)" if same else " (DIFFERENT)"))
+        for line in known.read_text(errors="replace").splitlines() if known.is_file() else []:
+            fields = line.split()
+            if not fields or fields[0].startswith(("#", "@")) or name not in fields[0].split(","):
+                continue
+            try:
+                entry = paramiko.hostkeys.HostKeyEntry.from_line(line)
+            except (paramiko.SSHException, ValueError, TypeError):
+                entry = None
+            if entry is not None:
+                same = entry.key.asbytes() == key.asbytes()
+                tag = " (same key)" if same else " (DIFFERENT)"
+                out.print(f"{known} has {entry.key.get_name()} {fingerprint(entry.key)}{tag}", highlight=False)
         if not yes and not typer.confirm(f"Trust this key for {device_id} in {known}?", default=False):
             err.print("not trusted; nothing written")
             raise typer.Exit(1)

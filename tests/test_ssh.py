@@ -184,3 +184,27 @@ def test_a_frozen_board_is_dropped_not_waited_for(ssh_board: BoardFactory, tmp_p
         board.thaw()
     assert link.run(["echo", "back"], timeout=20).stdout == b"back\n"
     link.close()
+
+
+def test_known_hosts_with_markers_and_comments_survive_trust(ssh_fleet: Fleet, tmp_path: Path) -> None:
+    """paramiko cannot parse @cert-authority or security-key lines; they must neither break us nor be lost."""
+    from typer.testing import CliRunner
+
+    from farm.cli import app
+
+    known = tmp_path / "known_hosts"
+    foreign = (
+        "# lab CA\n"
+        "@cert-authority *.lab ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB0oZZkyI0lfJhP6fQmPZtJ2uJfO6vF2oj4+s8o7a0yV\n"
+        "gitlab.lab sk-ssh-ed25519@openssh.com AAAAGnNrLXNzaC1lZDI1NTE5QG9wZW5zc2guY29t\n"
+    )
+    known.write_text(foreign)
+    inventory = tmp_path / "devices.yaml"
+    inventory.write_text(ssh_fleet.inventory_path.read_text().replace(str(ssh_fleet.known_hosts_path), str(known)))
+    res = CliRunner().invoke(app, ["devices", "trust", "board-1", "--inventory", str(inventory), "--yes"])
+    assert res.exit_code == 0, res.output
+    text = known.read_text()
+    assert text.startswith(foreign) and text.count("\n") == 4
+    dev = connect(load_inventory(inventory).get("board-1"), tmp_path)
+    assert dev.sh("echo ok").strip() == "ok"
+    dev.transport.close()

@@ -22,6 +22,7 @@ import os
 import select
 import shlex
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -89,16 +90,56 @@ def scan_host_key(host: str, port: int, timeout: float = 5.0) -> paramiko.PKey:
 
 
 def trust_host_key(known_hosts: Path, host: str, port: int, key: paramiko.PKey) -> None:
-    """Record (or replace) the key for host:port in known_hosts, keeping every other entry."""
+    """Record (or replace) the key for host:port in known_hosts, keeping every other line as it was.
+
+    The file is edited as text (paramiko would drop comments and entries it cannot parse, such as security-key
+    types or @cert-authority lines) and replaced atomically.
+    """
     known_hosts.parent.mkdir(parents=True, exist_ok=True)
-    keys = paramiko.HostKeys()
-    if known_hosts.is_file():
-        keys.load(str(known_hosts))
     name = known_hosts_name(host, port)
-    if name in keys:
-        del keys[name]
-    keys.add(name, key.get_name(), key)
-    keys.save(str(known_hosts))
+    lines = known_hosts.read_text().splitlines(keepends=True) if known_hosts.is_file() else []
+    kept = [line for line in lines if not _names_host(line, name)]
+    if kept and not kept[-1].endswith("\n"):
+        kept[-1] += "\n"
+    kept.append(f"{name} {key.get_name()} {key.get_base64()}\n")
+    tmp = known_hosts.with_name(f".{known_hosts.name}.{os.getpid()}.tmp")
+    tmp.write_text("".join(kept))
+    os.chmod(tmp, known_hosts.stat().st_mode & 0o777 if known_hosts.exists() else 0o600)
+    os.replace(tmp, known_hosts)
+
+
+def _names_host(line: str, name: str) -> bool:
+    fields = line.split()
+    if not fields or fields[0].startswith(("#", "@")):
+        return False
+    return name in fields[0].split(",")
+
+
+def load_known_hosts(client: paramiko.SSHClient, known_hosts: Path, name: str) -> None:
+    """Load the entries paramiko understands; a host listed as @revoked is refused outright.
+
+    paramiko raises on marker lines (@cert-authority, @revoked) that OpenSSH accepts, which would take down
+    every device sharing the user's known_hosts; those lines are skipped (host certificates are not supported,
+    so a certificate-only host stays unknown and is refused).
+    """
+    if not known_hosts.is_file():
+        return
+    usable: list[str] = []
+    for line in known_hosts.read_text(errors="replace").splitlines():
+        fields = line.split()
+        if fields[:1] == ["@revoked"] and len(fields) > 1 and name in fields[1].split(","):
+            raise Unreachable(f"{name} is marked @revoked in {known_hosts}")
+        if not fields or fields[0].startswith(("#", "@")):
+            continue
+        try:
+            if paramiko.hostkeys.HostKeyEntry.from_line(line) is not None:
+                usable.append(line)
+        except (paramiko.SSHException, ValueError, TypeError):
+            continue  # a key type paramiko does not know (e.g. sk-ssh-ed25519): not usable for us anyway
+    with tempfile.NamedTemporaryFile("w", suffix=".known_hosts") as tmp:
+        tmp.write("\n".join(usable) + "\n")
+        tmp.flush()
+        client.load_host_keys(tmp.name)
 
 
 class SshLink:
@@ -123,8 +164,7 @@ class SshLink:
         s = self.settings
         known_hosts = Path(os.path.expanduser(s.known_hosts))
         client = paramiko.SSHClient()
-        if known_hosts.is_file():
-            client.load_host_keys(str(known_hosts))
+        load_known_hosts(client, known_hosts, known_hosts_name(s.host, s.port))
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
         try:
             sock = _tcp(s.host, s.port, s.connect_timeout_s)
