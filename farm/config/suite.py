@@ -154,7 +154,7 @@ class Suite(Strict):
     thermal: ThermalPlan = ThermalPlan()
     metrics: tuple[Literal["psnr", "ssim", "vmaf"], ...] = ("psnr", "ssim", "vmaf")
     anchor: Path | None = None
-    gates: tuple[Gate, ...] = ()
+    gates: tuple[Gate, ...] = Field(min_length=1)  # a suite that gates nothing cannot pass or fail a release
 
     @field_validator("rates_kbps")
     @classmethod
