@@ -32,3 +32,14 @@ def alive(marker: str) -> list[str]:
     """Processes on this machine whose command line contains ``marker`` (devices here are local or loopback)."""
     out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
     return [line for line in out.splitlines() if marker in line and "ps -eo" not in line]
+
+
+@pytest.fixture(scope="session")
+def adb_keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two ADB host key pairs (adb-shell's keygen): ``trusted`` (emulated phones allow it) and ``stranger``."""
+    from adb_shell.auth.keygen import keygen
+
+    folder = tmp_path_factory.mktemp("adbkeys")
+    for name in ("trusted", "stranger"):
+        keygen(str(folder / name))
+    return {name: folder / name for name in ("trusted", "stranger")}

@@ -19,7 +19,6 @@ from stat import S_ISREG
 
 import pytest
 from adb_shell.adb_device import AdbDeviceTcp
-from adb_shell.auth.keygen import keygen
 from adb_shell.auth.sign_pythonrsa import PythonRSASigner
 from cryptography.hazmat.primitives import serialization
 
@@ -30,20 +29,9 @@ ADB = Path("/usr/bin/adb")
 MiB = 1024 * 1024
 
 
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Two host key pairs made by adb-shell's keygen: ``trusted`` (the device allows it) and ``stranger``."""
-    d = tmp_path_factory.mktemp("adbkeys")
-    out = {}
-    for name in ("trusted", "stranger"):
-        keygen(str(d / name))
-        out[name] = d / name
-    return out
-
-
 @pytest.fixture
-def device(tmp_path: Path, keys: dict[str, Path]) -> Iterator[AdbDevice]:
-    dev = AdbDevice(tmp_path / "phone", trusted_keys=[keys["trusted"].with_suffix(".pub")], serial="emu-test")
+def device(tmp_path: Path, adb_keys: dict[str, Path]) -> Iterator[AdbDevice]:
+    dev = AdbDevice(tmp_path / "phone", trusted_keys=[adb_keys["trusted"].with_suffix(".pub")], serial="emu-test")
     dev.start()
     yield dev
     dev.stop()
@@ -77,12 +65,12 @@ def pid_alive(pid: int) -> bool:
 
 
 @pytest.mark.timeout(30)
-def test_adb_public_key_format_round_trips(keys: dict[str, Path]) -> None:
-    pub_text = keys["trusted"].with_suffix(".pub").read_text()
+def test_adb_public_key_format_round_trips(adb_keys: dict[str, Path]) -> None:
+    pub_text = adb_keys["trusted"].with_suffix(".pub").read_text()
     parsed = parse_adb_public_key(pub_text)
-    private = serialization.load_pem_private_key(keys["trusted"].read_bytes(), password=None)
+    private = serialization.load_pem_private_key(adb_keys["trusted"].read_bytes(), password=None)
     assert same_key(parsed, private.public_key())  # type: ignore[arg-type]
-    assert same_key(load_public_key(keys["trusted"]), parsed)  # a PEM private key file is accepted too
+    assert same_key(load_public_key(adb_keys["trusted"]), parsed)  # a PEM private key file is accepted too
     # our encoder reproduces adb's structure byte for byte (n0inv and R^2 mod n included)
     assert base64.b64decode(encode_adb_public_key(parsed).split()[0]) == base64.b64decode(pub_text.split()[0])
 
@@ -98,8 +86,8 @@ def test_listens_outside_the_ports_the_adb_server_probes(device: AdbDevice, tmp_
 
 
 @pytest.mark.timeout(30)
-def test_adb_shell_auth_and_shell_v1(device: AdbDevice, keys: dict[str, Path]) -> None:
-    client = connect(device, keys["trusted"])
+def test_adb_shell_auth_and_shell_v1(device: AdbDevice, adb_keys: dict[str, Path]) -> None:
+    client = connect(device, adb_keys["trusted"])
     try:
         # shell: v1 merges stderr into stdout and carries no exit status, as real adbd does
         assert client.shell("echo hi; echo err >&2") == "hi\nerr\n"
@@ -111,12 +99,12 @@ def test_adb_shell_auth_and_shell_v1(device: AdbDevice, keys: dict[str, Path]) -
 
 
 @pytest.mark.timeout(30)
-def test_adb_shell_push_pull_stat_list(device: AdbDevice, keys: dict[str, Path], tmp_path: Path) -> None:
+def test_adb_shell_push_pull_stat_list(device: AdbDevice, adb_keys: dict[str, Path], tmp_path: Path) -> None:
     payload = os.urandom(3 * MiB)
     src, back = tmp_path / "src.bin", tmp_path / "back.bin"
     src.write_bytes(payload)
     remote = device.root / "data" / "local" / "tmp" / "odd name;$(x).bin"
-    client = connect(device, keys["trusted"])
+    client = connect(device, adb_keys["trusted"])
     try:
         client.push(str(src), str(remote), mtime=1_700_000_000)
         assert remote.read_bytes() == payload
@@ -131,14 +119,14 @@ def test_adb_shell_push_pull_stat_list(device: AdbDevice, keys: dict[str, Path],
 
 
 @pytest.mark.timeout(30)
-def test_unknown_key_is_refused(device: AdbDevice, keys: dict[str, Path]) -> None:
+def test_unknown_key_is_refused(device: AdbDevice, adb_keys: dict[str, Path]) -> None:
     client = AdbDeviceTcp("127.0.0.1", device.port, default_transport_timeout_s=5)
-    signer = PythonRSASigner.FromRSAKeyPath(str(keys["stranger"]))
+    signer = PythonRSASigner.FromRSAKeyPath(str(adb_keys["stranger"]))
     with pytest.raises(Exception) as info:  # adb-shell times out waiting for a CNXN that never comes
         client.connect(rsa_keys=[signer], auth_timeout_s=1, read_timeout_s=2)
     client.close()
     assert not client.available, f"connect with an untrusted key must not complete (raised {info.value!r})"
-    stranger = keys["stranger"].with_suffix(".pub").read_text().split()[0]
+    stranger = adb_keys["stranger"].with_suffix(".pub").read_text().split()[0]
     assert [k.split()[0] for k in device.refused_keys] == [stranger]
 
 
@@ -155,14 +143,14 @@ def test_no_auth_when_no_trusted_keys_are_configured(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(30)
-def test_kill_connections_then_a_new_connection_works(device: AdbDevice, keys: dict[str, Path]) -> None:
-    first = connect(device, keys["trusted"])
+def test_kill_connections_then_a_new_connection_works(device: AdbDevice, adb_keys: dict[str, Path]) -> None:
+    first = connect(device, adb_keys["trusted"])
     assert first.shell("echo one") == "one\n"
     device.kill_connections()
     with pytest.raises(Exception):  # noqa: B017 - adb-shell raises several types for a dead socket
         first.shell("echo dead", read_timeout_s=2)
     first.close()
-    second = connect(device, keys["trusted"])
+    second = connect(device, adb_keys["trusted"])
     try:
         assert second.shell("echo two") == "two\n"
     finally:
@@ -170,10 +158,10 @@ def test_kill_connections_then_a_new_connection_works(device: AdbDevice, keys: d
 
 
 @pytest.mark.timeout(30)
-def test_stop_kills_the_commands_it_started(tmp_path: Path, keys: dict[str, Path]) -> None:
-    dev = AdbDevice(tmp_path / "phone", trusted_keys=[keys["trusted"].with_suffix(".pub")])
+def test_stop_kills_the_commands_it_started(tmp_path: Path, adb_keys: dict[str, Path]) -> None:
+    dev = AdbDevice(tmp_path / "phone", trusted_keys=[adb_keys["trusted"].with_suffix(".pub")])
     dev.start()
-    client = connect(dev, keys["trusted"])
+    client = connect(dev, adb_keys["trusted"])
     pids: list[int] = []
 
     def hang() -> None:
@@ -216,14 +204,14 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def adb(tmp_path: Path, keys: dict[str, Path]) -> Iterator[Callable[..., subprocess.CompletedProcess[str]]]:
+def adb(tmp_path: Path, adb_keys: dict[str, Path]) -> Iterator[Callable[..., subprocess.CompletedProcess[str]]]:
     """Run the real ``adb`` against a private adb server (own port, own HOME, our key as a vendor key)."""
     require_adb()
     home, vendor = tmp_path / "home", tmp_path / "vendor-keys"
     home.mkdir()
     vendor.mkdir()
     # adb loads only files named *.adb_key from a directory in ADB_VENDOR_KEYS
-    shutil.copy(keys["trusted"], vendor / "farm.adb_key")
+    shutil.copy(adb_keys["trusted"], vendor / "farm.adb_key")
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(home),

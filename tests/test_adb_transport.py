@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from adb_shell.auth.keygen import keygen as adb_keygen
 
 from farm.config.inventory import AdbTransport
 from farm.devices.posix import PosixDevice
@@ -29,19 +28,9 @@ from farm.transports.base import TransportError, Unreachable
 MiB = 1024 * 1024
 
 
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("adbkeys")
-    out = {}
-    for name in ("trusted", "stranger"):
-        adb_keygen(str(d / name))
-        out[name] = d / name
-    return out
-
-
 @pytest.fixture
-def phone(tmp_path: Path, keys: dict[str, Path]) -> Iterator[AdbDevice]:
-    dev = AdbDevice(tmp_path / "root", trusted_keys=[keys["trusted"].with_suffix(".pub")], serial="emu-link")
+def phone(tmp_path: Path, adb_keys: dict[str, Path]) -> Iterator[AdbDevice]:
+    dev = AdbDevice(tmp_path / "root", trusted_keys=[adb_keys["trusted"].with_suffix(".pub")], serial="emu-link")
     dev.start()
     yield dev
     dev.stop()
@@ -63,8 +52,8 @@ def settings(dev: AdbDevice, key: Path, **extra: object) -> AdbTransport:
 
 
 @pytest.fixture
-def link(phone: AdbDevice, keys: dict[str, Path]) -> Iterator[AdbLink]:
-    lk = AdbLink("phone", settings(phone, keys["trusted"]))
+def link(phone: AdbDevice, adb_keys: dict[str, Path]) -> Iterator[AdbLink]:
+    lk = AdbLink("phone", settings(phone, adb_keys["trusted"]))
     lk.connect()
     yield lk
     lk.close()
@@ -246,10 +235,10 @@ def test_device_gone_is_unreachable(link: AdbLink, phone: AdbDevice) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_auth_refused_is_unreachable_and_names_the_key(phone: AdbDevice, keys: dict[str, Path]) -> None:
-    lk = AdbLink("phone", settings(phone, keys["stranger"]))
+def test_auth_refused_is_unreachable_and_names_the_key(phone: AdbDevice, adb_keys: dict[str, Path]) -> None:
+    lk = AdbLink("phone", settings(phone, adb_keys["stranger"]))
     start = time.monotonic()
-    with pytest.raises(Unreachable, match=str(keys["stranger"])) as info:
+    with pytest.raises(Unreachable, match=str(adb_keys["stranger"])) as info:
         lk.connect()
     assert "did not accept" in str(info.value)
     assert time.monotonic() - start < 10
