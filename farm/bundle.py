@@ -20,19 +20,11 @@ from pathlib import Path, PurePosixPath
 
 from farm.config.manifest import Manifest, load_manifest
 from farm.errors import InputError, Problem
+from farm.fileio import sha256_file
 
 SUMS = "SHA256SUMS"
 MAX_UNPACKED = 8 << 30  # refuse archives that claim more than this (gzip bombs fill the disk otherwise)
 MANIFEST = "bundle.yaml"
-_CHUNK = 1 << 20
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from farm.bundle import Bundle, sha256_file
+from farm.bundle import Bundle
 from farm.config.manifest import substitute
 from farm.config.suite import Generate, Sequence
 from farm.errors import InputError, Problem
+from farm.fileio import sha256_file, write_atomic
 from farm.quality.y4m import read_y4m_info
 
 _SEEDED = {"life": "seed=1", "cellauto": "seed=1:rule=110"}
@@ -130,9 +131,7 @@ def _sha_cached(path: Path, cache: Path) -> str:
     digest = sha256_file(path)
     with contextlib.suppress(OSError):
         memo.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo.with_name(f".{memo.name}.{os.getpid()}")
-        tmp.write_text(digest)
-        tmp.replace(memo)
+        write_atomic(memo, digest)
     return digest
 
 

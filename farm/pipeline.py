@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import secrets
 import socket
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -26,6 +24,7 @@ from farm.bundle import Bundle, open_bundle
 from farm.config.inventory import Device, Inventory, load_inventory, select
 from farm.config.suite import Suite, load_suite
 from farm.errors import InfraError, InputError, Problem
+from farm.fileio import write_atomic
 from farm.gates import Verdict, evaluate, load_view
 from farm.media import Bitstream, Source, encode, host_ffmpeg, render, tool_identity
 from farm.quality.bdrate import BDRateError, bd_rate
@@ -259,9 +258,7 @@ def score_outputs(records: list[JobRecord], suite: Suite, cache: Path) -> dict[S
         except QualityError as exc:
             return key, str(exc)
         memo.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo.with_name(f".{memo.name}.{os.getpid()}.{threading.get_ident()}")
-        tmp.write_text(json.dumps(_scores_to_json(result)))
-        tmp.replace(memo)
+        write_atomic(memo, json.dumps(_scores_to_json(result)))
         return key, result
 
     with ThreadPoolExecutor(max_workers=2) as pool:

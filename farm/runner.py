@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from farm.bundle import Bundle, sha256_file
+from farm.bundle import Bundle
 from farm.config.inventory import Device
 from farm.config.manifest import substitute
 from farm.config.suite import Suite
 from farm.devices.connect import connect
 from farm.devices.posix import DecodeOutcome, PosixDevice
 from farm.errors import FarmError
+from farm.fileio import sha256_file
 from farm.media import Bitstream, Source
 from farm.power import energy as power_energy
 from farm.power import meters, sampler
@@ -133,7 +134,7 @@ class DeviceSession:
         try:
             self._status("connecting")
             dev = connect(self.device, self.state_dir)
-            dev.prepare()
+            dev.prepare(f"jobs/{self.run_id}")
             props = dev.info()
             self.report.reached = True
             zones = self._zone_list = self._zones(props)
@@ -312,8 +313,7 @@ class DeviceSession:
 
         Returns the power samples and the hottest zone temperature of each thermal sample.
         """
-        base = f"{dev.workdir}/jobs/{self.run_id}"
-        dev.sh('mkdir -p "$1"', base)
+        base = f"{dev.workdir}/jobs/{self.run_id}"  # made once per session by _prepare
         procs: list[Background] = []
         hz = self.suite.power.sample_hz
         # a sampler whose kill is lost (dropped link) must still end: bound its life on the device
@@ -368,14 +368,12 @@ class DeviceSession:
             "bundle": self._bundle_dir(dev, spec.bundle),
         }
         argv = substitute(target.decode, values)
-        temp_start = _hottest(dev.temperatures(zones)) if zones else None
         box: list[DecodeOutcome] = []
         samples, temps = self._window(
-            dev, meter, zones, str(index), lambda: box.append(dev.decode(argv, job_dir, self.suite.timeout_s))
+            dev, meter, zones, str(index), lambda: box.append(dev.decode(argv, job_dir, self.suite.timeout_s, zones))
         )
         outcome = box[0]
-        temp_end = _hottest(dev.temperatures(zones)) if zones else None
-        thermal = _thermal(temps, temp_start, temp_end, self._throttle_c)
+        thermal = _thermal(temps, outcome.temp_start_c, outcome.temp_end_c, self._throttle_c)
         t1 = time.time()
 
         error = _failure(outcome, self.suite.timeout_s)
@@ -479,11 +477,6 @@ def _thermal(
             "throttled", throttled, "bool", f"peak >= throttle_c ({throttle_c})", None if throttled is not None else why
         ),
     ]
-
-
-def _hottest(temps: list[float | None]) -> float | None:
-    known = [t for t in temps if t is not None]
-    return max(known) if known else None
 
 
 def _failure(outcome: DecodeOutcome, timeout_s: float) -> str | None:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import shutil
-import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from farm.transports.base import Transport
 
 pytest_plugins = ["tests.sim_fixtures"]
 
@@ -29,9 +33,50 @@ def write(path: Path, text: str) -> Path:
 
 
 def alive(marker: str) -> list[str]:
-    """Processes on this machine whose command line contains ``marker`` (devices here are local or loopback)."""
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
-    return [line for line in out.splitlines() if marker in line and "ps -eo" not in line]
+    """Live (non-zombie) processes on this machine whose command line contains ``marker``.
+
+    Every device in the tests (local, sshd boards, emulated phones) runs its processes on this machine, so
+    "nothing left on the device" is checked here, without asking the device.
+    """
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if marker in cmdline and state != "Z":
+            found.append(f"{entry.name} {cmdline}")
+    return found
+
+
+def wait_for(cond: Callable[[], bool], seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return cond()
+
+
+def require_tool(path: Path, package: str) -> None:
+    """Skip on a developer machine, fail under CI (where scripts/system-deps must have installed it)."""
+    if os.access(path, os.X_OK):
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{path} is missing under CI: scripts/system-deps must install {package}", pytrace=False)
+    pytest.skip(f"{path} is not installed (run `bash scripts/system-deps`)")
+
+
+def check_spawn_and_kill(transport: Transport, marker: str) -> None:
+    """The transport contract: spawn starts a process group in the background, kill leaves nothing of it."""
+    proc = transport.spawn(["sh", "-c", f"sleep {marker} & sleep {marker}"])
+    assert wait_for(lambda: len(alive(marker)) >= 2), alive(marker)
+    transport.kill(proc)
+    assert wait_for(lambda: not alive(marker)), alive(marker)
+    transport.kill(proc)  # killing twice is harmless
 
 
 @pytest.fixture(scope="session")

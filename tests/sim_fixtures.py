@@ -8,7 +8,6 @@ otherwise damage a board of their own. Both skip only where sshd is missing on a
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -17,15 +16,12 @@ import pytest
 from farm.sim.fleet import Fleet, start_fleet, write_inventory
 from farm.sim.loadmodel import LoadParams
 from farm.sim.sshboard import SSHD, SshBoard, generate_key
+from tests.conftest import require_tool
 
 
 def require_sshd() -> None:
     """Skip (developer machine) or fail (CI) when the real sshd the board tests need is missing."""
-    if os.access(SSHD, os.X_OK):
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"{SSHD} is missing under CI: scripts/system-deps must install openssh-server", pytrace=False)
-    pytest.skip(f"{SSHD} is not installed (run `bash scripts/system-deps`); virtual SSH boards need a real sshd")
+    require_tool(SSHD, "openssh-server")
 
 
 def ssh_argv(board: SshBoard, key: Path, known_hosts: Path, *command: str, options: Sequence[str] = ()) -> list[str]:

@@ -9,10 +9,8 @@ from __future__ import annotations
 import base64
 import os
 import shutil
-import socket
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from stat import S_ISREG
@@ -24,6 +22,8 @@ from cryptography.hazmat.primitives import serialization
 
 from farm.sim.adbd import RESERVED_PORTS, AdbDevice
 from farm.sim.adbkeys import encode_adb_public_key, load_public_key, parse_adb_public_key, same_key
+from farm.sim.sshboard import free_port
+from tests.conftest import require_tool, wait_for
 
 ADB = Path("/usr/bin/adb")
 MiB = 1024 * 1024
@@ -42,15 +42,6 @@ def connect(dev: AdbDevice, key: Path | None) -> AdbDeviceTcp:
     signers = [PythonRSASigner.FromRSAKeyPath(str(key))] if key is not None else None
     client.connect(rsa_keys=signers, auth_timeout_s=1, read_timeout_s=5)
     return client
-
-
-def wait_for(cond: Callable[[], bool], seconds: float = 3.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return cond()
 
 
 def pid_alive(pid: int) -> bool:
@@ -187,20 +178,7 @@ def test_stop_kills_the_commands_it_started(tmp_path: Path, adb_keys: dict[str, 
 
 
 def require_adb() -> None:
-    if os.access(ADB, os.X_OK):
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"{ADB} is missing under CI: scripts/system-deps must install Debian adb", pytrace=False)
-    pytest.skip(f"{ADB} is not installed (run `bash scripts/system-deps`)")
-
-
-def free_port() -> int:
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port: int = s.getsockname()[1]
-        if port not in RESERVED_PORTS:
-            return port
+    require_tool(ADB, "adb")
 
 
 @pytest.fixture
@@ -216,7 +194,7 @@ def adb(tmp_path: Path, adb_keys: dict[str, Path]) -> Iterator[Callable[..., sub
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(home),
         "ADB_VENDOR_KEYS": str(vendor),
-        "ADB_SERVER_SOCKET": f"tcp:localhost:{free_port()}",
+        "ADB_SERVER_SOCKET": f"tcp:localhost:{free_port(avoid=RESERVED_PORTS)}",
         "ADB_MDNS": "0",
     }
 

@@ -14,7 +14,7 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +24,7 @@ from farm.devices.posix import PosixDevice
 from farm.sim.adbd import AdbDevice
 from farm.transports.adb import AdbLink, keygen
 from farm.transports.base import TransportError, Unreachable
+from tests.conftest import alive, wait_for
 
 MiB = 1024 * 1024
 
@@ -57,31 +58,6 @@ def link(phone: AdbDevice, adb_keys: dict[str, Path]) -> Iterator[AdbLink]:
     lk.connect()
     yield lk
     lk.close()
-
-
-def procs_with(text: str) -> list[str]:
-    """Command lines of live (non-zombie) processes on this machine containing ``text``."""
-    found = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            cmdline = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = (d / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if text in cmdline and state != "Z":
-            found.append(cmdline)
-    return found
-
-
-def wait_for(cond: Callable[[], bool], seconds: float = 5.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return cond()
 
 
 # ---------------------------------------------------------------------------- trap 2: exit status and stderr
@@ -165,7 +141,7 @@ def test_remote_timeout_kills_the_hung_command_and_its_children(link: AdbLink) -
     res = link.run(["sh", "-c", f"sleep {tag}1 & sleep {tag}2; wait"], timeout=1)
     assert res.timed_out and res.exit_status is None and not res.ok
     assert time.monotonic() - start < 8
-    assert wait_for(lambda: not procs_with(tag)), procs_with(tag)
+    assert wait_for(lambda: not alive(tag)), alive(tag)
     assert link.run(["echo", "alive"], timeout=5).stdout == b"alive\n"  # the link is still good
 
 
@@ -181,9 +157,9 @@ def test_silent_command_longer_than_io_timeout_succeeds(link: AdbLink) -> None:
 def test_spawn_and_kill_leave_nothing(link: AdbLink) -> None:
     tag = f"400.{secrets.randbelow(10**6):06d}"
     proc = link.spawn(["sh", "-c", f"sleep {tag}1 & sleep {tag}2"])
-    assert wait_for(lambda: len(procs_with(tag)) >= 2), procs_with(tag)  # both sleeps (and their sh)
+    assert wait_for(lambda: len(alive(tag)) >= 2), alive(tag)  # both sleeps (and their sh)
     link.kill(proc)
-    assert wait_for(lambda: not procs_with(tag)), procs_with(tag)
+    assert wait_for(lambda: not alive(tag)), alive(tag)
     link.kill(proc)  # killing a finished process is not an error
 
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from farm.bundle import sha256_file
 from farm.devices.posix import PosixDevice, parse_stats
+from farm.fileio import sha256_file
 from farm.transports.base import TransportError
 from farm.transports.local import LocalTransport
-from tests.conftest import alive
+from tests.conftest import alive, check_spawn_and_kill
 
 
 @pytest.fixture
@@ -36,15 +36,7 @@ def test_run_timeout_kills_the_whole_process_group() -> None:
 
 
 def test_spawn_and_kill_leave_nothing_behind() -> None:
-    marker = "27.1828"
-    t = LocalTransport()
-    proc = t.spawn(["sh", "-c", f"sleep {marker} & sleep {marker}"])
-    time.sleep(0.2)
-    assert len(alive(marker)) >= 2
-    t.kill(proc)
-    time.sleep(0.2)
-    assert alive(marker) == []
-    t.kill(proc)  # killing twice is harmless
+    check_spawn_and_kill(LocalTransport(), "27.1828")
 
 
 def test_missing_program_is_a_transport_error() -> None:

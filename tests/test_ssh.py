@@ -17,7 +17,7 @@ from farm.sim.fleet import Fleet
 from farm.sim.sshboard import SshBoard
 from farm.transports.base import TransportError, Unreachable
 from farm.transports.ssh import SshLink, fingerprint, scan_host_key
-from tests.conftest import alive
+from tests.conftest import alive, check_spawn_and_kill
 from tests.sim_fixtures import BoardFactory
 
 
@@ -71,13 +71,7 @@ def test_remote_timeout_kills_the_whole_tree(link: SshLink) -> None:
 
 
 def test_spawn_and_kill_take_the_process_group(link: SshLink) -> None:
-    marker = "57.2957"
-    proc = link.spawn(["sh", "-c", f"sleep {marker} & sleep {marker}"])
-    time.sleep(0.5)
-    assert len(alive(marker)) >= 2
-    link.kill(proc)
-    time.sleep(0.5)
-    assert alive(marker) == []
+    check_spawn_and_kill(link, "57.2957")
 
 
 def test_unknown_host_key_is_refused_and_nothing_runs(ssh_fleet: Fleet, tmp_path: Path) -> None:

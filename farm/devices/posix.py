@@ -35,23 +35,32 @@ if [ "$got" != "$want" ]; then rm -f "$tmp"; echo "sha256 mismatch after push: $
 chmod "$4" "$tmp" && mv -f "$tmp" "$dst"
 """
 
-# Decode with on-device timing. $1 job dir, $2 timeout seconds, $3 a per-call random marker, rest: decoder argv.
+# Decode with on-device timing. $1 job dir, $2 timeout seconds, $3 a per-call random marker, $4 the number N of
+# thermal zone files that follow, then N zone files, then the decoder argv. The zones are read right before and
+# after the decoder in this same round trip (millidegrees, "-" when unreadable).
 # The decoder's pid (its process group when `timeout` leads it) is kept in decoder.pid, so a retry after a dropped
 # link can kill a decoder that outlived its connection.
 # Every section header starts on a fresh line with the marker, so nothing the decoder writes (stats without a
 # final newline, or lines that imitate headers) can be mistaken for the farm's own report.
 _DECODE_SCRIPT = r"""
-d=$1; t=$2; m=$3; shift 3
+d=$1; t=$2; m=$3; n=$4; shift 4
 mkdir -p "$d" && cd "$d" || exit 125
 rm -f out.y4m stats.jsonl
+: >zones
+while [ "$n" -gt 0 ]; do echo "$1" >>zones; shift; n=$((n - 1)); done
+temps() { s=; while IFS= read -r f; do v=; { read -r v <"$f"; } 2>/dev/null; s="$s ${v:--}"; done <zones; echo "$s"; }
 if command -v timeout >/dev/null 2>&1; then set -- timeout -k 2 "$t" "$@"; fi
+z0=$(temps)
 t0=$(date +%s%N)
 "$@" >decoder.stdout 2>decoder.stderr </dev/null &
 echo $! >decoder.pid
 wait $!
 rc=$?
 t1=$(date +%s%N)
+z1=$(temps)
 echo "@@$m timing $t0 $t1 $rc"
+echo "@@$m temps_start$z0"
+echo "@@$m temps_end$z1"
 if [ -f out.y4m ]; then echo "@@$m sha $(sha256sum <out.y4m | cut -d' ' -f1) $(wc -c <out.y4m)"; fi
 echo "@@$m stats"
 if [ -f stats.jsonl ]; then cat stats.jsonl; fi
@@ -99,6 +108,8 @@ class DecodeOutcome:
     frame_times_ns: tuple[int, ...]
     stderr_tail: str
     stats_error: str | None = None
+    temp_start_c: float | None = None  # hottest zone right before the decoder
+    temp_end_c: float | None = None  # and right after it
 
 
 @dataclass
@@ -128,8 +139,9 @@ class PosixDevice:
             raise TransportError(f"{self.device_id}: device command {why}: {res.error_tail(400)}")
         return res.text()
 
-    def prepare(self) -> None:
-        self.sh('mkdir -p "$1/cas" "$1/jobs"', self.workdir)
+    def prepare(self, *subdirs: str) -> None:
+        """Create the workdir's cache and any session folders (relative to the workdir) in one round trip."""
+        self.sh('w=$1; shift; for s in cas jobs "$@"; do mkdir -p "$w/$s" || exit 1; done', self.workdir, *subdirs)
 
     def info(self) -> dict[str, str]:
         props: dict[str, str] = {}
@@ -188,10 +200,22 @@ class PosixDevice:
             self.counter.pushed_files += 1
 
     # -- decoding -------------------------------------------------------------------------------------
-    def decode(self, argv: Sequence[str], job_dir: str, timeout: float) -> DecodeOutcome:
+    def decode(self, argv: Sequence[str], job_dir: str, timeout: float, zones: Sequence[str] = ()) -> DecodeOutcome:
+        """Decode once; ``zones`` are read just before and after the decoder, in the same round trip."""
         marker = secrets.token_hex(8)
         res = self.transport.run(
-            ["sh", "-c", _DECODE_SCRIPT, "farm-decode", job_dir, f"{timeout:g}", marker, *argv],
+            [
+                "sh",
+                "-c",
+                _DECODE_SCRIPT,
+                "farm-decode",
+                job_dir,
+                f"{timeout:g}",
+                marker,
+                str(len(zones)),
+                *zones,
+                *argv,
+            ],
             timeout=timeout + 30,
         )
         if res.timed_out:
@@ -231,6 +255,7 @@ def parse_decode(text: str, shell_status: int | None, marker: str, timeout_s: fl
     sha: str | None = None
     size: int | None = None
     body: dict[str, list[str]] = {"stats": [], "stderr": []}
+    temps: dict[str, float | None] = {}
     for line in text.splitlines():
         if line.startswith(head):
             parts = line[len(head) :].split()
@@ -238,6 +263,8 @@ def parse_decode(text: str, shell_status: int | None, marker: str, timeout_s: fl
                 start, end, status = _int(parts[1]), _int(parts[2]), _int(parts[3])
             elif parts[:1] == ["sha"] and len(parts) == 3 and section == "":
                 sha, size = parts[1], _int(parts[2])
+            elif parts[:1] in (["temps_start"], ["temps_end"]) and section == "":
+                temps[parts[0]] = hottest_millidegrees(parts[1:])
             elif parts in (["stats"], ["stderr"]):
                 section = parts[0]
             continue
@@ -256,7 +283,15 @@ def parse_decode(text: str, shell_status: int | None, marker: str, timeout_s: fl
         frame_times_ns=frame_times,
         stderr_tail="\n".join(body["stderr"])[-4000:],
         stats_error=stats_error,
+        temp_start_c=temps.get("temps_start"),
+        temp_end_c=temps.get("temps_end"),
     )
+
+
+def hottest_millidegrees(tokens: Sequence[str]) -> float | None:
+    """Degrees C of the hottest readable zone from sysfs millidegree values ("-" = unreadable)."""
+    values = [int(t) / 1000.0 for t in tokens if t.lstrip("-").isdigit()]
+    return max(values) if values else None
 
 
 def _ran_out(status: int, start: int | None, end: int | None, timeout_s: float | None) -> bool:

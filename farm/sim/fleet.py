@@ -26,9 +26,9 @@ from typing import Any
 
 import yaml
 
+from farm.fileio import write_atomic
 from farm.sim.loadmodel import LoadParams
 from farm.sim.sshboard import SimError, SshBoard, generate_key, proc_from_state, stop_recorded
-from farm.sim.sysfs import write_atomic
 
 DEFAULT_STATE_DIR = Path(".farm/sim")
 STATE_FILE = "state.json"

@@ -71,12 +71,14 @@ def current_user() -> str:
     return pwd.getpwuid(os.geteuid()).pw_name
 
 
-def free_port(host: str = LOCALHOST) -> int:
-    """A TCP port that was free a moment ago (the caller retries if sshd loses the race for it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+def free_port(host: str = LOCALHOST, avoid: range = range(0)) -> int:
+    """A TCP port that was free a moment ago, outside ``avoid`` (the caller retries if it loses the race)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port: int = sock.getsockname()[1]
+        if port not in avoid:
+            return port
 
 
 def sshd_version(sshd: Path = SSHD) -> tuple[int, int]:

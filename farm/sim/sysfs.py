@@ -22,10 +22,10 @@ never a partial line; the dot-prefixed temporary never matches a shell glob such
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from farm.fileio import write_atomic
 from farm.sim.loadmodel import LoadModel
 
 HWMON_NAME = "farm_sim"
@@ -33,14 +33,6 @@ THERMAL_TYPE = "farm-sim-cpu"
 RAPL_NAME = "package-0"
 DEFAULT_ENERGY_RANGE_UJ = 262_143_328_850
 """The range of a typical RAPL package counter (about 262 kJ)."""
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Replace ``path``'s content with ``text`` so that concurrent readers never see a partial write."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="ascii") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from typing import Any
 import paramiko
 
 from farm.config.inventory import SshTransport as SshSettings
+from farm.fileio import write_atomic
 from farm.transports.base import Background, Completed, TransportError, Unreachable
 
 CHUNK = 256 << 10  # measured: 256 KiB writes beat 1-4 MiB ones (bench/bench_ssh_push.py)
@@ -102,10 +103,8 @@ def trust_host_key(known_hosts: Path, host: str, port: int, key: paramiko.PKey) 
     if kept and not kept[-1].endswith("\n"):
         kept[-1] += "\n"
     kept.append(f"{name} {key.get_name()} {key.get_base64()}\n")
-    tmp = known_hosts.with_name(f".{known_hosts.name}.{os.getpid()}.tmp")
-    tmp.write_text("".join(kept))
-    os.chmod(tmp, known_hosts.stat().st_mode & 0o777 if known_hosts.exists() else 0o600)
-    os.replace(tmp, known_hosts)
+    mode = known_hosts.stat().st_mode & 0o777 if known_hosts.exists() else 0o600
+    write_atomic(known_hosts, "".join(kept), mode)
 
 
 def _names_host(line: str, name: str) -> bool:
