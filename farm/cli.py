@@ -351,21 +351,30 @@ app.add_typer(sim_app, name="sim")
 
 @sim_app.command("up")
 def sim_up(
-    ssh: Annotated[int, typer.Option("--ssh", min=0, help="virtual Linux boards (real OpenSSH sshd on loopback)")] = 2,
+    ssh: Annotated[
+        int | None, typer.Option("--ssh", min=0, help="virtual Linux boards (real OpenSSH sshd on loopback)")
+    ] = None,
+    adb: Annotated[int, typer.Option("--adb", min=0, help="emulated Android phones (the farm's ADB emulator)")] = 0,
     out_file: Annotated[Path | None, typer.Option("--out", help="devices file to write")] = None,
 ) -> None:
-    """Start virtual devices and write an inventory for them (default .farm/sim/devices.yaml)."""
+    """Start virtual devices and write an inventory for them (default .farm/sim/devices.yaml).
+
+    With neither --ssh nor --adb, two boards are started.
+    """
     from farm.sim.fleet import DEFAULT_STATE_DIR, start_fleet
 
     with _errors():
-        if ssh < 1:
-            raise InputError("nothing to start: give --ssh N with N >= 1")
-        fleet = start_fleet(ssh, DEFAULT_STATE_DIR, inventory=out_file)
+        boards = ssh if ssh is not None else (0 if adb else 2)
+        if boards + adb < 1:
+            raise InputError("nothing to start: give --ssh N and/or --adb N with N >= 1")
+        fleet = start_fleet(boards, DEFAULT_STATE_DIR, phones=adb, inventory=out_file)
         for board in fleet.boards:
             out.print(f"{board.name}: ssh {board.user}@{board.host} -p {board.port}", highlight=False)
+        for phone in fleet.phones:
+            out.print(f"{phone.name}: adb connect {phone.address}  (root {phone.root})", highlight=False)
         out.print(
-            f"wrote {fleet.inventory_path}. Power and temperature of these boards are SIMULATED by a load model "
-            "(docs/sim-boards.md).\n"
+            f"wrote {fleet.inventory_path}. Power, battery and temperature of these devices are SIMULATED by a "
+            "load model (docs/sim-boards.md, docs/android.md).\n"
             f"try: farm run suites/smoke.yaml --bundle examples/bundles/av1-svt --anchor examples/bundles/hevc-x265 "
             f"--inventory {fleet.inventory_path}",
             highlight=False,

@@ -22,13 +22,14 @@ from farm.bundle import Bundle
 from farm.config.inventory import Device
 from farm.config.manifest import substitute
 from farm.config.suite import Suite
+from farm.devices.android import AndroidDevice
 from farm.devices.connect import connect
 from farm.devices.posix import DecodeOutcome, PosixDevice
 from farm.errors import FarmError
 from farm.fileio import sha256_file
 from farm.media import Bitstream, Source
+from farm.power import battery, meters, sampler
 from farm.power import energy as power_energy
-from farm.power import meters, sampler
 from farm.quality.y4m import QualityError, read_y4m_info
 from farm.store import Measurement, Store
 from farm.timing import frame_stats
@@ -112,6 +113,9 @@ class SessionReport:
     properties: dict[str, Any] = field(default_factory=dict)
 
 
+CHARGER_SETTLE_S = 1.0
+
+
 class DeviceSession:
     def __init__(
         self, device: Device, suite: Suite, jobs: list[JobSpec], *, run_id: str, store: Store, state_dir: Path,
@@ -127,6 +131,9 @@ class DeviceSession:
         self.emit = emit
         self.report = SessionReport(device.id, reached=False, error=None)
         self._zone_list: list[str] = []
+        self._gauge: battery.Gauge | None = None
+        self._charger_suspended = False
+        self._warned_charging = False
 
     # -- the session ----------------------------------------------------------------------------------
     def run(self) -> SessionReport:
@@ -137,9 +144,13 @@ class DeviceSession:
             dev.prepare(f"jobs/{self.run_id}")
             props = dev.info()
             self.report.reached = True
+            self.report.properties = props
+            dev.check_target(self.device.target, props)
             zones = self._zone_list = self._zones(props)
+            self._suspend_charger(dev)
             meter = self._meter(dev)
-            props["power_meter"] = meter.description if meter else "none (power reported as missing)"
+            why_not = self._gauge.reason if self._gauge and self._gauge.reason else "power reported as missing"
+            props["power_meter"] = meter.description if meter else f"none ({why_not})"
             if meter and self.device.power.simulated:
                 props["power_meter"] += " [SIMULATED]"
             if self.device.thermal.simulated:
@@ -163,6 +174,7 @@ class DeviceSession:
             # one row per device, written once its outcome is known
             self._record_device("failed" if self.report.error else "ok", self.report.error)
             if dev is not None:
+                self._resume_charger(dev)
                 self._cleanup(dev)
                 self.report.pushed_bytes = dev.counter.pushed_bytes
                 self.report.pushed_files = dev.counter.pushed_files
@@ -205,14 +217,35 @@ class DeviceSession:
         settings = self.device.power
         if settings.meter == "none":
             return None
+        run = _shell_run(dev)
+        if settings.meter == "battery" or (settings.meter == "auto" and self.device.platform == "android"):
+            # a phone's meter is its fuel gauge; its unit and sign are inferred unless devices.yaml gives them
+            self._gauge = battery.probe(run, settings.sysfs_root, sign=settings.sign, current_unit=settings.unit)
+            if self._gauge is not None or settings.meter == "battery":
+                return self._gauge.meter if self._gauge else None
         if settings.meter == "auto":
-
-            def run(argv: Any) -> tuple[int, str]:
-                res = dev.transport.run(list(argv), timeout=dev.command_timeout)
-                return (res.exit_status if res.exit_status is not None else -1), res.text()
-
-            return meters.probe(run)
+            return meters.probe(run, settings.sysfs_root)
         return meters.meter_from_settings(settings.model_dump())
+
+    def _suspend_charger(self, dev: PosixDevice) -> None:
+        """Stop charging for the session (rooted phones), so the battery alone powers what is measured."""
+        node = self.device.power.charger_suspend
+        if node is None or not isinstance(dev, AndroidDevice):
+            return
+        dev.write_node(node.node, node.suspend)
+        self._charger_suspended = True
+        self.report.properties["charger"] = f"suspended for the run ({node.node}={node.suspend})"
+        time.sleep(CHARGER_SETTLE_S)  # the gauge's status follows the charger within its update period
+
+    def _resume_charger(self, dev: PosixDevice) -> None:
+        node = self.device.power.charger_suspend
+        if self._charger_suspended and node is not None and isinstance(dev, AndroidDevice):
+            with contextlib.suppress(FarmError):
+                dev.write_node(node.node, node.resume)
+                self._charger_suspended = False
+
+    def _battery(self, dev: PosixDevice) -> battery.BatteryState | None:
+        return battery.read_state(_shell_run(dev), self._gauge) if self._gauge is not None else None
 
     def _cooldown(self, dev: PosixDevice, zones: list[str]) -> None:
         """Wait (bounded) until the hottest zone is below the suite's start temperature, so runs start alike."""
@@ -297,6 +330,10 @@ class DeviceSession:
     def _baseline(self, dev: PosixDevice, meter: meters.Meter | None) -> float | None:
         if meter is None or self.suite.power.baseline_s <= 0:
             return None
+        state = self._battery(dev)
+        if state is not None and state.charging is not False:
+            self._warn_charging(state)
+            return None
         self._status(f"idle baseline {self.suite.power.baseline_s:g}s")
         # same state as the jobs: the thermal sampler runs during the baseline too
         samples, _ = self._window(
@@ -324,6 +361,7 @@ class DeviceSession:
         try:
             if meter is not None:
                 procs.append(dev.spawn([*lifetime, *sampler.sampler_argv(meter, hz, f"{base}/{name}.power")]))
+                dev.transport.run(sampler.first_sample_argv(f"{base}/{name}.power"), timeout=dev.command_timeout)
             if zones:
                 thermal = meters.Meter(kind="sysfs", nodes=tuple(zones), scale=(1e-3,) * len(zones))
                 procs.append(
@@ -369,9 +407,11 @@ class DeviceSession:
         }
         argv = substitute(target.decode, values)
         box: list[DecodeOutcome] = []
+        before = self._battery(dev)
         samples, temps = self._window(
             dev, meter, zones, str(index), lambda: box.append(dev.decode(argv, job_dir, self.suite.timeout_s, zones))
         )
+        after = self._battery(dev)
         outcome = box[0]
         thermal = _thermal(temps, outcome.temp_start_c, outcome.temp_end_c, self._throttle_c)
         t1 = time.time()
@@ -393,14 +433,37 @@ class DeviceSession:
                 error = f"decoder output is not valid Y4M: {exc}"
                 row.update(status="failed", error=error)
         row["frames"] = frames
-        ms = self._measurements(spec, outcome, frames, samples, meter, baseline_w) + thermal
+        charging = self._charging(before, after)
+        ms = self._measurements(spec, outcome, frames, samples, meter, baseline_w, charging) + thermal
+        ms += _battery_measurements(before, after, charging)
         job_id = self.store.add_job(self.run_id, row, ms)
         fps = next((m.value for m in ms if m.name == "fps"), None)
         return JobRecord(spec, self.device.id, job_id, row["status"], outcome.output_sha, local_output, error, fps)
 
+    def _charging(self, before: battery.BatteryState | None, after: battery.BatteryState | None) -> str | None:
+        """Why the fuel gauge does not show the phone's draw for this job (None when it does, or no battery)."""
+        states = [s for s in (before, after) if s is not None]
+        if not states:
+            return None
+        if any(s.charging is None for s in states):
+            return "battery status unreadable, so charging cannot be ruled out"
+        dirty = [s for s in states if s.charging]
+        if not dirty:
+            return None
+        self._warn_charging(dirty[0])
+        return (
+            f"battery was {dirty[0].status!r} (on the charger the gauge reads charger minus load); "
+            "set power.charger_suspend on a rooted phone, or unplug it"
+        )
+
+    def _warn_charging(self, state: battery.BatteryState) -> None:
+        if not self._warned_charging:
+            self._warned_charging = True
+            self._status(f"warning: battery {state.status}: power will be reported missing while on the charger")
+
     def _measurements(
         self, spec: JobSpec, outcome: DecodeOutcome, frames: int | None, samples: list[Any],
-        meter: meters.Meter | None, baseline_w: float | None,
+        meter: meters.Meter | None, baseline_w: float | None, charging: str | None = None,
     ) -> list[Measurement]:  # fmt: skip
         wall = (
             outcome.end_ns - outcome.start_ns if outcome.start_ns is not None and outcome.end_ns is not None else None
@@ -431,6 +494,9 @@ class DeviceSession:
                 reason = "power samples did not cover the decode window"
             elif per_frame is None:
                 reason = "no idle baseline"
+            if charging is not None:
+                power_w = energy_j = per_frame = None
+                reason = charging
         power_conv = (
             f"{meter.description}; {self.suite.power.sample_hz:g} Hz on device; trapezoid over decode window"
             if meter
@@ -455,6 +521,37 @@ class DeviceSession:
         """Decoded outputs are large: drop this run's job folders; the content-addressed cache stays."""
         with contextlib.suppress(FarmError):
             dev.remove(f"{dev.workdir}/jobs/{self.run_id}")
+
+
+def _shell_run(dev: PosixDevice) -> Callable[[Any], tuple[int, str]]:
+    def run(argv: Any) -> tuple[int, str]:
+        res = dev.transport.run(list(argv), timeout=dev.command_timeout)
+        return (res.exit_status if res.exit_status is not None else -1), res.text()
+
+    return run
+
+
+def _battery_measurements(
+    before: battery.BatteryState | None, after: battery.BatteryState | None, charging: str | None
+) -> list[Measurement]:
+    """The battery's state around a job: charging (1/0), level at start (ratio) and hottest cell temperature."""
+    if before is None and after is None:
+        return []
+    states = [s for s in (before, after) if s is not None]
+    status = "/".join(s.status or "?" for s in states)
+    unknown = any(s.charging is None for s in states)
+    temps = [s.temp_c for s in states if s.temp_c is not None]
+    level = before.level if before is not None else None
+    return [
+        Measurement(
+            "charging", None if unknown else float(charging is not None), "bool", f"battery status start/end: {status}",
+            "battery status unreadable" if unknown else None,
+        ),
+        Measurement("battery_level", level, "ratio", "power_supply capacity at job start / 100",
+                    None if level is not None else "battery capacity unreadable"),
+        Measurement("battery_temp_c", max(temps) if temps else None, "C", "power_supply temp (0.1 C) at start/end",
+                    None if temps else "battery temperature unreadable"),
+    ]  # fmt: skip
 
 
 def _thermal(

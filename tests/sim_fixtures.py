@@ -12,10 +12,14 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+import yaml
 
+from farm.sim.battery import BatteryParams
 from farm.sim.fleet import Fleet, start_fleet, write_inventory
 from farm.sim.loadmodel import LoadParams
+from farm.sim.phone import SimPhone
 from farm.sim.sshboard import SSHD, SshBoard, generate_key
+from farm.transports.adb import keygen as adb_keygen
 from tests.conftest import require_tool
 
 
@@ -101,6 +105,65 @@ def ssh_board(tmp_path: Path) -> Iterator[BoardFactory]:
     """Factory of private boards: ``board = ssh_board("b1")``; ``ssh_board.client_key`` logs in to all of them."""
     require_sshd()
     factory = BoardFactory(tmp_path / "sim-boards")
+    try:
+        yield factory
+    finally:
+        factory.stop_all()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# emulated Android phones (farm.sim.phoned: the farm's ADB emulator with a simulated battery)
+# ---------------------------------------------------------------------------------------------------------
+
+
+class PhoneFactory:
+    """Starts private emulated phones for one test (``sim_phone("name")``) and stops them all afterwards."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.key = base / "adbkey"
+        adb_keygen(self.key)
+        self.phones: list[SimPhone] = []
+
+    def __call__(
+        self, name: str = "phone-t", *, battery: BatteryParams | None = None, params: LoadParams | None = None
+    ) -> SimPhone:
+        phone = SimPhone(
+            name=name,
+            base_dir=self.base / name,
+            trusted_key=self.key.with_name(self.key.name + ".pub"),
+            params=params or LoadParams(),
+            battery=battery or BatteryParams(),
+            exit_with_parent=True,
+        )
+        self.phones.append(phone)
+        return phone.start()
+
+    def inventory(self, path: Path, phones: Sequence[SimPhone] | None = None, *, charger_suspend: bool = True) -> Path:
+        """A devices.yaml for ``phones`` (default: every phone made so far)."""
+        entries = [p.inventory_entry(self.key, charger_suspend=charger_suspend) for p in (phones or self.phones)]
+        path.write_text(yaml.safe_dump({"devices": entries}))
+        return path
+
+    def stop_all(self) -> None:
+        for phone in self.phones:
+            phone.stop()
+
+
+@pytest.fixture(scope="session")
+def phone_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    """Two running emulated phones (``phone-1`` uV/uA negative-discharging, ``phone-2`` mV/mA positive)."""
+    fleet = start_fleet(0, tmp_path_factory.mktemp("phone-fleet"), phones=2, exit_with_parent=True)
+    try:
+        yield fleet
+    finally:
+        fleet.stop()
+
+
+@pytest.fixture
+def sim_phone(tmp_path: Path) -> Iterator[PhoneFactory]:
+    """Factory of private emulated phones: ``phone = sim_phone("p1")``; ``sim_phone.key`` is trusted by all."""
+    factory = PhoneFactory(tmp_path / "sim-phones")
     try:
         yield factory
     finally:

@@ -57,19 +57,53 @@ class UsbmuxTransport(Strict):
 Transport = Annotated[LocalTransport | SshTransport | AdbTransport | UsbmuxTransport, Field(discriminator="kind")]
 
 
-class PowerSettings(Strict):
-    """How a device's power is measured. ``auto`` probes the device; ``none`` declares it has no meter."""
+class ChargerSuspend(Strict):
+    """A sysfs node that stops charging on a rooted phone (e.g. Qualcomm's ``battery/input_suspend``: 1 stops).
 
-    meter: Literal["auto", "none", "rapl", "hwmon", "sysfs"] = "auto"
+    The farm writes ``suspend`` to it for the session and ``resume`` afterwards, so the battery alone powers the
+    phone while it is measured (USB charging makes the fuel gauge read charger minus load).
+    """
+
+    node: str
+    suspend: str = "1"
+    resume: str = "0"
+
+    @field_validator("node")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/") or "\n" in value or "\0" in value:
+            raise ValueError(f"node {value!r} must be an absolute path on the device")
+        return value
+
+
+class PowerSettings(Strict):
+    """How a device's power is measured. ``auto`` probes the device; ``none`` declares it has no meter.
+
+    ``battery`` is a phone's fuel gauge under ``sysfs_root``/class/power_supply, its unit and sign inferred
+    unless ``unit`` (the current's: uA or mA) and ``sign`` are given (docs/android.md).
+    """
+
+    meter: Literal["auto", "none", "rapl", "hwmon", "sysfs", "battery"] = "auto"
     nodes: tuple[str, ...] = ()
     unit: str | None = None
-    sign: Literal[1, -1] = 1
+    sign: Literal[1, -1] | None = None
+    sysfs_root: str = "/sys"
+    charger_suspend: ChargerSuspend | None = None
     simulated: bool = False  # readings come from a model (virtual boards): reports label them
+
+    @field_validator("sysfs_root")
+    @classmethod
+    def _absolute_root(cls, value: str) -> str:
+        if not value.startswith("/") or "\n" in value or "\0" in value:
+            raise ValueError(f"sysfs_root {value!r} must be an absolute path on the device")
+        return value
 
     @model_validator(mode="after")
     def _explicit_meter(self) -> PowerSettings:
         """An explicit meter is checked when the inventory loads, so a typo is exit 2 with its line."""
-        if self.meter not in ("auto", "none"):
+        if self.meter == "battery" and self.unit not in (None, "uA", "mA"):
+            raise ValueError(f"unit {self.unit!r}: a battery meter takes its current's unit, uA or mA")
+        if self.meter in ("rapl", "hwmon", "sysfs"):
             from farm.power.meters import meter_from_settings
 
             try:

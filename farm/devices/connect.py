@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from farm.config.inventory import AdbTransport, Device, LocalTransport, SshTransport
+from farm.devices.android import AndroidDevice
 from farm.devices.posix import PosixDevice
 from farm.errors import InfraError
 from farm.transports.adb import AdbLink
@@ -60,5 +61,5 @@ def connect(device: Device, state_dir: Path) -> PosixDevice:
     if isinstance(device.transport, AdbTransport):
         adb = AdbLink(device.id, device.transport)
         adb.connect()
-        return PosixDevice(device.id, adb, device.workdir or ANDROID_WORKDIR, resolve_runtime(device))
+        return AndroidDevice(device.id, adb, device.workdir or ANDROID_WORKDIR, resolve_runtime(device))
     raise InfraError(f"{device.id}: transport {device.transport.kind!r} is not available in this build of the farm yet")

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from farm.errors import InfraError
 from farm.transports.base import Background, Transport, TransportError
 
 # For each file argument print "<index> <sha256>" if it exists (one round trip). Hashing stdin keeps
@@ -157,6 +158,13 @@ class PosixDevice:
                 props[key] = value.strip()
         return props
 
+    def check_target(self, target: str, props: dict[str, str]) -> None:
+        """Refuse a device whose machine cannot run ``target`` (devices.yaml naming the wrong board)."""
+        machine = props.get("machine", "")
+        arch = target.partition("-")[2]
+        if machine and not _same_arch(arch, machine):
+            raise InfraError(f"{self.device_id}: devices.yaml says target {target} but `uname -m` says {machine}")
+
     def temperatures(self, zones: Sequence[str]) -> list[float | None]:
         """Degrees Celsius of each thermal zone file (millidegrees on Linux); None where unreadable."""
         if not zones:
@@ -241,6 +249,13 @@ class PosixDevice:
 
     def read_text(self, path: str) -> str:
         return self.sh('cat -- "$1" 2>/dev/null; exit 0', path)
+
+
+_ARCH_ALIASES = ({"x86_64", "amd64"}, {"aarch64", "arm64"}, {"armv7", "armv7l", "armhf"}, {"x86", "i386", "i686"})
+
+
+def _same_arch(arch: str, machine: str) -> bool:
+    return arch == machine or any(arch in group and machine in group for group in _ARCH_ALIASES)
 
 
 def _chunks(items: list[str], size: int) -> list[list[str]]:

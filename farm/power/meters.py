@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from farm.errors import InputError, Problem
 
-MeterKind = Literal["rapl", "hwmon_power", "hwmon_vi", "sysfs"]
+MeterKind = Literal["rapl", "hwmon_power", "hwmon_vi", "sysfs", "battery"]
 
 ShellRun = Callable[[Sequence[str]], tuple[int, str]]
 """Runs argv on the device and returns (exit status, stdout)."""
@@ -34,7 +34,8 @@ class Meter:
     """What the sampler reads and how to turn it into watts.
 
     ``scale[i]`` multiplies raw value ``i`` into base units: J for ``rapl`` (and ``sysfs`` with ``counter``),
-    W for ``hwmon_power``/``sysfs``, and alternating V, A for ``hwmon_vi`` (nodes are voltage, current pairs).
+    W for ``hwmon_power``/``sysfs``, and alternating V, A for ``hwmon_vi`` (nodes are voltage, current pairs) and a
+    two-node ``battery`` (a fuel gauge's voltage_now, current_now; one node is its power_now).
     ``sign`` is applied to the final watts so that a device consuming power reads positive. ``wrap`` is the
     range of an energy counter in J (RAPL's ``max_energy_range_uj``): a counter that goes backwards has wrapped.
     ``counter`` marks a ``sysfs`` meter whose nodes are cumulative energy counters (RAPL always is one).
@@ -53,12 +54,17 @@ class Meter:
             raise ValueError("a meter needs at least one node")
         if len(self.scale) != len(self.nodes):
             raise ValueError(f"{len(self.nodes)} nodes but {len(self.scale)} scale factors")
-        if self.kind == "hwmon_vi" and len(self.nodes) % 2:
+        if self.pairs and len(self.nodes) % 2:
             raise ValueError("hwmon_vi nodes come in (voltage, current) pairs")
         if self.sign not in (1.0, -1.0):
             raise ValueError(f"sign must be 1 or -1, not {self.sign}")
         if self.wrap is not None and not (math.isfinite(self.wrap) and self.wrap > 0):
             raise ValueError(f"wrap must be a positive number of joules, not {self.wrap}")
+
+    @property
+    def pairs(self) -> bool:
+        """True when the nodes are (voltage, current) pairs whose products are summed."""
+        return self.kind == "hwmon_vi" or (self.kind == "battery" and len(self.nodes) == 2)
 
     @property
     def is_counter(self) -> bool:
@@ -242,7 +248,8 @@ def meter_from_settings(settings: Mapping[str, Any]) -> Meter:
     for node in nodes:
         if not node.startswith("/") or "\n" in node or "\0" in node:
             problems.append(f"power.nodes: {node!r} is not an absolute path on the device")
-    sign = settings.get("sign", 1)
+    sign = settings.get("sign")
+    sign = 1 if sign is None else sign
     if sign not in (1, -1):
         problems.append(f"power.sign: must be 1 or -1, not {sign!r}")
     unit = settings.get("unit")

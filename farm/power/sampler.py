@@ -54,6 +54,28 @@ done
 """
 
 
+# $1 sampler output, $2 tries (50 ms apart): return once the sampler has written its header and a first sample,
+# so a decode never starts before the power samples do (spawning over ADB/SSH returns before the loop runs).
+_FIRST_SAMPLE_SCRIPT = r"""
+i=0
+while [ "$i" -lt "$2" ]; do
+  n=$(wc -l <"$1" 2>/dev/null)
+  [ "${n:-0}" -ge 2 ] && exit 0
+  sleep 0.05 2>/dev/null || sleep 1
+  i=$((i + 1))
+done
+exit 0
+"""
+
+
+def first_sample_argv(out_path: str, wait_s: float = 3.0) -> list[str]:
+    """argv that returns once the sampler writing ``out_path`` has taken its first sample (or after ``wait_s``).
+
+    It never fails: a sampler that does not start shows up as samples not covering the window (power missing).
+    """
+    return ["sh", "-c", _FIRST_SAMPLE_SCRIPT, "farm-first-sample", out_path, str(max(1, round(wait_s / 0.05)))]
+
+
 @dataclass(frozen=True, slots=True)
 class PowerSample:
     """Watts at device time ``t_s`` (seconds on :data:`CLOCK`)."""
@@ -91,7 +113,7 @@ def parse_samples(meter: Meter, text: str) -> list[PowerSample]:
         return _counter_power(meter, rows)
     out: list[PowerSample] = []
     for t_s, values in rows:
-        if meter.kind == "hwmon_vi":
+        if meter.pairs:
             watts = sum(
                 values[i] * meter.scale[i] * values[i + 1] * meter.scale[i + 1] for i in range(0, len(values), 2)
             )

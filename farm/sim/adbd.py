@@ -256,18 +256,32 @@ class AdbDevice:
         if self._tools is not None:
             env["PATH"] = f"{self._tools / 'bin'}{os.pathsep}{env.get('PATH', os.defpath)}"
             env["FARM_ADBD_PROPS"] = str(self._tools / "props")
-        proc = subprocess.Popen(
-            argv,
-            cwd=self.root,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            start_new_session=True,
-        )
+        # started under the lock, so reap_orphans never sees one of our own commands before it is registered
         with self._lock:
+            proc = subprocess.Popen(
+                argv,
+                cwd=self.root,
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                start_new_session=True,
+            )
             self._procs.add(proc)
         return proc
+
+    def reap_orphans(self, zombies: list[int]) -> None:
+        """Collect exited children that are not this device's own commands (the phone daemon is a subreaper).
+
+        ``zombies`` are exited children of this process. Commands the device started are skipped: their
+        ``Popen.wait`` must get their exit status (a stolen one would turn into exit 0 for the host).
+        """
+        with self._lock:
+            own = {proc.pid for proc in self._procs}
+            for pid in zombies:
+                if pid not in own:
+                    with contextlib.suppress(ChildProcessError):
+                        os.waitpid(pid, os.WNOHANG)
 
     def _reap(self, proc: subprocess.Popen[bytes]) -> None:
         with self._lock:

@@ -6,7 +6,9 @@ different process later, so everything needed to find and stop them is on disk::
     <state_dir>/id_ed25519(.pub)   the client key every board accepts (mode 0600)
     <state_dir>/known_hosts        every board's host key, for strict host-key checking
     <state_dir>/boards/board-N/    one board each (see farm.sim.sshboard)
-    <state_dir>/state.json         pids (with start times, so a recycled pid is never killed) of every board
+    <state_dir>/adbkey(.pub)       the ADB key every emulated phone trusts (mode 0600)
+    <state_dir>/phones/phone-N/    one emulated Android phone each (see farm.sim.phone)
+    <state_dir>/state.json         pids (with start times, so a recycled pid is never killed) of every device
     <state_dir>/devices.yaml       the inventory (default; ``farm sim up --out`` may put it elsewhere)
 
 Keys and board directories are reused by the next ``up``, so host keys, workdirs and the farm's content cache on
@@ -19,7 +21,7 @@ import json
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -27,16 +29,21 @@ from typing import Any
 import yaml
 
 from farm.fileio import write_atomic
+from farm.sim.battery import BatteryParams
 from farm.sim.loadmodel import LoadParams
+from farm.sim.phone import SimPhone, phone_from_state
 from farm.sim.sshboard import SimError, SshBoard, generate_key, proc_from_state, stop_recorded
 
 DEFAULT_STATE_DIR = Path(".farm/sim")
 STATE_FILE = "state.json"
+OTHER_GAUGE = BatteryParams(current_sign=1, current_unit="mA", voltage_unit="mV")
+"""The even phones' fuel-gauge convention (the odd ones use the kernel ABI's uV/uA, negative while discharging)."""
 INVENTORY_HEADER = """\
-# Virtual SSH boards started by `farm sim up` (farm.sim): real OpenSSH sshd on 127.0.0.1, one per board.
-# Their POWER AND TEMPERATURE ARE SIMULATED by the load model in farm/sim/loadmodel.py (power rises with the
-# CPU time the board's processes use; temperature follows power with a time constant). They are not
-# measurements of any hardware. Stop the boards with `farm sim down`. Generated; do not edit.
+# Virtual devices started by `farm sim up` (farm.sim): SSH boards are real OpenSSH sshd on 127.0.0.1, phones
+# are the farm's ADB emulator (farm.sim.adbd) on 127.0.0.1. Their POWER, BATTERY AND TEMPERATURE ARE SIMULATED
+# by the load model in farm/sim/loadmodel.py (power rises with the CPU time the device's processes use;
+# temperature follows power with a time constant). They are not measurements of any hardware.
+# Stop them with `farm sim down`. Generated; do not edit.
 """
 
 
@@ -49,6 +56,8 @@ class Fleet:
     key_path: Path
     known_hosts_path: Path
     inventory_path: Path
+    phones: list[SimPhone] = field(default_factory=list)
+    adb_key_path: Path | None = None
 
     def board(self, board_id: str) -> SshBoard:
         for board in self.boards:
@@ -58,7 +67,13 @@ class Fleet:
 
     def write_inventory(self, path: Path) -> Path:
         """Write (or rewrite, e.g. after a board restarted) the devices YAML for these boards to ``path``."""
-        return write_inventory(path, self.boards, self.key_path, self.known_hosts_path)
+        return write_inventory(path, self.boards, self.key_path, self.known_hosts_path, self.phones, self.adb_key_path)
+
+    def phone(self, phone_id: str) -> SimPhone:
+        for phone in self.phones:
+            if phone.name == phone_id:
+                return phone
+        raise KeyError(phone_id)
 
     def write_known_hosts(self) -> Path:
         """Rewrite the shared known_hosts from the boards' current ports and keys."""
@@ -70,6 +85,7 @@ class Fleet:
             "version": 1,
             "inventory": str(self.inventory_path),
             "boards": [board.state() for board in self.boards],
+            "phones": [phone.state() for phone in self.phones],
         }
         path = self.state_dir / STATE_FILE
         write_atomic(path, json.dumps(state, indent=2) + "\n")
@@ -78,9 +94,10 @@ class Fleet:
     def stop(self) -> None:
         """Stop every board (no process of any of them is left) and forget the fleet's state."""
         errors: list[str] = []
-        for board in self.boards:
+        devices: list[SshBoard | SimPhone] = [*self.boards, *self.phones]
+        for device in devices:
             try:
-                board.stop()
+                device.stop()
             except SimError as error:
                 errors.append(str(error))
         (self.state_dir / STATE_FILE).unlink(missing_ok=True)
@@ -96,9 +113,16 @@ class Fleet:
         self.stop()
 
 
-def write_inventory(path: Path, boards: Sequence[SshBoard], key: Path, known_hosts: Path) -> Path:
-    """A devices YAML for ``boards`` (farm inventory schema), with the SIMULATED-sensor notice on top."""
+def write_inventory(
+    path: Path, boards: Sequence[SshBoard], key: Path, known_hosts: Path,
+    phones: Sequence[SimPhone] = (), adb_key: Path | None = None,
+) -> Path:  # fmt: skip
+    """A devices YAML for ``boards`` and ``phones`` (farm inventory schema), with the SIMULATED-sensor notice on top."""
     entries = [board.inventory_entry(key, known_hosts) for board in boards]
+    if phones:
+        if adb_key is None:
+            raise ValueError("phones need the ADB key they trust")
+        entries += [phone.inventory_entry(adb_key) for phone in phones]
     body = yaml.safe_dump({"devices": entries}, sort_keys=False, default_flow_style=None, width=1000)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -113,6 +137,10 @@ def _running(state_dir: Path) -> list[str]:
     for record in state.get("boards", []):
         procs = [proc_from_state(record.get(k)) for k in ("loadd", "sshd")]
         if any(p is not None and p.alive() for p in procs):
+            alive.append(str(record.get("id")))
+    for record in state.get("phones", []):
+        proc = phone_from_state(record)
+        if proc is not None and proc.alive():
             alive.append(str(record.get("id")))
     return alive
 
@@ -134,18 +162,23 @@ def start_fleet(
     n: int,
     state_dir: Path = DEFAULT_STATE_DIR,
     *,
+    phones: int = 0,
     inventory: Path | None = None,
     params: LoadParams | None = None,
     period_s: float = 0.1,
     exit_with_parent: bool = False,
 ) -> Fleet:
-    """Start ``n`` boards (``board-1`` ... ``board-N``) under ``state_dir`` and write their inventory.
+    """Start ``n`` boards (``board-1`` ...) and ``phones`` phones (``phone-1`` ...) and write their inventory.
+
+    Phones alternate between the two fuel-gauge conventions seen in the field, so a fleet of two exercises the
+    farm's inference of both: odd phones read uV/uA with a negative current while discharging, even phones
+    mV/mA with a positive one (docs/android.md).
 
     ``inventory`` defaults to ``state_dir/devices.yaml`` (``.farm/sim/devices.yaml`` for the default state
     directory). Refuses to start over a fleet that is still running in ``state_dir``.
     """
-    if n < 1:
-        raise SimError(f"a fleet needs at least one board, not {n}")
+    if n < 0 or phones < 0 or n + phones < 1:
+        raise SimError(f"a fleet needs at least one device, not {n} boards and {phones} phones")
     state_dir = Path(os.path.abspath(state_dir))
     running = _running(state_dir)
     if running:
@@ -165,15 +198,36 @@ def start_fleet(
         )
         for i in range(1, n + 1)
     ]
+    adb_key = state_dir / "adbkey"
+    sims: list[SimPhone] = []
+    if phones:
+        from farm.transports.adb import keygen
+
+        keygen(adb_key)
+        sims = [
+            SimPhone(
+                name=f"phone-{i}",
+                base_dir=state_dir / "phones" / f"phone-{i}",
+                trusted_key=adb_key.with_name(adb_key.name + ".pub"),
+                params=params or LoadParams(),
+                battery=BatteryParams() if i % 2 else OTHER_GAUGE,
+                period_s=period_s,
+                exit_with_parent=exit_with_parent,
+            )
+            for i in range(1, phones + 1)
+        ]
     fleet = Fleet(
         state_dir=state_dir,
         boards=boards,
         key_path=key_path,
         known_hosts_path=state_dir / "known_hosts",
         inventory_path=Path(os.path.abspath(inventory)) if inventory else state_dir / "devices.yaml",
+        phones=sims,
+        adb_key_path=adb_key if phones else None,
     )
-    with ThreadPoolExecutor(max_workers=min(n, 8)) as pool:
-        futures = [pool.submit(board.start) for board in boards]
+    with ThreadPoolExecutor(max_workers=max(1, min(n + phones, 8))) as pool:
+        devices: list[SshBoard | SimPhone] = [*boards, *sims]
+        futures = [pool.submit(device.start) for device in devices]
         errors = [str(error) for error in (f.exception() for f in futures) if error is not None]
     if errors:
         fleet.stop()
@@ -195,6 +249,9 @@ def stop_fleet(state_dir: Path = DEFAULT_STATE_DIR) -> list[str]:
     stopped: list[str] = []
     for record in state.get("boards", []):
         stop_recorded(proc_from_state(record.get("loadd")), proc_from_state(record.get("sshd")))
+        stopped.append(str(record.get("id")))
+    for record in state.get("phones", []):
+        stop_recorded(phone_from_state(record), None)
         stopped.append(str(record.get("id")))
     (state_dir / STATE_FILE).unlink(missing_ok=True)
     return stopped

@@ -277,15 +277,15 @@ def wait_for_pid_file(path: Path, timeout_s: float, *, reap: bool = False) -> in
         time.sleep(0.01)
 
 
-class _Stop(Exception):
+class Stop(Exception):
     """Raised by the signal handler to leave the sampling loop."""
 
 
-def _on_signal(signum: int, frame: FrameType | None) -> None:
-    raise _Stop(signal.Signals(signum).name)
+def on_signal(signum: int, frame: FrameType | None) -> None:
+    raise Stop(signal.Signals(signum).name)
 
 
-def _param_options(parser: argparse.ArgumentParser) -> None:
+def add_param_options(parser: argparse.ArgumentParser) -> None:
     defaults = LoadParams()
     for field in dataclasses.fields(LoadParams):
         parser.add_argument(
@@ -318,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--exit-with-parent", action="store_true", help="stop the board when the process that started loadd exits"
     )
-    _param_options(parser)
+    add_param_options(parser)
     return parser
 
 
@@ -339,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sysfs.create(model)
     parent = os.getppid()
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, _on_signal)
+        signal.signal(signum, on_signal)
     supervise = bool(command)
     try:
         if supervise:
@@ -357,7 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         account = TreeCpu(os.getpid() if supervise else sshd, count_root_own=not supervise)
         print(f"loadd: watching sshd pid {sshd} ({'supervisor' if supervise else 'monitor'} mode)", file=sys.stderr)
         _loop(args, model, sysfs, account, sshd, sshd_start.starttime, parent, supervise)
-    except _Stop as stop:
+    except Stop as stop:
         print(f"loadd: {stop}", file=sys.stderr)
     except (TimeoutError, subprocess.TimeoutExpired) as error:
         print(f"loadd: {error}", file=sys.stderr)

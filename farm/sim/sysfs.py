@@ -41,6 +41,9 @@ class SysfsTree:
 
     root: Path
     energy_range_uj: int = DEFAULT_ENERGY_RANGE_UJ
+    rails: bool = True
+    """Write the hwmon and powercap rails. A phone has none (its power comes from the battery's fuel gauge,
+    :mod:`farm.sim.battery`); it keeps only the thermal zone."""
     _written: dict[Path, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -87,14 +90,16 @@ class SysfsTree:
         """Create the directories and the constant files, then write ``model``'s current readings."""
         if self.energy_range_uj <= 0:
             raise ValueError(f"energy range must be > 0 uJ, not {self.energy_range_uj}")
-        for directory in (self.hwmon_dir, self.thermal_zone_dir, self.rapl_dir):
-            directory.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.hwmon_dir / "name", f"{HWMON_NAME}\n")
+        self.thermal_zone_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(self.thermal_zone_dir / "type", f"{THERMAL_TYPE}\n")
         write_atomic(self.thermal_zone_dir / "trip_point_0_temp", f"{round(model.params.throttle_c * 1000)}\n")
         write_atomic(self.thermal_zone_dir / "trip_point_0_type", "passive\n")
-        write_atomic(self.rapl_dir / "name", f"{RAPL_NAME}\n")
-        write_atomic(self.rapl_dir / "max_energy_range_uj", f"{self.energy_range_uj}\n")
+        if self.rails:
+            self.hwmon_dir.mkdir(parents=True, exist_ok=True)
+            self.rapl_dir.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.hwmon_dir / "name", f"{HWMON_NAME}\n")
+            write_atomic(self.rapl_dir / "name", f"{RAPL_NAME}\n")
+            write_atomic(self.rapl_dir / "max_energy_range_uj", f"{self.energy_range_uj}\n")
         self._written.clear()
         self.update(model)
 
@@ -105,13 +110,16 @@ class SysfsTree:
         only its energy counter), which keeps the daemon's own CPU cost per board small.
         """
         values = {
-            self.power_node: f"{round(model.power_w * 1e6)}\n",
-            self.voltage_node: f"{round(model.voltage_v * 1e3)}\n",
-            self.current_node: f"{round(model.current_a * 1e3)}\n",
             self.temp_node: f"{round(model.temp_c * 1e3)}\n",
             self.throttle_node: f"{int(model.throttled)}\n",
-            self.energy_node: f"{round(model.energy_j * 1e6) % self.energy_range_uj}\n",
         }
+        if self.rails:
+            values |= {
+                self.power_node: f"{round(model.power_w * 1e6)}\n",
+                self.voltage_node: f"{round(model.voltage_v * 1e3)}\n",
+                self.current_node: f"{round(model.current_a * 1e3)}\n",
+                self.energy_node: f"{round(model.energy_j * 1e6) % self.energy_range_uj}\n",
+            }
         for path, text in values.items():
             if self._written.get(path) != text:
                 write_atomic(path, text)
