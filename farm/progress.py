@@ -52,7 +52,9 @@ class LiveView:
             task = self.tasks[device_id]
             if kind == "status":
                 self.progress.update(task, description=data["text"])
-                if not self.live and (
+                if data["text"].startswith("warning"):
+                    self.log(f"{device_id}: {data['text']}")  # a warning must outlive the live display
+                elif not self.live and (
                     data["text"] in {"done", "failed"} or data["text"].startswith(("cooling", "link"))
                 ):
                     self.console.print(f"{device_id}: {data['text']}", highlight=False, markup=False)

@@ -113,7 +113,8 @@ class SessionReport:
     properties: dict[str, Any] = field(default_factory=dict)
 
 
-CHARGER_SETTLE_S = 1.0
+CHARGER_SETTLE_S = 5.0
+"""How long a fuel gauge may take to report Discharging after the charger is suspended."""
 
 
 class DeviceSession:
@@ -143,9 +144,9 @@ class DeviceSession:
             dev = connect(self.device, self.state_dir)
             dev.prepare(f"jobs/{self.run_id}")
             props = dev.info()
-            self.report.reached = True
             self.report.properties = props
-            dev.check_target(self.device.target, props)
+            dev.check_target(self.device.target, props)  # a device that cannot run the target never ran
+            self.report.reached = True
             zones = self._zone_list = self._zones(props)
             self._suspend_charger(dev)
             meter = self._meter(dev)
@@ -219,8 +220,16 @@ class DeviceSession:
             return None
         run = _shell_run(dev)
         if settings.meter == "battery" or (settings.meter == "auto" and self.device.platform == "android"):
-            # a phone's meter is its fuel gauge; its unit and sign are inferred unless devices.yaml gives them
-            self._gauge = battery.probe(run, settings.sysfs_root, sign=settings.sign, current_unit=settings.unit)
+            # a phone's meter is its fuel gauge; its unit and sign are inferred unless devices.yaml gives them.
+            # Right after the charger was suspended the gauge may still say Charging: give it a few seconds.
+            deadline = time.monotonic() + CHARGER_SETTLE_S
+            while True:
+                self._gauge = battery.probe(run, settings.sysfs_root, sign=settings.sign, current_unit=settings.unit)
+                if self._gauge is None or self._gauge.meter is not None or not self._charger_suspended:
+                    break
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
             if self._gauge is not None or settings.meter == "battery":
                 return self._gauge.meter if self._gauge else None
         if settings.meter == "auto":
@@ -235,7 +244,6 @@ class DeviceSession:
         dev.write_node(node.node, node.suspend)
         self._charger_suspended = True
         self.report.properties["charger"] = f"suspended for the run ({node.node}={node.suspend})"
-        time.sleep(CHARGER_SETTLE_S)  # the gauge's status follows the charger within its update period
 
     def _resume_charger(self, dev: PosixDevice) -> None:
         node = self.device.power.charger_suspend
@@ -333,6 +341,7 @@ class DeviceSession:
         state = self._battery(dev)
         if state is not None and state.charging is not False:
             self._warn_charging(state)
+            self.report.properties["power_baseline"] = f"none: battery {state.status} during the idle baseline"
             return None
         self._status(f"idle baseline {self.suite.power.baseline_s:g}s")
         # same state as the jobs: the thermal sampler runs during the baseline too
@@ -340,6 +349,7 @@ class DeviceSession:
             dev, meter, self._zone_list, "baseline", lambda: time.sleep(self.suite.power.baseline_s)
         )
         if len(samples) < 2:
+            self.report.properties["power_baseline"] = f"none: {len(samples)} power sample(s) in the idle baseline"
             return None
         return power_energy.mean_watts(samples, samples[0].t_s, samples[-1].t_s)
 
@@ -355,26 +365,28 @@ class DeviceSession:
         hz = self.suite.power.sample_hz
         # a sampler whose kill is lost (dropped link) must still end: bound its life on the device
         lifetime = ["timeout", f"{self.suite.timeout_s + self.suite.power.baseline_s + 120:g}"]
-        # samples must bracket the window: one period (plus start-up) for instantaneous meters; a counter meter's
-        # reading sits between two samples, so it needs two periods on each side
-        margin = 0.0 if meter is None else (2.5 / hz if meter.is_counter else 1.2 / hz + 0.05)
+        # samples must bracket the window: one sample on each side for instantaneous meters; a counter meter's
+        # reading sits between two samples, so it needs two on each side. Waiting for them on the device (not a
+        # fixed sleep) keeps that true when a loaded device starts or runs the sampler late.
+        need = 0 if meter is None else (2 if meter.is_counter else 1)
+        power_file = f"{base}/{name}.power"
         try:
             if meter is not None:
-                procs.append(dev.spawn([*lifetime, *sampler.sampler_argv(meter, hz, f"{base}/{name}.power")]))
-                dev.transport.run(sampler.first_sample_argv(f"{base}/{name}.power"), timeout=dev.command_timeout)
+                procs.append(dev.spawn([*lifetime, *sampler.sampler_argv(meter, hz, power_file)]))
+                dev.transport.run(sampler.await_samples_argv(power_file, first=need), timeout=dev.command_timeout)
             if zones:
                 thermal = meters.Meter(kind="sysfs", nodes=tuple(zones), scale=(1e-3,) * len(zones))
                 procs.append(
                     dev.spawn([*lifetime, *sampler.sampler_argv(thermal, min(hz, 5.0), f"{base}/{name}.thermal")])
                 )
-            time.sleep(margin)
             during()
-            time.sleep(margin)
+            if meter is not None:
+                dev.transport.run(sampler.await_samples_argv(power_file, more=need), timeout=dev.command_timeout)
         finally:
             for proc in procs:
                 with contextlib.suppress(FarmError):
                     dev.kill(proc)
-        power = sampler.parse_samples(meter, dev.read_text(f"{base}/{name}.power")) if meter is not None else []
+        power = sampler.parse_samples(meter, dev.read_text(power_file)) if meter is not None else []
         temps: list[float] = []
         if zones:
             rows = sampler.raw_rows(len(zones), dev.read_text(f"{base}/{name}.thermal"))
@@ -484,7 +496,10 @@ class DeviceSession:
             for name, value in stats.as_metrics().items()
         ]  # fmt: skip
         power_w = energy_j = per_frame = None
-        reason = "device has no power meter" if meter is None else None
+        reason = None
+        if meter is None:
+            gauge_why = self._gauge.reason if self._gauge is not None else None
+            reason = f"no usable power meter: {gauge_why}" if gauge_why else "device has no power meter"
         if meter is not None and outcome.start_ns is not None and outcome.end_ns is not None:
             t0, t1 = outcome.start_ns / 1e9, outcome.end_ns / 1e9
             power_w = power_energy.mean_watts(samples, t0, t1)
@@ -494,9 +509,9 @@ class DeviceSession:
                 reason = "power samples did not cover the decode window"
             elif per_frame is None:
                 reason = "no idle baseline"
-            if charging is not None:
-                power_w = energy_j = per_frame = None
-                reason = charging
+        if charging is not None:
+            power_w = energy_j = per_frame = None
+            reason = charging
         power_conv = (
             f"{meter.description}; {self.suite.power.sample_hz:g} Hz on device; trapezoid over decode window"
             if meter

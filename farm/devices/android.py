@@ -58,11 +58,11 @@ class AndroidDevice(PosixDevice):
         """Refuse a phone whose ABIs cannot run ``target`` (a bundle built for arm64 on an x86 emulator)."""
         abis = [a for a in props.get("android.abilist", props.get("android.abi", "")).split(",") if a]
         if not abis:
-            raise InfraError(f"{self.device_id}: getprop reports no ABI (ro.product.cpu.abi); cannot check {target}")
+            raise InfraError(f"getprop reports no ABI (ro.product.cpu.abi); cannot check {target}")
         archs = [ABI_ARCH.get(abi, abi) for abi in abis]
         if target.partition("-")[2] not in archs:
             raise InfraError(
-                f"{self.device_id}: devices.yaml says target {target} but the phone's ABIs are {', '.join(abis)} "
+                f"devices.yaml says target {target} but the phone's ABIs are {', '.join(abis)} "
                 f"(targets {', '.join(f'android-{a}' for a in archs)})"
             )
 

@@ -130,6 +130,8 @@ class PosixDevice:
     runtime: dict[str, str] = field(default_factory=dict)
     command_timeout: float = 60.0
     counter: TransferCounter = field(default_factory=TransferCounter)
+    unfinished: set[str] = field(default_factory=set)
+    """Temp files of pushes that did not complete (removed by the next ``stage``)."""
 
     # -- basics ---------------------------------------------------------------------------------------
     def sh(self, script: str, *args: str, timeout: float | None = None) -> str:
@@ -163,7 +165,7 @@ class PosixDevice:
         machine = props.get("machine", "")
         arch = target.partition("-")[2]
         if machine and not _same_arch(arch, machine):
-            raise InfraError(f"{self.device_id}: devices.yaml says target {target} but `uname -m` says {machine}")
+            raise InfraError(f"devices.yaml says target {target} but `uname -m` says {machine}")
 
     def temperatures(self, zones: Sequence[str]) -> list[float | None]:
         """Degrees Celsius of each thermal zone file (millidegrees on Linux); None where unreadable."""
@@ -194,6 +196,9 @@ class PosixDevice:
         Every pushed file is verified by sha256 on the device before it is moved into place, so a
         half-written or corrupted copy can never be mistaken for a cached one.
         """
+        if self.unfinished:  # a push cut by a dropped link left its temp file: ours, so remove it now
+            self.sh('rm -f -- "$@"', *sorted(self.unfinished))
+            self.unfinished.clear()
         have = self.present([remote for _, remote, _ in files])
         for local, remote, digest in files:
             if have.get(remote) == digest:
@@ -201,9 +206,11 @@ class PosixDevice:
                 continue
             self.sh('mkdir -p "$1"', posixpath.dirname(remote))
             tmp = f"{remote}.part.{secrets.token_hex(4)}"  # two runs staging the same file never share it
+            self.unfinished.add(tmp)
             sent = self.transport.push(local, tmp)
             mode = "755" if local.stat().st_mode & 0o111 else "644"
             self.sh(_COMMIT_SCRIPT, tmp, remote, digest, mode)
+            self.unfinished.discard(tmp)
             self.counter.pushed_bytes += sent
             self.counter.pushed_files += 1
 

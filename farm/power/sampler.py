@@ -54,26 +54,31 @@ done
 """
 
 
-# $1 sampler output, $2 tries (50 ms apart): return once the sampler has written its header and a first sample,
-# so a decode never starts before the power samples do (spawning over ADB/SSH returns before the loop runs).
-_FIRST_SAMPLE_SCRIPT = r"""
+# $1 sampler output, $2 tries (50 ms apart), $3 lines wanted: "+N" = N more sample lines than there are now,
+# else an absolute count (the header is line 1). Returns when they are there, or after the tries (never fails).
+# Spawning over ADB/SSH returns before the loop has run, and a starved sampler may lag: waiting for real samples
+# on both sides of a decode, rather than sleeping a fixed margin, is what makes the window always bracketed.
+_SAMPLES_SCRIPT = r"""
+n=$(wc -l <"$1" 2>/dev/null); n=${n:-0}
+case $3 in +*) want=$((n + ${3#+})) ;; *) want=$3 ;; esac
 i=0
 while [ "$i" -lt "$2" ]; do
-  n=$(wc -l <"$1" 2>/dev/null)
-  [ "${n:-0}" -ge 2 ] && exit 0
+  [ "$n" -ge "$want" ] && exit 0
   sleep 0.05 2>/dev/null || sleep 1
+  n=$(wc -l <"$1" 2>/dev/null); n=${n:-0}
   i=$((i + 1))
 done
 exit 0
 """
 
 
-def first_sample_argv(out_path: str, wait_s: float = 3.0) -> list[str]:
-    """argv that returns once the sampler writing ``out_path`` has taken its first sample (or after ``wait_s``).
-
-    It never fails: a sampler that does not start shows up as samples not covering the window (power missing).
+def await_samples_argv(out_path: str, *, first: int = 0, more: int = 0, wait_s: float = 5.0) -> list[str]:
+    """argv that returns once the sampler writing ``out_path`` has ``first`` samples, or ``more`` samples beyond
+    those it has now (whichever is given), or after ``wait_s``. It never fails: a sampler that does not keep up
+    shows up as samples not covering the window (power missing), never as a wrong number.
     """
-    return ["sh", "-c", _FIRST_SAMPLE_SCRIPT, "farm-first-sample", out_path, str(max(1, round(wait_s / 0.05)))]
+    want = f"+{more}" if more else str(1 + first)
+    return ["sh", "-c", _SAMPLES_SCRIPT, "farm-await-samples", out_path, str(max(1, round(wait_s / 0.05))), want]
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,7 +43,7 @@ from adb_shell.auth.sign_cryptography import CryptographySigner
 from adb_shell.transport.tcp_transport import TcpTransport
 
 from farm.config.inventory import AdbTransport as AdbSettings
-from farm.transports.base import Background, Completed, TransportError, Unreachable
+from farm.transports.base import KILL_SCRIPT, SPAWN_SCRIPT, Background, Completed, TransportError, Unreachable
 
 T = TypeVar("T")
 
@@ -75,10 +75,6 @@ printf '\n%s %d\n' "$m" "$rc"
 cat "$e" 2>/dev/null; rm -f "$e"
 printf '\n%s\n' "$m"
 """
-
-_SPAWN_SCRIPT = 'setsid "$@" </dev/null >/dev/null 2>&1 & echo $!'
-# setsid made the pid a process group leader: kill the group, then the pid in case setsid forked (no --: dash)
-_KILL_SCRIPT = 'kill -KILL "-$1" 2>/dev/null; kill -KILL "$1" 2>/dev/null; exit 0'
 
 
 def keygen(path: Path | str) -> bool:
@@ -397,14 +393,14 @@ class AdbLink:
         return status, raw[:at], err
 
     def spawn(self, argv: Sequence[str]) -> Background:
-        res = self._exec(["sh", "-c", _SPAWN_SCRIPT, "farm-spawn", *argv], None, 30.0, tuple(argv))
+        res = self._exec(["sh", "-c", SPAWN_SCRIPT, "farm-spawn", *argv], None, 30.0, tuple(argv))
         pid = res.stdout.decode().strip()
         if res.exit_status != 0 or not pid.isdigit():
             raise self._err(f"cannot start {argv[0]!r} in the background: {res.error_tail(300)}")
         return Background(argv=tuple(argv), handle=int(pid))
 
     def kill(self, proc: Background) -> None:
-        self._exec(["sh", "-c", _KILL_SCRIPT, "farm-kill", str(proc.handle)], None, 30.0)
+        self._exec(["sh", "-c", KILL_SCRIPT, "farm-kill", str(proc.handle)], None, 30.0)
 
     # -- transfers ------------------------------------------------------------------------------------
     def push(self, local: Path, remote: str) -> int:

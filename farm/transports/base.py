@@ -14,6 +14,28 @@ from typing import Protocol
 
 from farm.errors import InfraError
 
+# Start argv in its own session and print its pid; shared by the remote transports. It returns only once the child
+# leads its own session (or is gone): until setsid has run, the child is still in the calling shell's process
+# group, and a device that kills that group when the command's stream closes (adbd with a pty; the farm's
+# emulator always) would take the background job with it. $4 of /proc/PID/stat after the ")" is the session id.
+SPAWN_SCRIPT = r"""
+setsid "$@" </dev/null >/dev/null 2>&1 &
+p=$!
+i=0
+while [ "$i" -lt 300 ]; do
+  s=$(cat "/proc/$p/stat" 2>/dev/null) || break
+  s=${s##*) }
+  set -- $s
+  [ "$4" = "$p" ] && break
+  sleep 0.01 2>/dev/null
+  i=$((i + 1))
+done
+echo "$p"
+"""
+
+# setsid made the pid a process group leader: kill the group, then the pid in case setsid forked (no --: dash)
+KILL_SCRIPT = 'kill -KILL "-$1" 2>/dev/null; kill -KILL "$1" 2>/dev/null; exit 0'
+
 
 class TransportError(InfraError):
     """The link to the device failed (not the command on it)."""

@@ -33,7 +33,7 @@ import paramiko
 
 from farm.config.inventory import SshTransport as SshSettings
 from farm.fileio import write_atomic
-from farm.transports.base import Background, Completed, TransportError, Unreachable
+from farm.transports.base import KILL_SCRIPT, SPAWN_SCRIPT, Background, Completed, TransportError, Unreachable
 
 CHUNK = 256 << 10  # measured: 256 KiB writes beat 1-4 MiB ones (bench/bench_ssh_push.py)
 WINDOW = 64 << 20
@@ -328,17 +328,14 @@ class SshLink:
         return Completed(argv or (command,), status, b"".join(out), b"".join(err), False, time.monotonic() - start)
 
     def spawn(self, argv: Sequence[str]) -> Background:
-        script = 'setsid "$@" </dev/null >/dev/null 2>&1 & echo $!'
-        res = self._exec(shlex.join(["sh", "-c", script, "farm-spawn", *argv]), None, 30.0, tuple(argv))
+        res = self._exec(shlex.join(["sh", "-c", SPAWN_SCRIPT, "farm-spawn", *argv]), None, 30.0, tuple(argv))
         pid = res.stdout.decode().strip()
         if res.exit_status != 0 or not pid.isdigit():
             raise self._err(f"cannot start {argv[0]!r} in the background: {res.error_tail(300)}")
         return Background(argv=tuple(argv), handle=int(pid))
 
     def kill(self, proc: Background) -> None:
-        # setsid made the pid a process group leader; kill the group, then the pid in case setsid forked
-        script = 'kill -KILL "-$1" 2>/dev/null; kill -KILL "$1" 2>/dev/null; exit 0'  # no --: dash refuses it
-        self._exec(shlex.join(["sh", "-c", script, "farm-kill", str(proc.handle)]), None, 30.0)
+        self._exec(shlex.join(["sh", "-c", KILL_SCRIPT, "farm-kill", str(proc.handle)]), None, 30.0)
 
     # -- transfers ------------------------------------------------------------------------------------
     def push(self, local: Path, remote: str) -> int:
