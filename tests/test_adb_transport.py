@@ -272,3 +272,29 @@ def test_cli_keygen_creates_a_private_key_once(tmp_path: Path) -> None:
     before = key.read_bytes()
     res = CliRunner().invoke(app, ["devices", "keygen", "--key", str(key)])
     assert res.exit_code == 0 and "kept existing" in res.output and key.read_bytes() == before
+
+
+# ---------------------------------------------------------------------------- the checksum speed-up
+def test_fast_checksum_matches_adb_shells_own() -> None:
+    import random
+
+    from farm.transports import adb_checksum
+
+    rng = random.Random(7)
+    samples: list[bytes | bytearray | str] = [b"", b"\xff" * (1 << 20), bytearray(b"CNXN"), "host::\0", bytes(255)]
+    samples += [rng.randbytes(rng.randrange(1, 70_000)) for _ in range(20)]
+    for data in samples:
+        assert adb_checksum.fast_checksum(data) == adb_checksum.ORIGINAL(data)
+    assert adb_checksum.fast_checksum(b"\xff" * (1 << 25)) == (255 << 25) & 0xFFFFFFFF  # wraps like the protocol
+
+
+def test_checksum_patch_is_refused_when_adb_shell_is_not_as_expected(monkeypatch: pytest.MonkeyPatch) -> None:
+    from adb_shell import adb_device, adb_message
+
+    from farm.transports import adb_checksum
+
+    assert adb_checksum.install() and adb_message.checksum is adb_checksum.fast_checksum
+    monkeypatch.setattr(adb_message, "checksum", lambda data: 0)  # a reworked library
+    monkeypatch.setattr(adb_device, "checksum", adb_message.checksum)
+    assert adb_checksum.install() is False
+    assert adb_message.checksum(b"x") == 0  # left alone

@@ -43,6 +43,7 @@ from adb_shell.auth.sign_cryptography import CryptographySigner
 from adb_shell.transport.tcp_transport import TcpTransport
 
 from farm.config.inventory import AdbTransport as AdbSettings
+from farm.transports import adb_checksum
 from farm.transports.base import KILL_SCRIPT, SPAWN_SCRIPT, Background, Completed, TransportError, Unreachable
 
 T = TypeVar("T")
@@ -75,6 +76,10 @@ printf '\n%s %d\n' "$m" "$rc"
 cat "$e" 2>/dev/null; rm -f "$e"
 printf '\n%s\n' "$m"
 """
+
+
+CHECKSUM_PATCHED = adb_checksum.install()
+"""Whether adb-shell uses the numpy checksum (bench/bench_adb_push.py, docs/adb-transport.md)."""
 
 
 def keygen(path: Path | str) -> bool:
