@@ -298,3 +298,17 @@ def test_checksum_patch_is_refused_when_adb_shell_is_not_as_expected(monkeypatch
     monkeypatch.setattr(adb_device, "checksum", adb_message.checksum)
     assert adb_checksum.install() is False
     assert adb_message.checksum(b"x") == 0  # left alone
+
+
+def test_usb_without_the_usb_extra_names_it(tmp_path: Path) -> None:
+    try:
+        import usb1  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("libusb1 is installed here: the usb extra is present")
+    key = tmp_path / "adbkey"
+    keygen(key)
+    link = AdbLink("usb-phone", AdbTransport(kind="adb", serial="0123456789ABCDEF", key=str(key)))
+    with pytest.raises(Unreachable, match=r"codec-farm\[usb\]"):
+        link.connect()

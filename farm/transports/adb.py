@@ -228,7 +228,10 @@ class AdbLink:
             try:
                 dev = AdbDeviceUsb(serial=s.serial, default_transport_timeout_s=None)
             except Exception as exc:  # adb-shell raises several types for "no usb extra / no libusb / no device"
-                raise self._err(f"cannot open USB device: {exc}", unreachable=True) from None
+                hint = ""
+                if isinstance(exc, adb_exc.InvalidTransportError):
+                    hint = " (USB needs the farm's usb extra: pip install 'codec-farm[usb]')"
+                raise self._err(f"cannot open USB device: {exc}{hint}", unreachable=True) from None
         asked = threading.Event()  # set when every signature was rejected and we offer the public key
 
         def on_prompt(_dev: Any) -> None:
