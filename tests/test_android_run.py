@@ -160,9 +160,12 @@ def test_connection_dropped_mid_decode_retries_the_job_once(sim_phone: PhoneFact
     phone = sim_phone("wobbly")
     inv = sim_phone.inventory(tmp_path / "devices.yaml")
     marker = "1.7320"
+    once = tmp_path / "slowed-once"  # only the first decode is slow: the one the link drops under
     slow = variant(
-        tmp_path, "slow", ["sh", "-c", f'touch "$1.started"; sleep {marker}; shift; exec "$@"', "w", "{output}"]
-    )
+        tmp_path, "slow",
+        ["sh", "-c", f'if [ ! -e "$2" ]; then : >"$2"; touch "$1.started"; sleep {marker}; fi; shift 2; exec "$@"',
+         "w", "{output}", str(once)],
+    )  # fmt: skip
     thread, dropped = watch(started(phone), phone.drop_connections)
     code, out = farm(tmp_path, "run", sim_suite(tmp_path, FAILURES), "--bundle", str(slow), "--inventory", str(inv))
     thread.join()

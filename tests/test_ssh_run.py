@@ -106,9 +106,12 @@ def test_connection_dropped_mid_decode_retries_the_job_once(ssh_board: BoardFact
     board = ssh_board("flaky")
     inv = ssh_board.inventory(tmp_path / "devices.yaml")
     marker = "1.4142"
+    once = tmp_path / "slowed-once"  # only the first decode is slow: the one the link drops under
     slow = variant(
-        tmp_path, "slow", ["sh", "-c", f'touch "$1.started"; sleep {marker}; shift; exec "$@"', "w", "{output}"]
-    )
+        tmp_path, "slow",
+        ["sh", "-c", f'if [ ! -e "$2" ]; then : >"$2"; touch "$1.started"; sleep {marker}; fi; shift 2; exec "$@"',
+         "w", "{output}", str(once)],
+    )  # fmt: skip
     dropped = threading.Event()
 
     def drop_on_first_decode() -> None:
