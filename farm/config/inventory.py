@@ -91,6 +91,26 @@ class ThermalSettings(Strict):
     simulated: bool = False
 
 
+class BatterySettings(Strict):
+    """Where fleet health (``farm serve``) reads a device's battery: a ``power_supply`` directory.
+
+    ``auto`` takes the first ``/sys/class/power_supply/*`` of type ``Battery`` that powers the device itself
+    (a peripheral's battery has scope ``Device`` and is skipped); ``none`` declares there is no battery. An
+    explicit absolute path names the directory (with ``capacity`` in percent and ``status``), for a phone whose
+    vendor names it oddly or a board whose readings come from elsewhere. No battery: the level is missing, not 0.
+    """
+
+    supply: str = "auto"
+    simulated: bool = False
+
+    @field_validator("supply")
+    @classmethod
+    def _supply(cls, value: str) -> str:
+        if value not in {"auto", "none"} and not value.startswith("/"):
+            raise ValueError(f"supply {value!r} is not 'auto', 'none' or an absolute power_supply directory")
+        return value
+
+
 class Device(Strict):
     id: str = Field(pattern=ID_PATTERN)
     platform: Literal["linux", "android", "ios"]
@@ -102,6 +122,7 @@ class Device(Strict):
     runtime: dict[str, str] = Field(default_factory=dict)
     power: PowerSettings = PowerSettings()
     thermal: ThermalSettings = ThermalSettings()
+    battery: BatterySettings = BatterySettings()
 
     @field_validator("target")
     @classmethod
