@@ -208,6 +208,9 @@ def run(
     store: StoreOpt = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the run as JSON")] = None,
     junit: Annotated[Path | None, typer.Option("--junit", help="write gate verdicts as JUnit XML")] = None,
+    pushgateway: Annotated[
+        str | None, typer.Option("--pushgateway", help="push the run's results to this Prometheus Pushgateway URL")
+    ] = None,
 ) -> None:
     """Run SUITE with a bundle on the selected devices and gate it."""
     from farm.pipeline import execute, load_plan
@@ -215,6 +218,10 @@ def run(
     from farm.report import results_table, verdict_table, write_json, write_junit
 
     with _errors():
+        if pushgateway is not None:
+            from farm.metrics.push import check_url
+
+            check_url(pushgateway)  # a typo must cost no run
         store_path = _store_path(store)
         state = _state_dir(store_path)
         plan = load_plan(suite, bundle, anchor, _inventory(inventory), devices_sel, state / "cache")
@@ -240,7 +247,18 @@ def run(
             write_junit(junit, outcome.run_id, plan.suite.name, outcome.verdicts)
         code = outcome.exit_code
         word = {0: "[green]PASSED[/]", 1: "[red]FAILED[/]", 3: "[red]INCOMPLETE[/]"}[code]
-        out.print(f"run {outcome.run_id}: {word} (exit {code})", highlight=False)
+        pushed = ""
+        if pushgateway is not None:
+            from farm.metrics.push import push_run
+
+            try:
+                key = push_run(store_path, outcome.run_id, pushgateway)
+                pushed = f", pushed to {pushgateway} ({', '.join(f'{k}={v}' for k, v in key.items())})"
+            except FarmError as exc:
+                # CI asked for the metrics: losing them is an infrastructure failure, whatever the gates said
+                err.print(f"error: {exc}", highlight=False, markup=False)
+                pushed, code = ", but its results were NOT pushed", 3
+        out.print(f"run {outcome.run_id}: {word}{pushed} (exit {code})", highlight=False)
         for v in outcome.verdicts:
             if v.verdict != "pass":
                 err.print(f"gate {v.verdict}: {v.label}: {v.detail}", highlight=False, markup=False)
@@ -343,6 +361,48 @@ def bundle_verify(path: Annotated[Path, typer.Argument(help="bundle directory or
         b = open_bundle(path, Path(tmp))
         targets = ", ".join(sorted(b.manifest.targets))
         out.print(f"ok: {b.label} codec={b.manifest.codec} targets={targets} digest={b.digest}")
+
+
+@app.command()
+def serve(
+    bind: Annotated[str, typer.Option("--bind", help="address to listen on (0.0.0.0 opens it to the network)")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port (0 picks a free one)")] = 9464,
+    poll_interval: Annotated[
+        float, typer.Option("--poll-interval", min=1, max=3600, help="seconds between device health probes")
+    ] = 30.0,
+    inventory: InventoryOpt = None,
+    store: StoreOpt = None,
+) -> None:
+    """Serve the stored results and live device health to Prometheus until stopped (Ctrl-C or SIGTERM)."""
+    import signal
+    import threading
+
+    from farm.config.inventory import load_inventory
+    from farm.metrics.server import start
+
+    with _errors():
+        store_path = _store_path(store)
+        devices = load_inventory(_inventory(inventory)).devices
+        stop = threading.Event()
+        exporter = start(
+            store_path, devices, _state_dir(store_path), bind=bind, port=port, period_s=poll_interval,
+            log=lambda line: err.print(f"health: {line}", highlight=False, markup=False),
+        )  # fmt: skip
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        out.print(
+            f"serving {exporter.url} (store {store_path}; {len(devices)} device(s) probed every {poll_interval:g}s)",
+            highlight=False,
+        )
+        sys.stdout.flush()  # whoever started us (a supervisor, a test) learns the address now, not at exit
+        try:
+            while not stop.wait(1.0):
+                pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            exporter.stop()
 
 
 sim_app = typer.Typer(no_args_is_help=True, help="Virtual devices for development and tests (simulated sensors).")

@@ -87,7 +87,7 @@ class PowerSettings(Strict):
     nodes: tuple[str, ...] = ()
     unit: str | None = None
     sign: Literal[1, -1] | None = None
-    sysfs_root: str = "/sys"
+    sysfs_root: str = "/sys"  # where the device's power_supply, powercap and hwmon classes are (health reads it too)
     charger_suspend: ChargerSuspend | None = None
     simulated: bool = False  # readings come from a model (virtual boards): reports label them
 
