@@ -31,6 +31,8 @@ err = Console(stderr=True, soft_wrap=True)
 
 InventoryOpt = Annotated[Path | None, typer.Option("--inventory", help="devices file [env FARM_INVENTORY]")]
 StoreOpt = Annotated[Path | None, typer.Option("--store", help="results database [env FARM_STORE]")]
+RepoOpt = Annotated[Path | None, typer.Option("--repo", help="git repository to tag (default: the current one)")]
+SignOpt = Annotated[bool, typer.Option("--sign", help="sign the tag (git tag -s: GPG or SSH, per git config)")]
 
 
 def _inventory(path: Path | None) -> Path:
@@ -211,11 +213,16 @@ def run(
     pushgateway: Annotated[
         str | None, typer.Option("--pushgateway", help="push the run's results to this Prometheus Pushgateway URL")
     ] = None,
+    release: Annotated[
+        str | None, typer.Option("--release", help="tag this VERSION if every gate passes (farm release tag)")
+    ] = None,
+    repo: RepoOpt = None,
+    sign: SignOpt = False,
 ) -> None:
     """Run SUITE with a bundle on the selected devices and gate it."""
     from farm.pipeline import execute, load_plan
     from farm.progress import LiveView
-    from farm.report import results_table, verdict_table, write_json, write_junit
+    from farm.report import agreement_table, results_table, verdict_table, write_json, write_junit
 
     with _errors():
         if pushgateway is not None:
@@ -224,12 +231,15 @@ def run(
             check_url(pushgateway)  # a typo must cost no run
         store_path = _store_path(store)
         state = _state_dir(store_path)
+        repo_root = _release_preflight(release, repo, sign)
         plan = load_plan(suite, bundle, anchor, _inventory(inventory), devices_sel, state / "cache")
         db = _open_store(store)
         view = LiveView(out, [d.id for d in plan.devices])
         with view:
             outcome = execute(plan, store=db, state_dir=state, emit=view.event, log=view.log)
         out.print(results_table(db, outcome.run_id))
+        if (agreement := agreement_table(db, outcome.run_id)) is not None:
+            out.print(agreement)
         out.print(verdict_table(outcome.verdicts, title=f"gates of run {outcome.run_id}"))
         s = outcome.summary
         out.print(
@@ -262,6 +272,11 @@ def run(
         for v in outcome.verdicts:
             if v.verdict != "pass":
                 err.print(f"gate {v.verdict}: {v.label}: {v.detail}", highlight=False, markup=False)
+        if release is not None and repo_root is not None:
+            if code != 0:
+                err.print(f"release {release} not tagged: the run did not pass", highlight=False, markup=False)
+            else:
+                _tag(db, outcome.run_id, release, repo_root, plan.bundle, sign, state)
     raise typer.Exit(code)
 
 
@@ -273,14 +288,14 @@ def gate(
 ) -> None:
     """Re-evaluate a stored run's gates from the store (appends a new evaluation; never rewrites)."""
     from farm.config.suite import Suite
-    from farm.gates import evaluate, load_view
+    from farm.gates import StoreBaselines, evaluate, load_view
     from farm.report import verdict_table, write_junit
 
     with _errors():
         db = _open_store(store)
         rid = _run_id(db, run_id)
         suite = Suite.model_validate_json(db.run(rid)["suite_json"])
-        verdicts = evaluate(suite.gates, load_view(db, rid))
+        verdicts = evaluate(suite.gates, load_view(db, rid), StoreBaselines(db))
         db.add_gate_evaluation(rid, [v.as_dict() for v in verdicts])
         out.print(verdict_table(verdicts, title=f"gates of run {rid}"))
         if junit:
@@ -316,13 +331,15 @@ def report(
     json_out: Annotated[Path | None, typer.Option("--json")] = None,
 ) -> None:
     """Print a stored run's results and its latest gate verdicts."""
-    from farm.report import results_table, verdict_table, verdicts_from_store, write_json
+    from farm.report import agreement_table, results_table, verdict_table, verdicts_from_store, write_json
 
     with _errors():
         db = _open_store(store)
         rid = _run_id(db, run_id)
         verdicts = verdicts_from_store(db, rid)
         out.print(results_table(db, rid))
+        if (agreement := agreement_table(db, rid)) is not None:
+            out.print(agreement)
         out.print(verdict_table(verdicts, title=f"gates of run {rid}"))
         if json_out:
             write_json(json_out, db, rid, verdicts)
@@ -403,6 +420,104 @@ def serve(
             pass
         finally:
             exporter.stop()
+
+
+release_app = typer.Typer(no_args_is_help=True, help="Release tags bound to a run that passed every gate.")
+app.add_typer(release_app, name="release")
+
+
+def _release_preflight(version: str | None, repo: Path | None, sign: bool) -> Path | None:
+    """--release problems (bad tag name, no repository, tag exists) are input errors found before the run."""
+    from farm.release.tag import preflight
+
+    if version is None:
+        if repo is not None or sign:
+            raise InputError("--repo and --sign only apply with --release VERSION")
+        return None
+    return preflight(version, repo or Path.cwd())
+
+
+def _tag(db: Any, run_id: str, version: str, repo: Path, bundle: Any, sign: bool, state: Path,
+         manifest: Path | None = None) -> None:  # fmt: skip
+    from farm.release.tag import tag_release
+
+    path = manifest or state / "releases" / f"{version.replace('/', '_')}.json"
+    done = tag_release(db, run_id, version, repo=repo, bundle=bundle, sign=sign, manifest_out=path)
+    gates = len(done.manifest["gates"]["verdicts"])
+    out.print(
+        f"tagged {done.tag} at {done.commit[:12]} in {repo}: {done.manifest['bundle']['name']}@"
+        f"{done.manifest['bundle']['version']} (digest {done.manifest['bundle']['digest'][:16]}), run {run_id}, "
+        f"{gates} gate verdicts passed; manifest {done.manifest_path}",
+        highlight=False,
+    )
+
+
+def _run_bundle(db: Any, run_id: str, given: Path | None, state: Path) -> Any:
+    """The bundle to check a release against: the one given, else the one the run recorded."""
+    from farm.bundle import open_bundle
+    from farm.release.manifest import recorded_bundle
+
+    path = given or recorded_bundle(db, run_id)
+    if path is None:
+        raise InputError(f"run {run_id} does not record where its bundle was: give --bundle")
+    if given is None and not path.exists():
+        raise InputError(f"run {run_id}'s bundle is no longer at {path}: give --bundle")
+    return open_bundle(path, state / "cache")
+
+
+@release_app.command("tag")
+def release_tag(
+    version: Annotated[str, typer.Argument(help="the release version, used as the tag name (e.g. v2.3.0)")],
+    run_id: Annotated[str, typer.Option("--run", help="the run that passed (a unique prefix is enough)")],
+    repo: RepoOpt = None,
+    sign: SignOpt = False,
+    bundle: Annotated[
+        Path | None, typer.Option("--bundle", help="the bundle being released (default: where the run found it)")
+    ] = None,
+    manifest: Annotated[
+        Path | None, typer.Option("--manifest", help="JSON manifest to write (default .farm/releases/VERSION.json)")
+    ] = None,
+    store: StoreOpt = None,
+) -> None:
+    """Tag VERSION on the repository's HEAD, only if the run is complete, passed every gate and is this bundle.
+
+    Refusals exit 1 and name every gate that failed, is missing or is inconclusive.
+    """
+    with _errors():
+        state = _state_dir(_store_path(store))
+        root = _release_preflight(version, repo, sign)
+        assert root is not None
+        db = _open_store(store)
+        rid = _run_id(db, run_id)
+        _tag(db, rid, version, root, _run_bundle(db, rid, bundle, state), sign, state, manifest)
+
+
+@release_app.command("verify")
+def release_verify(
+    tag: Annotated[str, typer.Argument(help="a tag made by 'farm release tag'")],
+    repo: RepoOpt = None,
+    bundle: Annotated[
+        Path | None, typer.Option("--bundle", help="the released bundle (default: where the run found it)")
+    ] = None,
+    store: StoreOpt = None,
+) -> None:
+    """Check a release tag's manifest against the store and the bundle; exit 1 naming every difference."""
+    from farm.errors import Refused
+    from farm.release.verify import verify_release
+
+    with _errors():
+        state = _state_dir(_store_path(store))
+        db = _open_store(store)
+        result = verify_release(db, repo or Path.cwd(), tag, lambda rid: _run_bundle(db, rid, bundle, state))
+        if result.problems:
+            raise Refused(f"release {tag} does not verify:", result.problems)
+        b = result.manifest["bundle"]
+        out.print(
+            f"ok: {tag} is {b['name']}@{b['version']} (digest {b['digest'][:16]}), run {result.manifest['run']['id']}; "
+            "stored results, "
+            f"{len(result.manifest['gates']['verdicts'])} gate verdicts and the bundle match; {result.signature}",
+            highlight=False,
+        )
 
 
 sim_app = typer.Typer(no_args_is_help=True, help="Virtual devices for development and tests (simulated sensors).")

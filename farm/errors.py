@@ -1,7 +1,7 @@
 """Exceptions that map onto the farm's exit codes.
 
-The CLI turns these into exit codes (design: 0 pass, 1 gate failed/missing, 2 bad input, 3 infrastructure), so
-every layer raises one of them instead of printing and exiting on its own.
+The CLI turns these into exit codes (design: 0 pass, 1 gate failed/missing or refused, 2 bad input,
+3 infrastructure), so every layer raises one of them instead of printing and exiting on its own.
 """
 
 from __future__ import annotations
@@ -45,3 +45,17 @@ class InfraError(FarmError):
     """A device or service could not be reached and the work could not complete."""
 
     exit_code = 3
+
+
+class Refused(FarmError):
+    """The farm's answer is no: a gate did not pass, a bundle or a stored result does not match (exit 1).
+
+    Not an error of the input or of the farm: CI reads exit 1 as "this must not ship", with every reason listed.
+    """
+
+    exit_code = 1
+
+    def __init__(self, headline: str, reasons: list[str]) -> None:
+        self.headline = headline
+        self.reasons = reasons
+        super().__init__("\n".join([headline, *(f"  {r}" for r in reasons)]))

@@ -8,7 +8,9 @@ output once -> 6 BD-rate per device and gates, all from the store -> 7 the calle
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import os
 import secrets
 import socket
 import time
@@ -25,15 +27,18 @@ from farm.config.inventory import Device, Inventory, load_inventory, select
 from farm.config.suite import Suite, load_suite
 from farm.errors import InfraError, InputError, Problem
 from farm.fileio import write_atomic
-from farm.gates import Verdict, evaluate, load_view
+from farm.gates import StoreBaselines, Verdict, evaluate, load_view
 from farm.media import Bitstream, Source, encode, host_ffmpeg, render, tool_identity
 from farm.quality.bdrate import BDRateError, bd_rate
+from farm.quality.compare import compare_outputs
 from farm.quality.score import CONVENTIONS, QualityError, QualityScores, bits_per_pixel, score
 from farm.runner import DecodedCache, DeviceSession, Event, JobRecord, JobSpec, SessionReport
 from farm.scheduler import dispatch
 from farm.store import Measurement, Store
 
 SCORING_VERSION = 1  # bump when scoring changes in a way that invalidates cached scores
+TOLERANCE_METRICS = ("consistency.max_abs_diff", "consistency.psnr_db")  # gates that need outputs compared
+MAX_DISTINCT_OUTPUTS = 16  # per bitstream: at most 120 pairs
 
 RUN_CONVENTIONS = {
     "fps": "steady state after warm-up frames, from per-frame decode times (else device wall clock)",
@@ -184,7 +189,9 @@ def execute(
         host=socket.gethostname(), farm_version=__version__,
         conventions={**RUN_CONVENTIONS, **{k: json.dumps(v) for k, v in CONVENTIONS.items()}},
         plan={"devices": {d.id: {"tags": list(d.tags), "test_jobs": sum(1 for j in jobs if j.role == "test")}
-                          for d in plan.devices}},
+                          for d in plan.devices},
+              # where the bundle was, so a release can re-check it without being told again
+              "bundle_source": os.path.abspath(plan.bundle.source or plan.bundle.root)},
     )  # fmt: skip
     log(f"run {run_id}: {len(jobs)} jobs on {len(plan.devices)} device(s)")
     try:
@@ -216,6 +223,8 @@ def _complete(
     for rec in records:
         store.add_measurements(rec.job_id, quality_measurements(rec, scored))
     bd_rates(store, run_id, plan, records, scored)
+    if any(g.metric in TOLERANCE_METRICS for g in plan.suite.gates):
+        compare_differing_outputs(store, run_id, records, log)
     summary = {
         "encodes": media.encodes,
         "encodes_reused": media.reused,
@@ -228,9 +237,38 @@ def _complete(
     }
     # the run is finished before its gates are evaluated: gates refuse runs still marked running
     store.finish_run(run_id, "complete" if all(r.error is None for r in reports) else "incomplete", summary)
-    verdicts = evaluate(plan.suite.gates, load_view(store, run_id))
+    verdicts = evaluate(plan.suite.gates, load_view(store, run_id), StoreBaselines(store))
     store.add_gate_evaluation(run_id, [v.as_dict() for v in verdicts])
     return RunOutcome(run_id, verdicts, summary, reports)
+
+
+def compare_differing_outputs(
+    store: Store, run_id: str, records: list[JobRecord], log: Callable[[str], None] = lambda _: None
+) -> None:
+    """Step 5b: when decodes of one bitstream differ, measure by how much (for consistency tolerances).
+
+    Bit-exact decoders produce one digest per bitstream and cost nothing here. Each pair of different digests
+    is compared once, from the decoded files the run pulled to the host. A bitstream with more than
+    MAX_DISTINCT_OUTPUTS different outputs is not compared pairwise (its tolerance gates are then missing):
+    such a decoder is not a float path that rounds differently, and the pairs would grow quadratically.
+    """
+    outputs: dict[tuple[str, float], dict[str, Path]] = defaultdict(dict)
+    for rec in records:
+        if rec.spec.role == "test" and rec.status == "ok" and rec.output_sha and rec.local_output is not None:
+            outputs[(rec.spec.source.sequence_id, rec.spec.bitstream.rate_kbps)][rec.output_sha] = rec.local_output
+    for (seq, rate), files in sorted(outputs.items()):
+        if len(files) > MAX_DISTINCT_OUTPUTS:
+            log(f"{seq}@{rate:g}kbps: {len(files)} different outputs, not compared pairwise")
+    tasks = [
+        (seq, rate, a, b, files[a], files[b])
+        for (seq, rate), files in sorted(outputs.items())
+        if len(files) <= MAX_DISTINCT_OUTPUTS
+        for a, b in itertools.combinations(sorted(files), 2)
+    ]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(lambda t: compare_outputs(t[4], t[5]), tasks))
+    for (seq, rate, a, b, _, _), c in zip(tasks, results, strict=True):
+        store.add_output_diff(run_id, seq, rate, a, b, c.frames, c.max_abs_diff, c.psnr_min_db, c.detail)
 
 
 ScoreKey = tuple[str, str]  # (decoded output sha, source sha)

@@ -116,9 +116,10 @@ def verdict_table(verdicts: Sequence[Verdict], title: str = "gates") -> Table:
     table = Table(title=title)
     for col in ("gate", "scope", "value", "verdict", "detail"):
         table.add_column(col)
-    style = {"pass": "[green]PASS[/]", "fail": "[red]FAIL[/]", "missing": "[yellow]MISSING[/]"}
+    style = {"pass": "[green]PASS[/]", "fail": "[red]FAIL[/]", "missing": "[yellow]MISSING[/]",
+             "inconclusive": "[yellow]INCONCLUSIVE[/]"}  # fmt: skip
     for v in verdicts:
-        value = MISSING if v.value is None else (f"{v.value:.4g}" if isinstance(v.value, float) else str(v.value))
+        value = _value_text(v)
         thr = f"{v.threshold:g}" if isinstance(v.threshold, float | int) else str(v.threshold)
         table.add_row(
             f"{v.metric} {v.op} {thr}", escape(v.scope_key), escape(value), style[v.verdict], escape(v.detail[:160])
@@ -126,13 +127,54 @@ def verdict_table(verdicts: Sequence[Verdict], title: str = "gates") -> Table:
     return table
 
 
-def verdicts_from_store(store: Store, run_id: str) -> list[Verdict]:
+def _value_text(v: Verdict) -> str:
+    if v.value is None:
+        # an inconclusive comparison has no value because nothing could be decided, not because it is unmeasured
+        return "-" if v.verdict == "inconclusive" else MISSING
+    if isinstance(v.value, float) and v.gate.get("baseline") is not None:
+        return f"{v.value * 100:+.2f}%"  # baseline gates: the shift relative to the baseline
+    return f"{v.value:.4g}" if isinstance(v.value, float) else str(v.value)
+
+
+def verdicts_from_store(store: Store, run_id: str, evaluation: int | None = None) -> list[Verdict]:
+    """The verdicts of one stored evaluation (the latest by default), as they were decided."""
     return [
         Verdict(row["gate_index"], row["metric"], row["op"], _num(row["threshold"]), row["scope"], row["scope_key"],
                 row["stat"], _num(row["value"]) if row["value"] is not None else None, row["verdict"], row["detail"],
-                json.loads(row["inputs_json"]))
-        for row in store.gate_verdicts(run_id)
+                json.loads(row["inputs_json"]), json.loads(row["gate_json"]) if row["gate_json"] else {})
+        for row in store.gate_verdicts(run_id, evaluation)
     ]  # fmt: skip
+
+
+def agreement_table(store: Store, run_id: str) -> Table | None:
+    """Which devices disagree with which: one row per bitstream whose decodes differ, None if none do.
+
+    Devices are grouped by the digest they produced; with stored comparisons, each pair of groups gets its
+    largest sample difference and worst-frame PSNR, so a rounding difference reads differently from garbage.
+    """
+    view = load_view(store, run_id)
+    groups: dict[tuple[str, float], dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for j in view.jobs:
+        if j.role == "test" and j.status == "ok" and j.output_sha:
+            groups[(j.sequence, j.rate_kbps)][j.output_sha].add(j.device_id)
+    table = Table(title=f"decodes that differ in run {run_id}")
+    for col in ("bitstream", "devices", "vs devices", "max |diff|", "worst-frame PSNR-YUV"):
+        table.add_column(col)
+    for (seq, rate), by_sha in sorted(groups.items()):
+        shas = sorted(by_sha)
+        for i, a in enumerate(shas):
+            for b in shas[i + 1 :]:
+                diff = view.diff(a, b)
+                left = ",".join(sorted(by_sha[a])) + f" ({a[:8]})"
+                right = ",".join(sorted(by_sha[b])) + f" ({b[:8]})"
+                if diff is None:
+                    numbers = ["not compared", ""]
+                elif diff.max_abs_diff is None or diff.psnr_min_db is None:
+                    numbers = [escape(diff.detail or "not comparable"), ""]
+                else:
+                    numbers = [f"{diff.max_abs_diff:g}", f"{diff.psnr_min_db:.2f} dB"]
+                table.add_row(f"{seq}@{rate:g}kbps", escape(left), escape(right), *numbers)
+    return table if table.row_count else None
 
 
 def _num(text: str) -> float | str:

@@ -4,6 +4,10 @@ WAL mode and one short transaction per result mean a crash loses nothing already
 (``farm serve``, ``farm report``) never block a running farm. Rows are only ever inserted: re-evaluating a
 run's gates appends a new evaluation, so what a release was tagged on can always be reproduced.
 A measurement that could not be taken is stored as NULL with its reason, never as 0.
+
+The schema only grows: a newer farm migrates an older database in place by adding tables and nullable
+columns (see ``_MIGRATIONS``), so every result already stored stays readable and nothing is rewritten. A
+database written by a newer farm than this one is refused rather than misread.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 2
+from farm.errors import FarmError
+
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -70,10 +76,51 @@ CREATE TABLE IF NOT EXISTS gates (
     run_id TEXT NOT NULL REFERENCES runs(id), evaluation INTEGER NOT NULL,
     gate_index INTEGER NOT NULL, metric TEXT NOT NULL, op TEXT NOT NULL, threshold TEXT NOT NULL,
     scope TEXT NOT NULL, scope_key TEXT NOT NULL, stat TEXT NOT NULL,
-    value TEXT, verdict TEXT NOT NULL,  -- pass | fail | missing
+    value TEXT, verdict TEXT NOT NULL,  -- pass | fail | missing | inconclusive
     detail TEXT NOT NULL, inputs_json TEXT NOT NULL, evaluated_at REAL NOT NULL
 );
 """
+
+# version reached -> statements that bring a database of the previous version there. Only additions: an older
+# farm's rows keep every column they had, and new columns are nullable (NULL = recorded before they existed).
+_MIGRATIONS: dict[int, str] = {
+    3: """
+ALTER TABLE gates ADD COLUMN gate_json TEXT;      -- the gate as declared (baseline, alpha, min_change, ...)
+CREATE TABLE IF NOT EXISTS output_diffs (         -- decoded outputs of one bitstream that differ, compared
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    sequence TEXT NOT NULL, rate_kbps REAL NOT NULL,
+    a_sha TEXT NOT NULL, b_sha TEXT NOT NULL,     -- a_sha < b_sha
+    frames INTEGER,
+    max_abs_diff REAL,                            -- largest |a - b| over every sample of every plane
+    psnr_min_db REAL,                             -- worst frame's PSNR-YUV of b against a (capped at 100 dB)
+    detail TEXT,                                  -- why they could not be compared (then both values NULL)
+    recorded_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS output_diffs_run ON output_diffs(run_id);
+CREATE TABLE IF NOT EXISTS releases (
+    tag TEXT NOT NULL, version TEXT NOT NULL,
+    run_id TEXT NOT NULL REFERENCES runs(id), suite_name TEXT NOT NULL, bundle_digest TEXT NOT NULL,
+    evaluation INTEGER NOT NULL,                  -- the gate evaluation the release was granted on
+    repo TEXT NOT NULL, commit_sha TEXT NOT NULL,
+    manifest_json TEXT NOT NULL, manifest_sha256 TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+""",
+}
+
+
+def _statements(script: str) -> list[str]:
+    """Split a DDL script into statements (executescript would commit the migration's transaction early)."""
+    out: list[str] = []
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            out.append(pending.strip())
+            pending = ""
+    if pending.strip():
+        out.append(pending.strip())
+    return out
 
 
 def default_store_path() -> Path:
@@ -101,8 +148,32 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(_SCHEMA)
-        self._db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Create a new database at the current schema, or bring an older one up to it, in one transaction.
+
+        Concurrent farms opening the same file serialise on the write lock; the second finds nothing to do.
+        """
+        with self._tx() as db:
+            for statement in _statements(_SCHEMA):
+                db.execute(statement)
+            row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            version = int(row[0]) if row is not None else 2  # _SCHEMA above is version 2
+            if version > SCHEMA_VERSION:
+                raise FarmError(
+                    f"{self.path} has store schema {version}, newer than this farm's ({SCHEMA_VERSION}): "
+                    "upgrade the farm"
+                )
+            for target in sorted(t for t in _MIGRATIONS if t > version):
+                for statement in _statements(_MIGRATIONS[target]):
+                    db.execute(statement)
+                version = target
+            db.execute(
+                "INSERT INTO meta(key, value) VALUES ('schema_version', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (str(version),),
+            )
 
     def close(self) -> None:
         with self._lock:
@@ -198,15 +269,40 @@ class Store:
             evaluation = int(row[0]) + 1
             now = time.time()
             db.executemany(
-                "INSERT INTO gates VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO gates(run_id, evaluation, gate_index, metric, op, threshold, scope, scope_key, stat,"
+                " value, verdict, detail, inputs_json, evaluated_at, gate_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [
                     (run_id, evaluation, v["gate_index"], v["metric"], v["op"], str(v["threshold"]), v["scope"],
                      v["scope_key"], v["stat"], None if v["value"] is None else str(v["value"]), v["verdict"],
-                     v["detail"], json.dumps(v["inputs"], sort_keys=True, default=str), now)
+                     v["detail"], json.dumps(v["inputs"], sort_keys=True, default=str), now,
+                     json.dumps(v["gate"], sort_keys=True) if v.get("gate") else None)
                     for v in verdicts
                 ],
             )  # fmt: skip
         return evaluation
+
+    def add_output_diff(
+        self, run_id: str, sequence: str, rate_kbps: float, a_sha: str, b_sha: str, frames: int | None,
+        max_abs_diff: float | None, psnr_min_db: float | None, detail: str | None,
+    ) -> None:  # fmt: skip
+        """One comparison of two different decoded outputs of the same bitstream (stored with a_sha < b_sha)."""
+        a_sha, b_sha = sorted((a_sha, b_sha))
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO output_diffs VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (run_id, sequence, rate_kbps, a_sha, b_sha, frames, max_abs_diff, psnr_min_db, detail, time.time()),
+            )
+
+    def add_release(
+        self, *, tag: str, version: str, run_id: str, suite_name: str, bundle_digest: str, evaluation: int,
+        repo: str, commit_sha: str, manifest_json: str, manifest_sha256: str,
+    ) -> None:  # fmt: skip
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO releases VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (tag, version, run_id, suite_name, bundle_digest, evaluation, repo, commit_sha, manifest_json,
+                 manifest_sha256, time.time()),
+            )  # fmt: skip
 
     # -- reads ----------------------------------------------------------------------------------------
     def run(self, run_id: str) -> sqlite3.Row | None:
@@ -251,6 +347,27 @@ class Store:
                     "SELECT * FROM gates WHERE run_id=? AND evaluation=? ORDER BY gate_index, scope_key",
                     (run_id, evaluation),
                 )
+            )
+
+    def output_diffs(self, run_id: str) -> list[sqlite3.Row]:
+        with self._lock:
+            return list(self._db.execute("SELECT * FROM output_diffs WHERE run_id=? ORDER BY rowid", (run_id,)))
+
+    def last_release(self, suite_name: str, exclude_run: str | None = None) -> sqlite3.Row | None:
+        """The newest release of a suite (the default baseline of statistical gates)."""
+        with self._lock:
+            return self._db.execute(  # type: ignore[no-any-return]
+                "SELECT * FROM releases WHERE suite_name=? AND run_id IS NOT ? ORDER BY created_at DESC, rowid DESC"
+                " LIMIT 1",
+                (suite_name, exclude_run),
+            ).fetchone()
+
+    def releases(self, tag: str | None = None) -> list[sqlite3.Row]:
+        with self._lock:
+            if tag is None:
+                return list(self._db.execute("SELECT * FROM releases ORDER BY created_at DESC, rowid DESC"))
+            return list(
+                self._db.execute("SELECT * FROM releases WHERE tag=? ORDER BY created_at DESC, rowid DESC", (tag,))
             )
 
     def resolve_run_id(self, prefix: str) -> str | None:

@@ -52,6 +52,71 @@ gates:
     assert exc.value.exit_code == 2
 
 
+def test_gate_errors_name_the_field_that_is_wrong(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "g.yaml",
+        """name: g
+sequences:
+  - id: a
+    generate: {source: testsrc2, width: 64, height: 64, frames: 3}
+rates_kbps: [100]
+gates:
+  - {metric: fps, op: ">=", baseline: released, min_change: 0.05, alpha: 0.01}
+  - metric: failures
+    op: "<="
+    baseline: released
+  - {metric: fps, op: "==", baseline: 20260101-000000-abcdef}
+  - {metric: fps, op: ">=", baseline: released, stat: p5}
+  - {metric: fps, op: ">=", baseline: released, value: 30}
+  - {metric: fps, op: ">=", value: 30, alpha: 0.05}
+  - {metric: fps, op: ">="}
+  - {metric: consistency.max_abs_diff, op: "<=", value: 2, scope: all}
+  - {metric: consistency, op: "<=", value: 2}
+  - {metric: fps, op: ">=", baseline: released, alpha: 0.5}
+""",
+    )
+    with pytest.raises(InputError) as exc:
+        load_suite(path)
+    got = problems(exc)
+    assert len(got) == 8, got
+    assert f"{path}:10: gates[1].baseline: metric 'failures' cannot be compared with a baseline" in got[0]
+    assert f"{path}:11: gates[2].baseline: a baseline gate's op gives the good direction" in got[1]
+    assert f"{path}:12: gates[3].stat: a baseline gate compares every repeat" in got[2]
+    assert f"{path}:13: gates[4].value: give either 'value' (an absolute gate) or 'baseline'" in got[3]
+    assert f"{path}:14: gates[5].alpha: 'alpha' only applies to a gate with a 'baseline'" in got[4]
+    assert f"{path}:15: gates[6].value: required key missing (or give 'baseline'" in got[5]
+    assert f"{path}:17: gates[8].value: consistency gates are written 'consistency == bitexact'" in got[6]
+    assert got[7].startswith(f"{path}:18: gates[9].alpha: ")
+    assert exc.value.exit_code == 2
+
+
+def test_baseline_and_tolerance_gates_load_and_survive_the_store_round_trip(tmp_path: Path) -> None:
+    from farm.config.suite import Suite
+
+    path = write(
+        tmp_path / "ok.yaml",
+        """name: ok
+sequences:
+  - id: a
+    generate: {source: testsrc2, width: 64, height: 64, frames: 3}
+rates_kbps: [100]
+gates:
+  - {metric: fps, op: ">=", baseline: released, min_change: 0.05, alpha: 0.001, scope: tag:phones}
+  - {metric: energy_per_frame_j, op: "<=", baseline: 20260101-000000-abcdef}
+  - {metric: consistency.psnr_db, op: ">=", value: 60, scope: all}
+""",
+    )
+    suite = load_suite(path)
+    fps, energy, psnr = suite.gates
+    assert (fps.baseline, fps.min_change, fps.alpha, fps.value) == ("released", 0.05, 0.001, None)
+    assert (energy.min_change, energy.alpha) == (0.02, 0.01)
+    assert fps.describe() == "fps >= baseline(released) [tag:phones]" and psnr.describe() == (
+        "consistency.psnr_db >= 60 [all]"
+    )
+    # runs.suite_json writes every field out, defaults included; reading it back must not trip the checks
+    assert Suite.model_validate_json(suite.model_dump_json()) == suite
+
+
 def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
     path = write(tmp_path / "bad.yaml", "name: x\nsequences: [\n  - a: 1\n")
     with pytest.raises(InputError) as exc:

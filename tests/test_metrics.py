@@ -359,3 +359,10 @@ def test_a_full_exposition_passes_promtool_check_metrics(farm: Farm) -> None:
     bad = b"# HELP farm_bits_per_pixel x\n# TYPE farm_bits_per_pixel gauge\nfarm_bits_per_pixel 1\n"
     res = subprocess.run([str(PROMTOOL), "check", "metrics"], input=bad, capture_output=True, timeout=60)
     assert res.returncode != 0 and b"base unit" in res.stdout + res.stderr
+
+
+def test_the_verdict_state_set_covers_every_verdict_the_gates_give() -> None:
+    from farm.gates.verdict import VERDICTS
+    from farm.metrics import names
+
+    assert set(names.VERDICTS) == set(VERDICTS)  # an inconclusive gate must show up, not vanish from the board

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from farm.config.source import load_yaml, validate
 from farm.errors import InputError, Problem
@@ -44,10 +44,19 @@ METRICS: dict[str, str] = {
     "bd_rate.psnr_yuv": "BD-rate vs the anchor on PSNR-YUV, fraction (-0.1 = 10% fewer bits)",
     "bd_rate.vmaf": "BD-rate vs the anchor on VMAF, fraction",
     "consistency": "bitexact when every decode of a bitstream produced the same output, else mismatch",
+    "consistency.max_abs_diff": "largest absolute sample difference between two decodes of one bitstream",
+    "consistency.psnr_db": "worst-frame PSNR-YUV between two decodes of one bitstream, dB (100 = identical)",
     "failures": "number of failed jobs",
 }
 
 OPS = ("<", "<=", ">", ">=", "==", "!=")
+
+# per-job measurements with a continuous scale: the ones a baseline gate can test for a relative change
+BASELINE_METRICS = (
+    "fps", "fps.p50", "fps.p90", "fps.p99", "frame_time_ms.p50", "frame_time_ms.p90", "frame_time_ms.p99", "wall_s",
+    "power_w", "energy_j", "energy_per_frame_j", "temp_max_c", "bpp", "psnr_y", "psnr_u", "psnr_v", "psnr_yuv",
+    "ssim", "vmaf",
+)  # fmt: skip
 
 
 class Strict(BaseModel):
@@ -100,11 +109,20 @@ class ThermalPlan(Strict):
 
 
 class Gate(Strict):
+    """One gate. Absolute: ``metric op value``. Baseline: ``metric op baseline`` (op gives the good direction).
+
+    Fields are declared in the order they are validated, so each check can see the fields before it and
+    report its problem on the field that is wrong (``file:line: gates[2].alpha: ...``).
+    """
+
     metric: str
     op: str
-    value: float | str
+    baseline: str | None = None  # 'released' (newest release of the suite) or a run id / unique prefix
     scope: str = "each"
     stat: Literal["median", "mean", "min", "max", "p5", "p95"] = "median"
+    value: float | str | None = Field(default=None, validate_default=True)
+    min_change: float = Field(default=0.02, gt=0, lt=1)  # baseline gates: smallest relative change that fails
+    alpha: float = Field(default=0.01, gt=0, le=0.2)  # baseline gates: significance level of the U test
 
     @field_validator("metric")
     @classmethod
@@ -120,6 +138,23 @@ class Gate(Strict):
             raise ValueError(f"unknown operator {value!r}; one of {' '.join(OPS)}")
         return value
 
+    @field_validator("baseline")
+    @classmethod
+    def _baseline(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return value
+        if value != "released" and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", value):
+            raise ValueError(f"baseline {value!r} is neither 'released' nor a run id")
+        metric, op = info.data.get("metric"), info.data.get("op")
+        if metric is not None and metric not in BASELINE_METRICS:
+            raise ValueError(
+                f"metric {metric!r} cannot be compared with a baseline (it has no per-job values on a continuous "
+                "scale); baseline gates take one of " + ", ".join(BASELINE_METRICS)
+            )
+        if op is not None and op not in (">=", "<="):
+            raise ValueError("a baseline gate's op gives the good direction: '>=' (higher is better) or '<='")
+        return value
+
     @field_validator("scope")
     @classmethod
     def _scope(cls, value: str) -> str:
@@ -127,18 +162,55 @@ class Gate(Strict):
             raise ValueError(f"scope {value!r} is not 'each', 'all' or 'tag:NAME'")
         return value
 
-    @model_validator(mode="after")
-    def _value_kind(self) -> Gate:
-        if self.metric == "consistency":
-            if self.value not in ("bitexact",) or self.op not in ("==",):
-                raise ValueError("consistency gates are written 'consistency == bitexact'")
-        elif not isinstance(self.value, int | float):
-            raise ValueError(f"value must be a number for metric {self.metric!r}")
-        return self
+    @field_validator("stat")
+    @classmethod
+    def _stat(cls, value: str, info: ValidationInfo) -> str:
+        # runs only when 'stat' is written: a baseline gate tests every value, not a statistic of them. The
+        # default itself is let through, because a stored suite (runs.suite_json) writes every field out.
+        if info.data.get("baseline") is not None and value != "median":
+            raise ValueError("a baseline gate compares every repeat, not a statistic: drop 'stat'")
+        return value
+
+    @field_validator("value", mode="after")
+    @classmethod
+    def _value(cls, value: float | str | None, info: ValidationInfo) -> float | str | None:
+        metric, op, baseline = info.data.get("metric"), info.data.get("op"), info.data.get("baseline")
+        if baseline is not None:
+            if value is not None:
+                raise ValueError("give either 'value' (an absolute gate) or 'baseline', not both")
+            return value
+        if value is None:
+            if "baseline" in info.data:  # an invalid baseline has reported itself already
+                raise ValueError("required key missing (or give 'baseline' to compare with an earlier run)")
+            return value
+        if metric == "consistency":
+            if value != "bitexact" or op not in (None, "=="):
+                raise ValueError(
+                    "consistency gates are written 'consistency == bitexact' (or gate consistency.max_abs_diff "
+                    "or consistency.psnr_db against a number for a tolerance)"
+                )
+        elif not isinstance(value, int | float):
+            raise ValueError(f"value must be a number for metric {metric!r}")
+        return value
+
+    @field_validator("min_change", "alpha")
+    @classmethod
+    def _baseline_only(cls, value: float, info: ValidationInfo) -> float:
+        # runs only when written: on an absolute gate these would be silently ignored (defaults pass, as above)
+        default = cls.model_fields[str(info.field_name)].default
+        if "baseline" in info.data and info.data["baseline"] is None and value != default:
+            raise ValueError(f"'{info.field_name}' only applies to a gate with a 'baseline'")
+        return value
+
+    @property
+    def target(self) -> str:
+        """What the gate compares against, as people read it."""
+        if self.baseline is not None:
+            return f"baseline({self.baseline})"
+        return f"{self.value:g}" if isinstance(self.value, float) else str(self.value)
 
     def describe(self) -> str:
-        value = f"{self.value:g}" if isinstance(self.value, float) else str(self.value)
-        return f"{self.metric} {self.op} {value} [{self.scope}]"
+        return f"{self.metric} {self.op} {self.target} [{self.scope}]"
 
 
 class Suite(Strict):

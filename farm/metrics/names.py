@@ -107,8 +107,8 @@ GATE_PASSED = Spec(
 )  # fmt: skip
 GATE_VERDICT = Spec(
     "farm_gate_verdict", "gauge",
-    "The gate's verdict on the latest finished run as a state set: 1 for the current verdict (pass, fail or "
-    "missing), 0 for the others.", (*GATE_LABELS, "verdict"),
+    "The gate's verdict on the latest finished run as a state set: 1 for the current verdict (pass, fail, "
+    "missing or inconclusive), 0 for the others.", (*GATE_LABELS, "verdict"),
 )  # fmt: skip
 GATE_VALUE = Spec(
     "farm_gate_value", "gauge",
@@ -152,7 +152,7 @@ ALL_SPECS = RESULT_SPECS + COUNTER_SPECS + RUN_SPECS + HEALTH_SPECS
 
 QUANTILES = (0.5, 0.9, 0.99)
 PLANES = ("y", "u", "v", "yuv")
-VERDICTS = ("pass", "fail", "missing")
+VERDICTS = ("pass", "fail", "missing", "inconclusive")  # farm.gates.verdict.VERDICTS
 
 
 def sample_names() -> set[str]:

@@ -1,0 +1,61 @@
+"""Turn a run's stored results into one verdict per gate and scope.
+
+Scopes: ``each`` gives one verdict per device of the run (every planned device, reached or not);
+``tag:NAME`` and ``all`` pool the devices they cover into one verdict. A run that never finished passes
+nothing: whatever it measured is partial.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from farm.config.suite import Gate
+from farm.gates.absolute import DEVICE_METRICS, device_metric, failures, job_metric
+from farm.gates.baseline import Baselines, against_baseline
+from farm.gates.consistency import consistency
+from farm.gates.verdict import Measured, Verdict, meets
+from farm.gates.view import RunView
+
+
+def scopes(gate: Gate, view: RunView) -> list[tuple[str, list[str]]]:
+    if gate.scope == "each":
+        return [(d, [d]) for d in sorted(view.devices)]
+    if gate.scope == "all":
+        return [("all", sorted(view.devices))]
+    tag = gate.scope.removeprefix("tag:")
+    return [(gate.scope, sorted(d for d, tags in view.devices.items() if tag in tags))]
+
+
+def evaluate(gates: Sequence[Gate], view: RunView, baselines: Baselines | None = None) -> list[Verdict]:
+    """Every gate over every scope; ``baselines`` finds the runs that baseline gates compare against."""
+    verdicts: list[Verdict] = []
+    for index, gate in enumerate(gates):
+        for key, devices in scopes(gate, view):
+            m = _measure(gate, view, devices, baselines)
+            value, detail, decided = m.value, m.detail, m.verdict
+            if view.status == "running":
+                # the farm died mid-run: whatever was measured is partial and must not pass a gate
+                value, detail, decided = None, f"run did not finish (status running); partial: {detail}", None
+            if decided is None:
+                decided = "missing" if value is None else "pass" if meets(gate, value) else "fail"
+            threshold = gate.target if gate.baseline is not None else gate.value
+            assert threshold is not None
+            verdicts.append(
+                Verdict(index, gate.metric, gate.op, threshold, gate.scope, key, gate.stat, value, decided, detail,
+                        m.inputs, gate.model_dump(mode="json", exclude_defaults=True))
+            )  # fmt: skip
+    return verdicts
+
+
+def _measure(gate: Gate, view: RunView, devices: list[str], baselines: Baselines | None) -> Measured:
+    if not devices:
+        return Measured(None, f"no device in scope {gate.scope}", {"devices": []})
+    if gate.baseline is not None:
+        return against_baseline(gate, view, devices, baselines)
+    if gate.metric == "failures":
+        return failures(view, devices)
+    if gate.metric.startswith("consistency"):
+        return consistency(gate, view, devices)
+    if gate.metric in DEVICE_METRICS:
+        return device_metric(gate, view, devices)
+    return job_metric(gate, view, devices)
