@@ -242,6 +242,8 @@ def test_release_preconditions_are_input_errors_found_before_running(store: Path
     assert code == 2 and "no single run matches 'nosuchrun'" in out
     code, out = farm(store, "release", "verify", "v404", "--repo", str(repo))
     assert code == 2 and "no tag 'v404'" in out
+    code, out = farm(store, "release", "verify", "v*", "--repo", str(repo))
+    assert code == 2 and "'v*' is not a valid git tag name" in out
     git(repo, "tag", "light")
     code, out = farm(store, "release", "verify", "light", "--repo", str(repo))
     assert code == 2 and "lightweight tag" in out

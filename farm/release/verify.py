@@ -30,6 +30,7 @@ class Verification:
 
 def read_manifest(repo: Path, tag: str) -> tuple[dict[str, Any], git.TagContents]:
     root = git.repo_root(repo)
+    git.check_tag_name(root, tag)  # for-each-ref takes a pattern: "v*" must not stand for every tag
     contents = git.read_tag(root, tag)
     if contents.kind != "tag":
         raise InputError(f"{tag} is a lightweight tag: farm releases are annotated tags with a manifest")
