@@ -175,7 +175,7 @@ def main() -> None:
         inventory = work / "devices.yaml"
         inventory.write_text("devices:\n" + "".join(
             f"  - id: {d}\n    platform: linux\n    transport: {{kind: local}}\n    target: auto\n"
-            "    battery: {supply: none}\n    thermal: {zones: []}\n" for d in devices))  # fmt: skip
+            "    power: {meter: none}\n    thermal: {zones: []}\n" for d in devices))  # fmt: skip
 
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         farm, farm_url = started([sys.executable, "-m", "farm", "serve", "--port", "0", "--store", str(store_path),
