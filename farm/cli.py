@@ -192,7 +192,7 @@ def _check_device(device: Any) -> tuple[bool, str]:
         try:
             props = dev.info()
         finally:
-            dev.transport.close()
+            dev.close()
     except FarmError as exc:
         return False, str(exc)
     return True, ", ".join(f"{k}={v}" for k, v in props.items() if k in {"machine", "cpus", "kernel"})
