@@ -552,6 +552,8 @@ def _thermal(
 def _failure(outcome: DecodeOutcome, timeout_s: float) -> str | None:
     if outcome.timed_out:
         return f"decoder timed out after {timeout_s:g}s and was killed"
+    if outcome.failure is not None:
+        return outcome.failure
     if outcome.exit_status != 0:
         tail = outcome.stderr_tail.strip().splitlines()[-1:] if outcome.stderr_tail.strip() else []
         return f"decoder exited {outcome.exit_status}" + (f": {tail[0][:300]}" if tail else "")

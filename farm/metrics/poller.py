@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from farm.config.inventory import Device
-from farm.devices.connect import connect
 from farm.devices.base import FarmDevice
+from farm.devices.connect import connect
 from farm.devices.posix import PosixDevice, hottest_millidegrees
 from farm.errors import FarmError
 
@@ -120,9 +120,7 @@ def _device_probe(dev: FarmDevice, device: Device) -> Reading:
     temps = [t for t in dev.temperatures(zones) if t is not None]
     dev.probe_power(device.power, device.platform, charger_suspended=False)
     state = dev.battery()
-    return Reading(
-        max(temps) if temps else None, state.level if state else None, state.charging if state else None
-    )
+    return Reading(max(temps) if temps else None, state.level if state else None, state.charging if state else None)
 
 
 class HealthPoller:
