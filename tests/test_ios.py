@@ -184,7 +184,7 @@ def test_launch_passes_the_contract_arguments_and_collects(phone: FakePhone, tmp
     assert rows and all(r["fps_p50"] is not None for r in rows)
     assert all(r["power_w"] is not None and r["power_w"] > 0 for r in rows)  # host-sampled, sign normalised
     db = sqlite3.connect(tmp_path / "state" / "results.db")
-    (props,) = db.execute("SELECT properties FROM run_devices WHERE device_id = 'iphone-1'").fetchone()
+    (props,) = db.execute("SELECT properties_json FROM run_devices WHERE device_id = 'iphone-1'").fetchone()
     assert "IORegistry" in props and "iPhone14,5" in props
     charging = db.execute(
         "SELECT m.value FROM measurements m JOIN jobs j ON j.id = m.job_id WHERE j.device_id = 'iphone-1' "
