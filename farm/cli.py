@@ -100,9 +100,17 @@ app.add_typer(devices_app, name="devices")
 
 @devices_app.callback(invoke_without_command=True)
 def devices(
-    ctx: typer.Context, inventory: InventoryOpt = None, check: Annotated[bool, typer.Option("--check")] = False
+    ctx: typer.Context,
+    inventory: InventoryOpt = None,
+    check: Annotated[bool, typer.Option("--check")] = False,
+    usbmux: Annotated[
+        bool, typer.Option("--usbmux", help="also list every iOS device usbmuxd sees (UDID, model, iOS version)")
+    ] = False,
 ) -> None:
-    """List the inventory; with --check, connect to each device and report reachability and properties."""
+    """List the inventory; with --check, connect to each device and report reachability and properties.
+
+    iOS devices that usbmuxd sees are listed too when the inventory has an iOS device or --usbmux is given.
+    """
     if ctx.invoked_subcommand is not None:
         return
     from farm.config.inventory import load_inventory
@@ -121,8 +129,27 @@ def devices(
                 row += ["[green]yes[/]" if ok else "[red]no[/]", escape(detail)]
             table.add_row(*row)
         out.print(table)
+        if usbmux or any(d.platform == "ios" for d in inv.devices):
+            _list_usbmux()
         if unreachable:
             raise typer.Exit(3)
+
+
+def _list_usbmux() -> None:
+    """iOS devices on usbmux; a missing ``ios`` extra or usbmuxd is a note, never a failure of the listing."""
+    from farm.devices import ios
+
+    try:
+        found = ios.discover()
+    except FarmError as exc:
+        out.print(f"iOS (usbmux): {escape(str(exc))}", highlight=False)
+        return
+    table = Table(title="iOS devices on usbmux")
+    for col in ("udid", "connection", "model", "iOS", "name"):
+        table.add_column(col)
+    for d in found:
+        table.add_row(d.udid, d.connection, d.model, d.version, escape(d.name or d.error or ""))
+    out.print(table)
 
 
 @devices_app.command("trust")
@@ -192,7 +219,7 @@ def _check_device(device: Any) -> tuple[bool, str]:
         try:
             props = dev.info()
         finally:
-            dev.transport.close()
+            dev.close()
     except FarmError as exc:
         return False, str(exc)
     return True, ", ".join(f"{k}={v}" for k, v in props.items() if k in {"machine", "cpus", "kernel"})

@@ -23,17 +23,17 @@ from farm.config.inventory import Device
 from farm.config.manifest import substitute
 from farm.config.suite import Suite
 from farm.devices.android import AndroidDevice
+from farm.devices.base import AppRef, DecodeOutcome, FarmDevice, PowerMeter
 from farm.devices.connect import connect
-from farm.devices.posix import DecodeOutcome, PosixDevice
 from farm.errors import FarmError
 from farm.fileio import sha256_file
 from farm.media import Bitstream, Source
-from farm.power import battery, meters, sampler
+from farm.power import battery, sampler
 from farm.power import energy as power_energy
 from farm.quality.y4m import QualityError, read_y4m_info
 from farm.store import Measurement, Store
 from farm.timing import frame_stats
-from farm.transports.base import Background, TransportError, Unreachable
+from farm.transports.base import TransportError, Unreachable
 
 Event = Callable[[str, str, dict[str, Any]], None]
 
@@ -113,8 +113,8 @@ class SessionReport:
     properties: dict[str, Any] = field(default_factory=dict)
 
 
-CHARGER_SETTLE_S = 5.0
-"""How long a fuel gauge may take to report Discharging after the charger is suspended."""
+APP_ARGS = ("{input}", "{output}", "{stats}")
+"""An app target without a ``decode`` template gets the decoder contract's three paths as its arguments."""
 
 
 class DeviceSession:
@@ -132,13 +132,13 @@ class DeviceSession:
         self.emit = emit
         self.report = SessionReport(device.id, reached=False, error=None)
         self._zone_list: list[str] = []
-        self._gauge: battery.Gauge | None = None
+        self._power_reason: str | None = None
         self._charger_suspended = False
         self._warned_charging = False
 
     # -- the session ----------------------------------------------------------------------------------
     def run(self) -> SessionReport:
-        dev: PosixDevice | None = None
+        dev: FarmDevice | None = None
         try:
             self._status("connecting")
             dev = connect(self.device, self.state_dir)
@@ -150,7 +150,7 @@ class DeviceSession:
             zones = self._zone_list = self._zones(props)
             self._suspend_charger(dev)
             meter = self._meter(dev)
-            why_not = self._gauge.reason if self._gauge and self._gauge.reason else "power reported as missing"
+            why_not = self._power_reason or "power reported as missing"
             props["power_meter"] = meter.description if meter else f"none ({why_not})"
             if meter and self.device.power.simulated:
                 props["power_meter"] += " [SIMULATED]"
@@ -180,7 +180,7 @@ class DeviceSession:
                 self.report.pushed_bytes = dev.counter.pushed_bytes
                 self.report.pushed_files = dev.counter.pushed_files
                 self.report.reused_files = dev.counter.reused_files
-                dev.transport.close()
+                dev.close()
         self._status("done" if self.report.error is None else "failed")
         return self.report
 
@@ -214,29 +214,13 @@ class DeviceSession:
             return [z for z in str(props.get("thermal_zones", "")).split(",") if z]
         return list(self.device.thermal.zones)
 
-    def _meter(self, dev: PosixDevice) -> meters.Meter | None:
-        settings = self.device.power
-        if settings.meter == "none":
-            return None
-        run = _shell_run(dev)
-        if settings.meter == "battery" or (settings.meter == "auto" and self.device.platform == "android"):
-            # a phone's meter is its fuel gauge; its unit and sign are inferred unless devices.yaml gives them.
-            # Right after the charger was suspended the gauge may still say Charging: give it a few seconds.
-            deadline = time.monotonic() + CHARGER_SETTLE_S
-            while True:
-                self._gauge = battery.probe(run, settings.sysfs_root, sign=settings.sign, current_unit=settings.unit)
-                if self._gauge is None or self._gauge.meter is not None or not self._charger_suspended:
-                    break
-                if time.monotonic() > deadline:
-                    break
-                time.sleep(0.2)
-            if self._gauge is not None or settings.meter == "battery":
-                return self._gauge.meter if self._gauge else None
-        if settings.meter == "auto":
-            return meters.probe(run, settings.sysfs_root)
-        return meters.meter_from_settings(settings.model_dump())
+    def _meter(self, dev: FarmDevice) -> PowerMeter | None:
+        """The device's power meter (each device kind measures in its own way); None: power is missing."""
+        probe = dev.probe_power(self.device.power, self.device.platform, self._charger_suspended)
+        self._power_reason = probe.reason
+        return probe.meter
 
-    def _suspend_charger(self, dev: PosixDevice) -> None:
+    def _suspend_charger(self, dev: FarmDevice) -> None:
         """Stop charging for the session (rooted phones), so the battery alone powers what is measured."""
         node = self.device.power.charger_suspend
         if node is None or not isinstance(dev, AndroidDevice):
@@ -245,17 +229,17 @@ class DeviceSession:
         self._charger_suspended = True
         self.report.properties["charger"] = f"suspended for the run ({node.node}={node.suspend})"
 
-    def _resume_charger(self, dev: PosixDevice) -> None:
+    def _resume_charger(self, dev: FarmDevice) -> None:
         node = self.device.power.charger_suspend
         if self._charger_suspended and node is not None and isinstance(dev, AndroidDevice):
             with contextlib.suppress(FarmError):
                 dev.write_node(node.node, node.resume)
                 self._charger_suspended = False
 
-    def _battery(self, dev: PosixDevice) -> battery.BatteryState | None:
-        return battery.read_state(_shell_run(dev), self._gauge) if self._gauge is not None else None
+    def _battery(self, dev: FarmDevice) -> battery.BatteryState | None:
+        return dev.battery()
 
-    def _cooldown(self, dev: PosixDevice, zones: list[str]) -> None:
+    def _cooldown(self, dev: FarmDevice, zones: list[str]) -> None:
         """Wait (bounded) until the hottest zone is below the suite's start temperature, so runs start alike."""
         limit = self.suite.thermal.start_below_c
         if limit is None or not zones:
@@ -276,13 +260,13 @@ class DeviceSession:
             self._status(f"cooling: {hottest:.1f} C > {limit:g} C ({time.monotonic() - start:.0f}s)")
             time.sleep(max(0.0, min(1.0, deadline - time.monotonic())))
 
-    def _bundle_dir(self, dev: PosixDevice, bundle: Bundle) -> str:
+    def _bundle_dir(self, dev: FarmDevice, bundle: Bundle) -> str:
         return f"{dev.workdir}/bundles/{bundle.digest}"
 
-    def _bitstream_path(self, dev: PosixDevice, bs: Bitstream) -> str:
+    def _bitstream_path(self, dev: FarmDevice, bs: Bitstream) -> str:
         return f"{dev.workdir}/cas/{bs.sha256}{bs.path.suffix}"
 
-    def _retrying(self, dev: PosixDevice, index: int, spec: JobSpec, attempt: Callable[[int], JobRecord]) -> JobRecord:
+    def _retrying(self, dev: FarmDevice, index: int, spec: JobSpec, attempt: Callable[[int], JobRecord]) -> JobRecord:
         """A job whose link dropped is retried once after reconnecting; then it fails with both reasons.
 
         Each attempt decodes in its own folder, and the first attempt's decoder (which may outlive the dead
@@ -306,10 +290,10 @@ class DeviceSession:
                 job_id = self.store.add_job(self.run_id, self._job_row(spec, "failed", error, now, now), [])
                 return JobRecord(spec, self.device.id, job_id, "failed", None, None, error)
 
-    def _job_dir(self, dev: PosixDevice, index: int, attempt: int) -> str:
+    def _job_dir(self, dev: FarmDevice, index: int, attempt: int) -> str:
         return f"{dev.workdir}/jobs/{self.run_id}/{index}" + (f".{attempt}" if attempt else "")
 
-    def _retrying_stage(self, dev: PosixDevice) -> None:
+    def _retrying_stage(self, dev: FarmDevice) -> None:
         try:
             self._stage(dev)
         except Unreachable:
@@ -318,13 +302,23 @@ class DeviceSession:
             self._status("link dropped while staging, retrying")
             self._stage(dev)
 
-    def _stage(self, dev: PosixDevice) -> dict[str, str]:
+    def _app(self, bundle: Bundle) -> AppRef | None:
+        """The app a bundle's target ships for this device (iOS), or None when it ships an executable."""
+        target = bundle.manifest.targets[self.device.target]
+        if target.app is None or target.bundle_id is None:
+            return None
+        return AppRef(target.bundle_id, bundle.root / target.app, bundle.files[target.app])
+
+    def _stage(self, dev: FarmDevice) -> dict[str, str]:
         files: list[tuple[Path, str, str]] = []
         seen: set[str] = set()
         for spec in self.jobs:
             bundle = spec.bundle
             if bundle.digest not in seen:
                 seen.add(bundle.digest)
+                app = self._app(bundle)
+                if app is not None:
+                    dev.install_app(app)  # before the files: an app's files live in its own container
                 target = bundle.manifest.targets[self.device.target]
                 for rel in target.files:
                     files.append((bundle.root / rel, f"{self._bundle_dir(dev, bundle)}/{rel}", bundle.files[rel]))
@@ -335,7 +329,7 @@ class DeviceSession:
         dev.stage(files)
         return {remote: sha for _, remote, sha in files}
 
-    def _baseline(self, dev: PosixDevice, meter: meters.Meter | None) -> float | None:
+    def _baseline(self, dev: FarmDevice, meter: PowerMeter | None) -> float | None:
         if meter is None or self.suite.power.baseline_s <= 0:
             return None
         state = self._battery(dev)
@@ -354,44 +348,15 @@ class DeviceSession:
         return power_energy.mean_watts(samples, samples[0].t_s, samples[-1].t_s)
 
     def _window(
-        self, dev: PosixDevice, meter: meters.Meter | None, zones: list[str], name: str, during: Callable[[], Any]
+        self, dev: FarmDevice, meter: PowerMeter | None, zones: list[str], name: str, during: Callable[[], Any]
     ) -> tuple[list[sampler.PowerSample], list[float]]:
-        """Run ``during`` with the power sampler (and a slower thermal sampler) going on the device.
+        """Run ``during`` while the device samples power (and, slower, temperature).
 
         Returns the power samples and the hottest zone temperature of each thermal sample.
         """
         base = f"{dev.workdir}/jobs/{self.run_id}"  # made once per session by _prepare
-        procs: list[Background] = []
-        hz = self.suite.power.sample_hz
-        # a sampler whose kill is lost (dropped link) must still end: bound its life on the device
-        lifetime = ["timeout", f"{self.suite.timeout_s + self.suite.power.baseline_s + 120:g}"]
-        # samples must bracket the window: one sample on each side for instantaneous meters; a counter meter's
-        # reading sits between two samples, so it needs two on each side. Waiting for them on the device (not a
-        # fixed sleep) keeps that true when a loaded device starts or runs the sampler late.
-        need = 0 if meter is None else (2 if meter.is_counter else 1)
-        power_file = f"{base}/{name}.power"
-        try:
-            if meter is not None:
-                procs.append(dev.spawn([*lifetime, *sampler.sampler_argv(meter, hz, power_file)]))
-                dev.transport.run(sampler.await_samples_argv(power_file, first=need), timeout=dev.command_timeout)
-            if zones:
-                thermal = meters.Meter(kind="sysfs", nodes=tuple(zones), scale=(1e-3,) * len(zones))
-                procs.append(
-                    dev.spawn([*lifetime, *sampler.sampler_argv(thermal, min(hz, 5.0), f"{base}/{name}.thermal")])
-                )
-            during()
-            if meter is not None:
-                dev.transport.run(sampler.await_samples_argv(power_file, more=need), timeout=dev.command_timeout)
-        finally:
-            for proc in procs:
-                with contextlib.suppress(FarmError):
-                    dev.kill(proc)
-        power = sampler.parse_samples(meter, dev.read_text(power_file)) if meter is not None else []
-        temps: list[float] = []
-        if zones:
-            rows = sampler.raw_rows(len(zones), dev.read_text(f"{base}/{name}.thermal"))
-            temps = [max(values) / 1000.0 for _, values in rows if values]
-        return power, temps
+        lifetime_s = self.suite.timeout_s + self.suite.power.baseline_s + 120
+        return dev.power_window(meter, zones, base, name, self.suite.power.sample_hz, lifetime_s, during)
 
     # -- one job --------------------------------------------------------------------------------------
     def _job_row(self, spec: JobSpec, status: str, error: str | None, t0: float, t1: float) -> dict[str, Any]:
@@ -403,13 +368,13 @@ class DeviceSession:
         }  # fmt: skip
 
     def _job(
-        self, dev: PosixDevice, index: int, spec: JobSpec, meter: meters.Meter | None,
+        self, dev: FarmDevice, index: int, spec: JobSpec, meter: PowerMeter | None,
         baseline_w: float | None, zones: list[str], attempt: int = 0,
     ) -> JobRecord:  # fmt: skip
         t0 = time.time()
         job_dir = self._job_dir(dev, index, attempt)
         target = spec.bundle.manifest.targets[self.device.target]
-        assert target.decode is not None
+        template = target.decode if target.decode is not None else APP_ARGS
         values = {
             **dev.runtime,
             "input": self._bitstream_path(dev, spec.bitstream),
@@ -417,11 +382,13 @@ class DeviceSession:
             "stats": f"{job_dir}/stats.jsonl",
             "bundle": self._bundle_dir(dev, spec.bundle),
         }
-        argv = substitute(target.decode, values)
+        argv = substitute(template, values)
+        app = self._app(spec.bundle)
         box: list[DecodeOutcome] = []
         before = self._battery(dev)
+        timeout = self.suite.timeout_s
         samples, temps = self._window(
-            dev, meter, zones, str(index), lambda: box.append(dev.decode(argv, job_dir, self.suite.timeout_s, zones))
+            dev, meter, zones, str(index), lambda: box.append(dev.decode(argv, job_dir, timeout, zones, app))
         )
         after = self._battery(dev)
         outcome = box[0]
@@ -445,14 +412,16 @@ class DeviceSession:
                 error = f"decoder output is not valid Y4M: {exc}"
                 row.update(status="failed", error=error)
         row["frames"] = frames
-        charging = self._charging(before, after)
+        charging = self._charging(before, after, dev.charging_advice)
         ms = self._measurements(spec, outcome, frames, samples, meter, baseline_w, charging) + thermal
         ms += _battery_measurements(before, after, charging)
         job_id = self.store.add_job(self.run_id, row, ms)
         fps = next((m.value for m in ms if m.name == "fps"), None)
         return JobRecord(spec, self.device.id, job_id, row["status"], outcome.output_sha, local_output, error, fps)
 
-    def _charging(self, before: battery.BatteryState | None, after: battery.BatteryState | None) -> str | None:
+    def _charging(
+        self, before: battery.BatteryState | None, after: battery.BatteryState | None, advice: str
+    ) -> str | None:
         """Why the fuel gauge does not show the phone's draw for this job (None when it does, or no battery)."""
         states = [s for s in (before, after) if s is not None]
         if not states:
@@ -463,10 +432,7 @@ class DeviceSession:
         if not dirty:
             return None
         self._warn_charging(dirty[0])
-        return (
-            f"battery was {dirty[0].status!r} (on the charger the gauge reads charger minus load); "
-            "set power.charger_suspend on a rooted phone, or unplug it"
-        )
+        return f"battery was {dirty[0].status!r} (on the charger the gauge reads charger minus load); {advice}"
 
     def _warn_charging(self, state: battery.BatteryState) -> None:
         if not self._warned_charging:
@@ -475,7 +441,7 @@ class DeviceSession:
 
     def _measurements(
         self, spec: JobSpec, outcome: DecodeOutcome, frames: int | None, samples: list[Any],
-        meter: meters.Meter | None, baseline_w: float | None, charging: str | None = None,
+        meter: PowerMeter | None, baseline_w: float | None, charging: str | None = None,
     ) -> list[Measurement]:  # fmt: skip
         wall = (
             outcome.end_ns - outcome.start_ns if outcome.start_ns is not None and outcome.end_ns is not None else None
@@ -498,7 +464,7 @@ class DeviceSession:
         power_w = energy_j = per_frame = None
         reason = None
         if meter is None:
-            gauge_why = self._gauge.reason if self._gauge is not None else None
+            gauge_why = self._power_reason
             reason = f"no usable power meter: {gauge_why}" if gauge_why else "device has no power meter"
         if meter is not None and outcome.start_ns is not None and outcome.end_ns is not None:
             t0, t1 = outcome.start_ns / 1e9, outcome.end_ns / 1e9
@@ -532,18 +498,10 @@ class DeviceSession:
             ms.append(Measurement("baseline_w", baseline_w, "W", power_conv + "; idle before jobs"))
         return ms
 
-    def _cleanup(self, dev: PosixDevice) -> None:
+    def _cleanup(self, dev: FarmDevice) -> None:
         """Decoded outputs are large: drop this run's job folders; the content-addressed cache stays."""
         with contextlib.suppress(FarmError):
             dev.remove(f"{dev.workdir}/jobs/{self.run_id}")
-
-
-def _shell_run(dev: PosixDevice) -> Callable[[Any], tuple[int, str]]:
-    def run(argv: Any) -> tuple[int, str]:
-        res = dev.transport.run(list(argv), timeout=dev.command_timeout)
-        return (res.exit_status if res.exit_status is not None else -1), res.text()
-
-    return run
 
 
 def _battery_measurements(
@@ -594,6 +552,8 @@ def _thermal(
 def _failure(outcome: DecodeOutcome, timeout_s: float) -> str | None:
     if outcome.timed_out:
         return f"decoder timed out after {timeout_s:g}s and was killed"
+    if outcome.failure is not None:
+        return outcome.failure
     if outcome.exit_status != 0:
         tail = outcome.stderr_tail.strip().splitlines()[-1:] if outcome.stderr_tail.strip() else []
         return f"decoder exited {outcome.exit_status}" + (f": {tail[0][:300]}" if tail else "")

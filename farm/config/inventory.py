@@ -50,8 +50,10 @@ class AdbTransport(Strict):
 
 
 class UsbmuxTransport(Strict):
+    """An iPhone/iPad through usbmuxd (USB, or Wi-Fi sync), named by its UDID (``farm devices --usbmux``)."""
+
     kind: Literal["usbmux"]
-    udid: str
+    udid: str = Field(pattern=r"^[0-9A-Fa-f]{8}-?[0-9A-Fa-f]{16}$|^[0-9A-Fa-f]{40}$")
 
 
 Transport = Annotated[LocalTransport | SshTransport | AdbTransport | UsbmuxTransport, Field(discriminator="kind")]
@@ -151,6 +153,18 @@ class Device(Strict):
         if value is not None and not value.startswith("/"):
             raise ValueError(f"workdir {value!r} must be an absolute path on the device")
         return value
+
+    @model_validator(mode="after")
+    def _ios_over_usbmux(self) -> Device:
+        """iOS devices are reached only over usbmux, and usbmux reaches only iOS devices running ios-* targets."""
+        is_usbmux = isinstance(self.transport, UsbmuxTransport)
+        if self.platform == "ios" and not is_usbmux:
+            raise ValueError(f"platform ios needs transport kind usbmux (with its udid), not {self.transport.kind}")
+        if is_usbmux and self.platform != "ios":
+            raise ValueError(f"transport usbmux reaches iOS devices only; platform is {self.platform}")
+        if self.platform == "ios" and not self.target.startswith("ios-"):
+            raise ValueError(f"target {self.target!r}: an iOS device runs an ios-* target (e.g. ios-arm64)")
+        return self
 
     @model_validator(mode="after")
     def _auto_target(self) -> Device:

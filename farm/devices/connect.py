@@ -6,8 +6,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from farm.config.inventory import AdbTransport, Device, LocalTransport, SshTransport
+from farm.config.inventory import AdbTransport, Device, LocalTransport, SshTransport, UsbmuxTransport
 from farm.devices.android import AndroidDevice
+from farm.devices.base import FarmDevice
 from farm.devices.posix import PosixDevice
 from farm.errors import InfraError
 from farm.transports.adb import AdbLink
@@ -40,7 +41,7 @@ def resolve_runtime(device: Device) -> dict[str, str]:
     return out
 
 
-def connect(device: Device, state_dir: Path) -> PosixDevice:
+def connect(device: Device, state_dir: Path) -> FarmDevice:
     """Open the device's transport. Raises InfraError if it cannot be reached."""
     if isinstance(device.transport, LocalTransport):
         workdir = device.workdir or str((state_dir / "device" / device.id).resolve())
@@ -62,4 +63,9 @@ def connect(device: Device, state_dir: Path) -> PosixDevice:
         adb = AdbLink(device.id, device.transport)
         adb.connect()
         return AndroidDevice(device.id, adb, device.workdir or ANDROID_WORKDIR, resolve_runtime(device))
+    if isinstance(device.transport, UsbmuxTransport):
+        # pymobiledevice3 is the optional `ios` extra: imported only when an iOS device is reached
+        from farm.devices.ios import connect_ios
+
+        return connect_ios(device, state_dir)
     raise InfraError(f"{device.id}: transport {device.transport.kind!r} is not available in this build of the farm yet")

@@ -11,12 +11,20 @@ from __future__ import annotations
 import json
 import posixpath
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from farm.config.inventory import PowerSettings
+from farm.devices.base import AppRef, DecodeOutcome, PowerMeter, PowerProbe, TransferCounter
 from farm.errors import InfraError
+from farm.power import meters
+from farm.power.battery import BatteryState, Gauge
+from farm.power.sampler import PowerSample
 from farm.transports.base import Background, Transport, TransportError
+
+__all__ = ["DecodeOutcome", "PosixDevice", "TransferCounter", "parse_decode", "parse_stats"]
 
 # For each file argument print "<index> <sha256>" if it exists (one round trip). Hashing stdin keeps
 # sha256sum from escaping odd names in its output; indices keep names out of the output altogether.
@@ -96,30 +104,6 @@ for f do cat "$f" 2>/dev/null || echo -; done
 """
 
 
-@dataclass(frozen=True)
-class DecodeOutcome:
-    """What one decode on the device produced. Times are device-clock nanoseconds."""
-
-    exit_status: int | None
-    timed_out: bool
-    start_ns: int | None
-    end_ns: int | None
-    output_sha: str | None
-    output_bytes: int | None
-    frame_times_ns: tuple[int, ...]
-    stderr_tail: str
-    stats_error: str | None = None
-    temp_start_c: float | None = None  # hottest zone right before the decoder
-    temp_end_c: float | None = None  # and right after it
-
-
-@dataclass
-class TransferCounter:
-    pushed_bytes: int = 0
-    pushed_files: int = 0
-    reused_files: int = 0
-
-
 @dataclass
 class PosixDevice:
     """One device with a POSIX shell. ``workdir`` holds its content-addressed cache and job folders."""
@@ -132,6 +116,9 @@ class PosixDevice:
     counter: TransferCounter = field(default_factory=TransferCounter)
     unfinished: set[str] = field(default_factory=set)
     """Temp files of pushes that did not complete (removed by the next ``stage``)."""
+    gauge: Gauge | None = None
+    """The battery fuel gauge found by ``probe_power`` (phones), read by ``battery``."""
+    charging_advice: str = "set power.charger_suspend on a rooted phone, or unplug it"
 
     # -- basics ---------------------------------------------------------------------------------------
     def sh(self, script: str, *args: str, timeout: float | None = None) -> str:
@@ -215,7 +202,13 @@ class PosixDevice:
             self.counter.pushed_files += 1
 
     # -- decoding -------------------------------------------------------------------------------------
-    def decode(self, argv: Sequence[str], job_dir: str, timeout: float, zones: Sequence[str] = ()) -> DecodeOutcome:
+    def install_app(self, app: AppRef) -> None:
+        """A shell device runs executables, not apps: a bundle target with an app is for iOS."""
+        raise InfraError(f"{self.device_id}: cannot install app {app.bundle_id}: apps are for iOS targets")
+
+    def decode(
+        self, argv: Sequence[str], job_dir: str, timeout: float, zones: Sequence[str] = (), app: AppRef | None = None
+    ) -> DecodeOutcome:
         """Decode once; ``zones`` are read just before and after the decoder, in the same round trip."""
         marker = secrets.token_hex(8)
         res = self.transport.run(
@@ -256,6 +249,31 @@ class PosixDevice:
 
     def read_text(self, path: str) -> str:
         return self.sh('cat -- "$1" 2>/dev/null; exit 0', path)
+
+    def close(self) -> None:
+        self.transport.close()
+
+    # -- power (farm.devices.posix_power: sampled on the device by its own shell) ------------------------
+    def probe_power(self, settings: PowerSettings, platform: str, charger_suspended: bool) -> PowerProbe:
+        from farm.devices import posix_power
+
+        meter, self.gauge = posix_power.probe_meter(self, settings, platform, charger_suspended)
+        return PowerProbe(meter, self.gauge.reason if self.gauge is not None else None)
+
+    def battery(self) -> BatteryState | None:
+        from farm.devices import posix_power
+
+        return posix_power.read_battery(self, self.gauge)
+
+    def power_window(
+        self, meter: PowerMeter | None, zones: Sequence[str], folder: str, name: str, hz: float, lifetime_s: float,
+        during: Callable[[], Any],
+    ) -> tuple[list[PowerSample], list[float]]:  # fmt: skip
+        from farm.devices import posix_power
+
+        if meter is not None and not isinstance(meter, meters.Meter):
+            raise TypeError(f"a shell device samples a sysfs meter, not {type(meter).__name__}")
+        return posix_power.window(self, meter, zones, folder, name, hz, lifetime_s, during)
 
 
 _ARCH_ALIASES = ({"x86_64", "amd64"}, {"aarch64", "arm64"}, {"armv7", "armv7l", "armhf"}, {"x86", "i386", "i686"})

@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from farm.config.inventory import Device
+from farm.devices.base import FarmDevice
 from farm.devices.connect import connect
-from farm.devices.posix import hottest_millidegrees
+from farm.devices.posix import PosixDevice, hottest_millidegrees
 from farm.errors import FarmError
 
 MIN_PERIOD_S = 1.0
@@ -102,11 +103,24 @@ def probe(device: Device, state_dir: Path, timeout_s: float) -> Reading:
     """One health round trip to the device. Raises FarmError when it cannot be reached or the probe fails."""
     dev = connect(device, state_dir)
     try:
+        if not isinstance(dev, PosixDevice):
+            return _device_probe(dev, device)
         zones = ["auto"] if device.thermal.zones == "auto" else list(device.thermal.zones)
         supplies = f"{device.power.sysfs_root.rstrip('/')}/class/power_supply"
         return parse_probe(dev.sh(_PROBE_SCRIPT, supplies, *zones, timeout=timeout_s))
     finally:
-        dev.transport.close()
+        dev.close()
+
+
+def _device_probe(dev: FarmDevice, device: Device) -> Reading:
+    """Health of a device without a shell (iOS), through the device interface the runner uses."""
+    props = dev.info()
+    auto = device.thermal.zones == "auto"
+    zones = [z for z in props.get("thermal_zones", "").split(",") if z] if auto else list(device.thermal.zones)
+    temps = [t for t in dev.temperatures(zones) if t is not None]
+    dev.probe_power(device.power, device.platform, charger_suspended=False)
+    state = dev.battery()
+    return Reading(max(temps) if temps else None, state.level if state else None, state.charging if state else None)
 
 
 class HealthPoller:

@@ -1,0 +1,120 @@
+"""What the runner may ask of any device, whatever reaches it (a shell over SSH/ADB, or usbmux to an iPhone).
+
+The runner is written against :class:`FarmDevice` only, so a POSIX board, an Android phone and an iOS device run
+the same session code: connect, info, check the target, stage, measure, decode, pull, clean up. The small types
+every device shares (a decode's outcome, the transfer counter, an app to launch) live here too, so a device
+module never has to import another device module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from farm.config.inventory import PowerSettings
+from farm.power.battery import BatteryState
+from farm.power.sampler import PowerSample
+
+
+@dataclass(frozen=True)
+class DecodeOutcome:
+    """What one decode on the device produced. Times are nanoseconds on the clock the power samples use.
+
+    ``failure`` is set when the device itself knows why the decode failed in a way no exit status says (an iOS
+    app that vanished without writing its result file); the runner then reports it as the job's error.
+    """
+
+    exit_status: int | None
+    timed_out: bool
+    start_ns: int | None
+    end_ns: int | None
+    output_sha: str | None
+    output_bytes: int | None
+    frame_times_ns: tuple[int, ...]
+    stderr_tail: str
+    stats_error: str | None = None
+    temp_start_c: float | None = None  # hottest zone right before the decoder
+    temp_end_c: float | None = None  # and right after it
+    failure: str | None = None
+
+
+@dataclass
+class TransferCounter:
+    pushed_bytes: int = 0
+    pushed_files: int = 0
+    reused_files: int = 0
+
+
+@dataclass(frozen=True)
+class AppRef:
+    """A decoder shipped as an app (iOS): which package to install and what identifies it on the device."""
+
+    bundle_id: str
+    package: Path
+    digest: str
+    """sha256 of the package file (from the bundle's SHA256SUMS)."""
+
+
+class PowerMeter(Protocol):
+    """Whatever a device measures power with; the runner only shows its description and hands it back."""
+
+    @property
+    def description(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class PowerProbe:
+    """The device's meter (None: power is missing) and, when it has none, why (None: it simply has no meter)."""
+
+    meter: PowerMeter | None
+    reason: str | None = None
+
+
+class FarmDevice(Protocol):
+    """One connected device as the runner sees it. ``workdir`` holds the content-addressed cache and job folders."""
+
+    device_id: str
+    workdir: str
+    runtime: dict[str, str]
+    counter: TransferCounter
+
+    charging_advice: str
+    """What the user can do about a device measured on its charger (shown with the missing power)."""
+
+    def prepare(self, *subdirs: str) -> None: ...
+
+    def info(self) -> dict[str, str]: ...
+
+    def check_target(self, target: str, props: dict[str, str]) -> None: ...
+
+    def temperatures(self, zones: Sequence[str]) -> list[float | None]: ...
+
+    def install_app(self, app: AppRef) -> None: ...
+
+    def stage(self, files: Sequence[tuple[Path, str, str]]) -> None: ...
+
+    def decode(
+        self, argv: Sequence[str], job_dir: str, timeout: float, zones: Sequence[str] = (), app: AppRef | None = None
+    ) -> DecodeOutcome: ...
+
+    def kill_job(self, job_dir: str) -> None: ...
+
+    def pull(self, remote: str, local: Path) -> int: ...
+
+    def remove(self, path: str) -> None: ...
+
+    def close(self) -> None: ...
+
+    # -- power: each device measures in its own way (an on-device sampler, or the host polling the device)
+    def probe_power(self, settings: PowerSettings, platform: str, charger_suspended: bool) -> PowerProbe: ...
+
+    def battery(self) -> BatteryState | None: ...
+
+    def power_window(
+        self, meter: PowerMeter | None, zones: Sequence[str], folder: str, name: str, hz: float, lifetime_s: float,
+        during: Callable[[], Any],
+    ) -> tuple[list[PowerSample], list[float]]:  # fmt: skip
+        """Run ``during`` while sampling power (and temperature); return the samples and the hottest temperatures."""
+        ...
