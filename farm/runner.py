@@ -413,7 +413,8 @@ class DeviceSession:
                 row.update(status="failed", error=error)
         row["frames"] = frames
         charging = self._charging(before, after, dev.charging_advice)
-        ms = self._measurements(spec, outcome, frames, samples, meter, baseline_w, charging) + thermal
+        ms = self._measurements(spec, outcome, frames, samples, meter, baseline_w, dev.power_sampled_on, charging)
+        ms += thermal
         ms += _battery_measurements(before, after, charging)
         job_id = self.store.add_job(self.run_id, row, ms)
         fps = next((m.value for m in ms if m.name == "fps"), None)
@@ -441,7 +442,7 @@ class DeviceSession:
 
     def _measurements(
         self, spec: JobSpec, outcome: DecodeOutcome, frames: int | None, samples: list[Any],
-        meter: PowerMeter | None, baseline_w: float | None, charging: str | None = None,
+        meter: PowerMeter | None, baseline_w: float | None, sampled_on: str, charging: str | None = None,
     ) -> list[Measurement]:  # fmt: skip
         wall = (
             outcome.end_ns - outcome.start_ns if outcome.start_ns is not None and outcome.end_ns is not None else None
@@ -479,7 +480,7 @@ class DeviceSession:
             power_w = energy_j = per_frame = None
             reason = charging
         power_conv = (
-            f"{meter.description}; {self.suite.power.sample_hz:g} Hz on device; trapezoid over decode window"
+            f"{meter.description}; {self.suite.power.sample_hz:g} Hz {sampled_on}; trapezoid over decode window"
             if meter
             else "no meter"
         )
@@ -520,9 +521,10 @@ def _battery_measurements(
             "charging", None if unknown else float(charging is not None), "bool", f"battery status start/end: {status}",
             "battery status unreadable" if unknown else None,
         ),
-        Measurement("battery_level", level, "ratio", "power_supply capacity at job start / 100",
+        Measurement("battery_level", level, "ratio", f"battery level at job start ({states[0].source})",
                     None if level is not None else "battery capacity unreadable"),
-        Measurement("battery_temp_c", max(temps) if temps else None, "C", "power_supply temp (0.1 C) at start/end",
+        Measurement("battery_temp_c", max(temps) if temps else None, "C",
+                    f"hottest battery temperature at start/end ({states[0].source})",
                     None if temps else "battery temperature unreadable"),
     ]  # fmt: skip
 

@@ -191,6 +191,13 @@ def test_launch_passes_the_contract_arguments_and_collects(phone: FakePhone, tmp
         "AND m.name = 'charging'"
     ).fetchall()
     assert charging and all(v == (0.0,) for v in charging)
+    conventions = dict(db.execute(
+        "SELECT m.name, m.convention FROM measurements m JOIN jobs j ON j.id = m.job_id WHERE j.device_id = "
+        "'iphone-1' AND m.name IN ('power_w', 'battery_level', 'battery_temp_c')"
+    ).fetchall())  # fmt: skip
+    # the conventions say what an iPhone measures with, not what a phone's sysfs would have been
+    assert "20 Hz polled from the host over usbmux" in conventions["power_w"]
+    assert all("IORegistry" in conventions[n] for n in ("battery_level", "battery_temp_c")), conventions
 
 
 def test_charging_phone_reports_power_missing(phone: FakePhone, tmp_path: Path, bundles: tuple) -> None:

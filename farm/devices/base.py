@@ -83,6 +83,9 @@ class FarmDevice(Protocol):
     charging_advice: str
     """What the user can do about a device measured on its charger (shown with the missing power)."""
 
+    power_sampled_on: str
+    """Where power samples are taken ("on device", or from the host), written into every power convention."""
+
     def prepare(self, *subdirs: str) -> None: ...
 
     def info(self) -> dict[str, str]: ...

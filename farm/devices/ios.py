@@ -202,6 +202,7 @@ class IosDevice:
     runtime: dict[str, str] = field(default_factory=dict)
     counter: TransferCounter = field(default_factory=TransferCounter)
     charging_advice: str = CHARGING_ADVICE
+    power_sampled_on: str = "polled from the host over usbmux"
     command_timeout: float = CALL_TIMEOUT_S
     values: dict[str, Any] = field(default_factory=dict)
     """lockdown's values (ProductType, ProductVersion, ...), read on connect"""

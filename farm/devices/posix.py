@@ -119,6 +119,7 @@ class PosixDevice:
     gauge: Gauge | None = None
     """The battery fuel gauge found by ``probe_power`` (phones), read by ``battery``."""
     charging_advice: str = "set power.charger_suspend on a rooted phone, or unplug it"
+    power_sampled_on: str = "on device"
 
     # -- basics ---------------------------------------------------------------------------------------
     def sh(self, script: str, *args: str, timeout: float | None = None) -> str:

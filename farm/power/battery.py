@@ -84,6 +84,8 @@ class BatteryState:
     level: float | None
     """0..1"""
     temp_c: float | None
+    source: str = "power_supply capacity / 100, temp in 0.1 C"
+    """Which readings and units the level and temperature came from (stored as their convention)."""
 
     @property
     def charging(self) -> bool | None:

@@ -21,6 +21,7 @@ from typing import Any
 from farm.power.battery import CLEAN_STATUS, BatteryState
 
 MAX_PLAUSIBLE_W = 30.0
+SOURCE = "IORegistry CurrentCapacity / MaxCapacity, Temperature in 0.01 C"
 """An iPhone or iPad draws well under this; a larger figure means the units were misread."""
 
 
@@ -48,7 +49,7 @@ class IosBatteryReading:
         return CLEAN_STATUS
 
     def state(self) -> BatteryState:
-        return BatteryState(status=self.status, level=self.level, temp_c=self.temp_c)
+        return BatteryState(status=self.status, level=self.level, temp_c=self.temp_c, source=SOURCE)
 
 
 def _number(value: Any) -> float | None:
