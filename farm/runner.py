@@ -22,7 +22,6 @@ from farm.bundle import Bundle
 from farm.config.inventory import Device
 from farm.config.manifest import substitute
 from farm.config.suite import Suite
-from farm.devices.android import AndroidDevice
 from farm.devices.base import AppRef, DecodeOutcome, FarmDevice, PowerMeter
 from farm.devices.connect import connect
 from farm.errors import FarmError
@@ -223,17 +222,16 @@ class DeviceSession:
     def _suspend_charger(self, dev: FarmDevice) -> None:
         """Stop charging for the session (rooted phones), so the battery alone powers what is measured."""
         node = self.device.power.charger_suspend
-        if node is None or not isinstance(dev, AndroidDevice):
+        if node is None or not dev.set_charging(node, enabled=False):
             return
-        dev.write_node(node.node, node.suspend)
         self._charger_suspended = True
         self.report.properties["charger"] = f"suspended for the run ({node.node}={node.suspend})"
 
     def _resume_charger(self, dev: FarmDevice) -> None:
         node = self.device.power.charger_suspend
-        if self._charger_suspended and node is not None and isinstance(dev, AndroidDevice):
+        if self._charger_suspended and node is not None:
             with contextlib.suppress(FarmError):
-                dev.write_node(node.node, node.resume)
+                dev.set_charging(node, enabled=True)
                 self._charger_suspended = False
 
     def _battery(self, dev: FarmDevice) -> battery.BatteryState | None:

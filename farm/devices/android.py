@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from farm.config.inventory import ChargerSuspend
 from farm.devices.posix import PosixDevice
 from farm.errors import InfraError
 
@@ -65,6 +66,11 @@ class AndroidDevice(PosixDevice):
                 f"devices.yaml says target {target} but the phone's ABIs are {', '.join(abis)} "
                 f"(targets {', '.join(f'android-{a}' for a in archs)})"
             )
+
+    def set_charging(self, control: ChargerSuspend, enabled: bool) -> bool:
+        """Rooted phones: write the charger-suspend node (``power.charger_suspend``)."""
+        self.write_node(control.node, control.resume if enabled else control.suspend)
+        return True
 
     def write_node(self, node: str, value: str) -> None:
         """Write a control value to a sysfs node (e.g. the charger-suspend node on a rooted phone)."""

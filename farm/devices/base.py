@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from farm.config.inventory import PowerSettings
+from farm.config.inventory import ChargerSuspend, PowerSettings
 from farm.power.battery import BatteryState
 from farm.power.sampler import PowerSample
 
@@ -109,6 +109,10 @@ class FarmDevice(Protocol):
     def remove(self, path: str) -> None: ...
 
     def close(self) -> None: ...
+
+    def set_charging(self, control: ChargerSuspend, enabled: bool) -> bool:
+        """Stop (or resume) charging through ``control``; False when this kind of device has no such control."""
+        ...
 
     # -- power: each device measures in its own way (an on-device sampler, or the host polling the device)
     def probe_power(self, settings: PowerSettings, platform: str, charger_suspended: bool) -> PowerProbe: ...

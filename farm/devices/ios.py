@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from farm.config.inventory import Device, PowerSettings, UsbmuxTransport
+from farm.config.inventory import ChargerSuspend, Device, PowerSettings, UsbmuxTransport
 from farm.devices.base import AppRef, DecodeOutcome, PowerMeter, PowerProbe, TransferCounter
 from farm.devices.ipa import IpaInfo, read_ipa
 from farm.devices.posix import parse_stats
@@ -562,6 +562,10 @@ class IosDevice:
 
     def battery(self) -> BatteryState | None:
         return self._reading().state()
+
+    def set_charging(self, control: ChargerSuspend, enabled: bool) -> bool:
+        """iOS offers no charger control (CHARGING_ADVICE says what to do instead)."""
+        return False
 
     def power_window(
         self, meter: PowerMeter | None, zones: Sequence[str], folder: str, name: str, hz: float, lifetime_s: float,

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from farm.config.inventory import PowerSettings
+from farm.config.inventory import ChargerSuspend, PowerSettings
+from farm.devices import posix_power
 from farm.devices.base import AppRef, DecodeOutcome, PowerMeter, PowerProbe, TransferCounter
 from farm.errors import InfraError
 from farm.power import meters
@@ -254,24 +255,22 @@ class PosixDevice:
     def close(self) -> None:
         self.transport.close()
 
+    def set_charging(self, control: ChargerSuspend, enabled: bool) -> bool:
+        """Boards run from their supply: there is no charger to control (phones override this)."""
+        return False
+
     # -- power (farm.devices.posix_power: sampled on the device by its own shell) ------------------------
     def probe_power(self, settings: PowerSettings, platform: str, charger_suspended: bool) -> PowerProbe:
-        from farm.devices import posix_power
-
         meter, self.gauge = posix_power.probe_meter(self, settings, platform, charger_suspended)
         return PowerProbe(meter, self.gauge.reason if self.gauge is not None else None)
 
     def battery(self) -> BatteryState | None:
-        from farm.devices import posix_power
-
         return posix_power.read_battery(self, self.gauge)
 
     def power_window(
         self, meter: PowerMeter | None, zones: Sequence[str], folder: str, name: str, hz: float, lifetime_s: float,
         during: Callable[[], Any],
     ) -> tuple[list[PowerSample], list[float]]:  # fmt: skip
-        from farm.devices import posix_power
-
         if meter is not None and not isinstance(meter, meters.Meter):
             raise TypeError(f"a shell device samples a sysfs meter, not {type(meter).__name__}")
         return posix_power.window(self, meter, zones, folder, name, hz, lifetime_s, during)
