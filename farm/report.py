@@ -6,6 +6,7 @@ Missing values print as ``missing`` (never 0 or blank) so nobody mistakes an unm
 
 from __future__ import annotations
 
+import itertools
 import json
 import statistics
 import xml.etree.ElementTree as ET
@@ -18,6 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from farm.gates import Verdict, load_view
+from farm.gates.consistency import decodes, groups
 from farm.store import Store
 
 MISSING = "missing"
@@ -153,27 +155,22 @@ def agreement_table(store: Store, run_id: str) -> Table | None:
     largest sample difference and worst-frame PSNR, so a rounding difference reads differently from garbage.
     """
     view = load_view(store, run_id)
-    groups: dict[tuple[str, float], dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
-    for j in view.jobs:
-        if j.role == "test" and j.status == "ok" and j.output_sha:
-            groups[(j.sequence, j.rate_kbps)][j.output_sha].add(j.device_id)
     table = Table(title=f"decodes that differ in run {run_id}")
     for col in ("bitstream", "devices", "vs devices", "max |diff|", "worst-frame PSNR-YUV"):
         table.add_column(col)
-    for (seq, rate), by_sha in sorted(groups.items()):
-        shas = sorted(by_sha)
-        for i, a in enumerate(shas):
-            for b in shas[i + 1 :]:
-                diff = view.diff(a, b)
-                left = ",".join(sorted(by_sha[a])) + f" ({a[:8]})"
-                right = ",".join(sorted(by_sha[b])) + f" ({b[:8]})"
-                if diff is None:
-                    numbers = ["not compared", ""]
-                elif diff.max_abs_diff is None or diff.psnr_min_db is None:
-                    numbers = [escape(diff.detail or "not comparable"), ""]
-                else:
-                    numbers = [f"{diff.max_abs_diff:g}", f"{diff.psnr_min_db:.2f} dB"]
-                table.add_row(f"{seq}@{rate:g}kbps", escape(left), escape(right), *numbers)
+    for (seq, rate), pairs in sorted(decodes(view.jobs).items()):
+        by_sha = groups(pairs)
+        for a, b in itertools.combinations(sorted(by_sha), 2):
+            diff = view.diff(a, b)
+            left = ",".join(by_sha[a]) + f" ({a[:8]})"
+            right = ",".join(by_sha[b]) + f" ({b[:8]})"
+            if diff is None:
+                numbers = ["not compared", ""]
+            elif diff.max_abs_diff is None or diff.psnr_min_db is None:
+                numbers = [escape(diff.detail or "not comparable"), ""]
+            else:
+                numbers = [f"{diff.max_abs_diff:g}", f"{diff.psnr_min_db:.2f} dB"]
+            table.add_row(f"{seq}@{rate:g}kbps", escape(left), escape(right), *numbers)
     return table if table.row_count else None
 
 

@@ -24,15 +24,17 @@ IDENTICAL_PSNR_DB = 100.0  # the farm's PSNR cap (docs/quality-metrics.md): iden
 Decodes = dict[tuple[str, float], list[tuple[str, str]]]  # (sequence, rate) -> [(device, output sha)]
 
 
-def _decodes(jobs: list[JobView]) -> Decodes:
-    decodes: Decodes = defaultdict(list)
+def decodes(jobs: list[JobView]) -> Decodes:
+    """Every successful test decode's (device, output digest), per bitstream."""
+    found: Decodes = defaultdict(list)
     for j in jobs:
         if j.role == "test" and j.status == "ok" and j.output_sha:
-            decodes[(j.sequence, j.rate_kbps)].append((j.device_id, j.output_sha))
-    return decodes
+            found[(j.sequence, j.rate_kbps)].append((j.device_id, j.output_sha))
+    return found
 
 
-def _groups(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
+def groups(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """The devices that produced each digest."""
     by_digest: dict[str, set[str]] = defaultdict(set)
     for device, sha in pairs:
         by_digest[sha].add(device)
@@ -45,9 +47,9 @@ def _name(seq: str, rate: float) -> str:
 
 def consistency(gate: Gate, view: RunView, devices: list[str]) -> Measured:
     jobs = [j for j in view.jobs if j.device_id in devices]
-    decodes = _decodes(jobs)
-    compared = {k: v for k, v in decodes.items() if len(v) >= 2}
-    single = sorted(_name(*k) for k, v in decodes.items() if len(v) < 2)
+    found = decodes(jobs)
+    compared = {k: v for k, v in found.items() if len(v) >= 2}
+    single = sorted(_name(*k) for k, v in found.items() if len(v) < 2)
     inputs: dict[str, Any] = {"devices": devices, "compared": len(compared), "decoded_once": single}
     if not compared:
         return Measured(None, "no bitstream was decoded successfully twice: nothing to compare", inputs)
@@ -63,9 +65,9 @@ def consistency(gate: Gate, view: RunView, devices: list[str]) -> Measured:
 def _bitexact(compared: Decodes, inputs: dict[str, Any]) -> Measured:
     mismatches = []
     for (seq, rate), pairs in sorted(compared.items()):
-        groups = _groups(pairs)
-        if len(groups) > 1:
-            text = " vs ".join(f"{sha[:12]} on {','.join(devs)}" for sha, devs in groups.items())
+        by_sha = groups(pairs)
+        if len(by_sha) > 1:
+            text = " vs ".join(f"{sha[:12]} on {','.join(devs)}" for sha, devs in by_sha.items())
             mismatches.append(f"{_name(seq, rate)}: {text}")
     inputs["mismatches"] = mismatches
     if mismatches:
@@ -82,16 +84,16 @@ def _tolerance(gate: Gate, view: RunView, compared: Decodes, inputs: dict[str, A
     unknown: list[str] = []
     broken: list[str] = []
     pairs_in: list[dict[str, Any]] = []
-    for (seq, rate), decodes in sorted(compared.items()):
-        groups = _groups(decodes)
-        for a, b in combinations(sorted(groups), 2):
-            who = f"{_name(seq, rate)}: {','.join(groups[a])} vs {','.join(groups[b])}"
+    for (seq, rate), pairs in sorted(compared.items()):
+        by_sha = groups(pairs)
+        for a, b in combinations(sorted(by_sha), 2):
+            who = f"{_name(seq, rate)}: {','.join(by_sha[a])} vs {','.join(by_sha[b])}"
             diff = view.diff(a, b)
             if diff is None:
                 unknown.append(f"{who} (no comparison stored)")
                 continue
-            pairs_in.append({"bitstream": _name(seq, rate), "a": a, "b": b, "a_devices": groups[a],
-                             "b_devices": groups[b], "max_abs_diff": diff.max_abs_diff,
+            pairs_in.append({"bitstream": _name(seq, rate), "a": a, "b": b, "a_devices": by_sha[a],
+                             "b_devices": by_sha[b], "max_abs_diff": diff.max_abs_diff,
                              "psnr_min_db": diff.psnr_min_db, "detail": diff.detail})  # fmt: skip
             if diff.max_abs_diff is None or diff.psnr_min_db is None:
                 broken.append(f"{who}: {diff.detail or 'not comparable'}")
