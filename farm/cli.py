@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -19,6 +19,10 @@ from rich.table import Table
 
 from farm import __version__
 from farm.errors import FarmError, InputError
+
+if TYPE_CHECKING:  # the CLI imports heavy modules inside commands, so `farm --help` stays fast
+    from farm.bundle import Bundle
+    from farm.store import Store
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="codec-farm: decode suites on real devices.")
 bundle_app = typer.Typer(no_args_is_help=True, help="Pack, checksum and verify codec bundles.")
@@ -72,13 +76,13 @@ def _errors() -> Iterator[None]:
         raise typer.Exit(3) from None
 
 
-def _open_store(path: Path | None) -> Any:
+def _open_store(path: Path | None) -> Store:
     from farm.store import Store
 
     return Store(_store_path(path))
 
 
-def _run_id(store: Any, given: str) -> str:
+def _run_id(store: Store, given: str) -> str:
     run_id = store.resolve_run_id(given)
     if run_id is None:
         raise InputError(f"no single run matches {given!r} in {store.path}")
@@ -321,7 +325,9 @@ def gate(
     with _errors():
         db = _open_store(store)
         rid = _run_id(db, run_id)
-        suite = Suite.model_validate_json(db.run(rid)["suite_json"])
+        row = db.run(rid)
+        assert row is not None  # _run_id just found it, and runs are never deleted
+        suite = Suite.model_validate_json(row["suite_json"])
         verdicts = evaluate(suite.gates, load_view(db, rid), StoreBaselines(db))
         db.add_gate_evaluation(rid, [v.as_dict() for v in verdicts])
         out.print(verdict_table(verdicts, title=f"gates of run {rid}"))
@@ -464,7 +470,7 @@ def _release_preflight(version: str | None, repo: Path | None, sign: bool) -> Pa
     return preflight(version, repo or Path.cwd())
 
 
-def _tag(db: Any, run_id: str, version: str, repo: Path, bundle: Any, sign: bool, state: Path,
+def _tag(db: Store, run_id: str, version: str, repo: Path, bundle: Bundle, sign: bool, state: Path,
          manifest: Path | None = None) -> None:  # fmt: skip
     from farm.release.tag import tag_release
 
@@ -479,7 +485,7 @@ def _tag(db: Any, run_id: str, version: str, repo: Path, bundle: Any, sign: bool
     )
 
 
-def _run_bundle(db: Any, run_id: str, given: Path | None, state: Path) -> Any:
+def _run_bundle(db: Store, run_id: str, given: Path | None, state: Path) -> Bundle:
     """The bundle to check a release against: the one given, else the one the run recorded."""
     from farm.bundle import open_bundle
     from farm.release.manifest import recorded_bundle
