@@ -11,6 +11,7 @@ on this machine with the container paths mapped, so iOS decodes are real and bit
 from __future__ import annotations
 
 import inspect
+import itertools
 import json
 import plistlib
 import shutil
@@ -158,6 +159,22 @@ class FakePhone:
         def set_contents(filename: Any, data: bytes, progress: Any = None) -> None:
             host(filename).write_bytes(data)
 
+        handles: dict[int, Any] = {}
+        numbers = itertools.count(1)
+
+        def fopen(filename: Any, mode: str = "r") -> int:
+            handle = next(numbers)
+            handles[handle] = host(filename).open("rb" if mode == "r" else "r+b")
+            return handle
+
+        def fread(handle: int, sz: int) -> bytes:
+            self.alive()
+            data: bytes = handles[handle].read(sz)
+            return data
+
+        def fclose(handle: int) -> None:
+            handles.pop(handle).close()
+
         return spec(
             HouseArrestService,
             exists=lambda filename: host(filename).exists(),
@@ -166,6 +183,9 @@ class FakePhone:
             rename=lambda source, target: host(source).replace(host(target)),
             get_file_contents=lambda filename: host(filename).read_bytes(),
             set_file_contents=set_contents,
+            fopen=fopen,
+            fread=fread,
+            fclose=fclose,
             rm=rm,
             rm_single=rm_single,
             aclose=lambda: None,

@@ -71,6 +71,7 @@ def inventory_for(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> 
         monkeypatch = request.getfixturevalue("monkeypatch")
         monkeypatch.setattr(ios, "SERVICES", lambda: FakeServices(phone))
         monkeypatch.setattr(ios, "POLL_S", 0.02)
+        monkeypatch.setattr(ios, "PULL_CHUNK", 4096)  # outputs come back in many reads, and must stay bit-exact
         entries, device_id = [ios_entry()], "iphone-1"
     return write(tmp_path / "devices.yaml", yaml.safe_dump({"devices": entries + local_entries()})), device_id
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import posixpath
 import secrets
@@ -37,7 +38,6 @@ from farm.devices.base import AppRef, DecodeOutcome, PowerMeter, PowerProbe, Tra
 from farm.devices.ipa import IpaInfo, read_ipa
 from farm.devices.posix import parse_stats
 from farm.errors import FarmError, InfraError
-from farm.fileio import sha256_file
 from farm.power import ios_battery
 from farm.power.battery import BatteryState
 from farm.power.sampler import PowerSample
@@ -55,6 +55,8 @@ APP_MARKER = ".farm-app.sha256"
 BATTERY_ZONE = "battery"
 """The one thermal zone an iPhone shows the farm: the battery's IORegistry temperature."""
 POLL_S = 0.1
+PULL_CHUNK = 4 << 20
+"""Bytes per AFC read of a decoded output (AFC's own maximum read)."""
 CALL_TIMEOUT_S = 60.0
 TUNNELD = "127.0.0.1:49151"
 TUNNEL_HELP = "start it with `sudo python3 -m pymobiledevice3 remote tunneld` (docs/ios.md)"
@@ -485,8 +487,7 @@ class IosDevice:
             if launched.state == "done" and await afc.exists(out):
                 local = self.cache_dir / f"{secrets.token_hex(8)}.y4m"
                 local.parent.mkdir(parents=True, exist_ok=True)
-                local.write_bytes(bytes(await afc.get_file_contents(out)))
-                sha, size = sha256_file(local), local.stat().st_size
+                sha, size = await _pull_hashed(afc, out, local)
                 self._pulled[out] = local
         frames, stats_error = parse_stats(stats.splitlines())
         status: int | None = None
@@ -619,6 +620,26 @@ class _Launch:
     start_ns: int
     end_ns: int
     state: str  # done | vanished | timeout
+
+
+async def _pull_hashed(afc: Any, remote: str, local: Path) -> tuple[str, int]:
+    """Copy ``remote`` to ``local`` in chunks, hashing on the way: a decoded video can be gigabytes, so it is
+    never held in memory whole, and it is read once (an iPhone cannot hash it for the farm)."""
+    remaining = int((await afc.stat(remote))["st_size"])
+    size, digest = remaining, hashlib.sha256()
+    handle = await afc.fopen(remote, "r")
+    try:
+        with local.open("wb") as f:
+            while remaining > 0:
+                chunk = bytes(await afc.fread(handle, min(PULL_CHUNK, remaining)))
+                if not chunk:
+                    raise TransportError(f"{remote} ended {remaining} bytes short of its {size} bytes while pulled")
+                f.write(chunk)
+                digest.update(chunk)
+                remaining -= len(chunk)
+    finally:
+        await afc.fclose(handle)
+    return digest.hexdigest(), size
 
 
 def _exit_status(text: str) -> tuple[int | None, str | None]:
