@@ -73,9 +73,9 @@ def _store_error(path: Path, exc: sqlite3.Error, doing: str) -> StoreError:
     if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
         return StoreError(
             path,
-            f"the store {path} is corrupted or is not a farm store (found while {doing}). Move it aside (keep it "
-            "for recovery: `sqlite3 FILE .recover` often saves most rows) and restore it from a backup, or start "
-            f"a new store with --store / FARM_STORE. {raw}",
+            f"the store {path} is corrupted or is not a farm store (found while {doing}). Move it aside and keep "
+            f"it (`sqlite3 {path} .recover > recovered.sql` often saves most rows), then restore it from a backup "
+            f"or start a new store there or with --store / FARM_STORE. {raw}",
         )
     if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
         return StoreError(
@@ -138,8 +138,14 @@ class Store:
     def _migrate(self) -> None:
         """Create a new database at the current schema, or bring an older one up to it, in one transaction.
 
-        Concurrent farms opening the same file serialise on the write lock; the second finds nothing to do.
+        Concurrent farms opening the same file serialise on the write lock; the second finds nothing to do. A
+        store already at this schema is not written at all, so a full disk still lets it be opened and read.
         """
+        with self._reading() as db:
+            if (version := self._schema_version(db)) > SCHEMA_VERSION:
+                raise NewerStoreError(self.path, version, SCHEMA_VERSION)
+            if version == SCHEMA_VERSION:
+                return
         with self._tx("upgrading its schema", guard=False) as db:
             for statement in statements(SCHEMA):
                 db.execute(statement)
@@ -394,7 +400,7 @@ class Store:
         self, run_id: str, device_id: str, platform: str, target: str, tags: list[str],
         properties: Mapping[str, Any], status: str, error: str | None,
     ) -> None:  # fmt: skip
-        with self._tx() as db:
+        with self._tx("recording a device") as db:
             db.execute(
                 "INSERT INTO run_devices VALUES (?,?,?,?,?,?,?,?,?)",
                 (run_id, device_id, platform, target, json.dumps(tags), json.dumps(properties, sort_keys=True),
@@ -402,7 +408,7 @@ class Store:
             )  # fmt: skip
 
     def add_job(self, run_id: str, job: Mapping[str, Any], measurements: list[Measurement]) -> int:
-        with self._tx() as db:
+        with self._tx("recording a job") as db:
             cur = db.execute(
                 "INSERT INTO jobs(run_id, device_id, role, sequence, rate_kbps, repeat, status, error,"
                 " bitstream_sha, bitstream_bytes, source_sha, output_sha, frames, frame_times_json,"
@@ -420,7 +426,7 @@ class Store:
         return job_id
 
     def add_measurements(self, job_id: int, measurements: list[Measurement]) -> None:
-        with self._tx() as db:
+        with self._tx("recording measurements") as db:
             self._insert_measurements(db, job_id, measurements)
 
     @staticmethod
@@ -434,14 +440,14 @@ class Store:
         self, run_id: str, device_id: str, name: str, value: float | None, unit: str, convention: str,
         detail: str | None,
     ) -> None:  # fmt: skip
-        with self._tx() as db:
+        with self._tx("recording a run metric") as db:
             db.execute(
                 "INSERT INTO run_metrics VALUES (?,?,?,?,?,?,?,?)",
                 (run_id, device_id, name, value, unit, convention, detail, time.time()),
             )
 
     def add_gate_evaluation(self, run_id: str, verdicts: list[Mapping[str, Any]]) -> int:
-        with self._tx() as db:
+        with self._tx("recording a gate evaluation") as db:
             row = db.execute("SELECT COALESCE(MAX(evaluation), 0) FROM gates WHERE run_id=?", (run_id,)).fetchone()
             evaluation = int(row[0]) + 1
             now = time.time()
@@ -464,7 +470,7 @@ class Store:
     ) -> None:  # fmt: skip
         """One comparison of two different decoded outputs of the same bitstream (stored with a_sha < b_sha)."""
         a_sha, b_sha = sorted((a_sha, b_sha))
-        with self._tx() as db:
+        with self._tx("recording an output comparison") as db:
             db.execute(
                 "INSERT INTO output_diffs VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (run_id, sequence, rate_kbps, a_sha, b_sha, frames, max_abs_diff, psnr_min_db, detail, time.time()),
@@ -474,7 +480,7 @@ class Store:
         self, *, tag: str, version: str, run_id: str, suite_name: str, bundle_digest: str, evaluation: int,
         repo: str, commit_sha: str, manifest_json: str, manifest_sha256: str,
     ) -> None:  # fmt: skip
-        with self._tx() as db:
+        with self._tx("recording a release") as db:
             db.execute(
                 "INSERT INTO releases VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (tag, version, run_id, suite_name, bundle_digest, evaluation, repo, commit_sha, manifest_json,
