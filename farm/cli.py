@@ -6,6 +6,7 @@ Exit codes (design): 0 every gate passed, 1 a gate failed or is missing, 2 bad i
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -70,6 +71,9 @@ def _errors() -> Iterator[None]:
         raise typer.Exit(exc.exit_code) from None
     except (typer.Exit, typer.Abort, KeyboardInterrupt):
         raise
+    except sqlite3.Error as exc:  # the store translates its own; this is a net for any other SQLite use
+        err.print(f"error: SQLite failed outside the store: {exc}", highlight=False, markup=False)
+        raise typer.Exit(3) from None
     except Exception as exc:
         # an unexpected failure is the farm's problem, not a failed gate: never exit 1 for it
         err.print_exception(show_locals=False)
@@ -77,10 +81,11 @@ def _errors() -> Iterator[None]:
         raise typer.Exit(3) from None
 
 
-def _open_store(path: Path | None) -> Store:
+def _open_store(path: Path | None, *, readonly: bool = False) -> Store:
+    """Commands that only read open read-only: they work on a read-only mount and never migrate the file."""
     from farm.store import Store
 
-    return Store(_store_path(path))
+    return Store(_store_path(path), readonly=readonly)
 
 
 def _run_id(store: Store, given: str) -> str:
@@ -372,7 +377,7 @@ def runs(store: StoreOpt = None, limit: Annotated[int, typer.Option("--limit")] 
     import time
 
     with _errors():
-        db = _open_store(store)
+        db = _open_store(store, readonly=True)
         table = Table(title=f"runs in {db.path}")
         for col in ("run", "started (UTC)", "suite", "bundle", "status", "gates"):
             table.add_column(col)
@@ -396,10 +401,12 @@ def report(
     from farm.report import agreement_table, results_table, verdict_table, verdicts_from_store, write_json
 
     with _errors():
-        db = _open_store(store)
+        db = _open_store(store, readonly=True)
         rid = _run_id(db, run_id)
         verdicts = verdicts_from_store(db, rid)
         out.print(results_table(db, rid))
+        if len(attempts := db.attempts(rid)) > 1:
+            out.print(f"run {rid} took {len(attempts)} attempts (resumed {len(attempts) - 1}x)", highlight=False)
         if (agreement := agreement_table(db, rid)) is not None:
             out.print(agreement)
         out.print(verdict_table(verdicts, title=f"gates of run {rid}"))
