@@ -19,11 +19,11 @@ from typing import Any
 from farm.config.inventory import ChargerSuspend, PowerSettings
 from farm.devices import posix_power
 from farm.devices.base import AppRef, DecodeOutcome, PowerMeter, PowerProbe, TransferCounter
-from farm.errors import InfraError
+from farm.errors import CommandFailed, InfraError
 from farm.power import meters
 from farm.power.battery import BatteryState, Gauge
 from farm.power.sampler import PowerSample
-from farm.transports.base import Background, Transport, TransportError
+from farm.transports.base import Background, Transport
 
 __all__ = ["DecodeOutcome", "PosixDevice", "TransferCounter", "parse_decode", "parse_stats"]
 
@@ -123,12 +123,16 @@ class PosixDevice:
     power_sampled_on: str = "on device"
 
     # -- basics ---------------------------------------------------------------------------------------
-    def sh(self, script: str, *args: str, timeout: float | None = None) -> str:
-        """Run a fixed script with positional args; raise TransportError when it fails."""
+    def sh(self, script: str, *args: str, timeout: float | None = None, name: str | None = None) -> str:
+        """Run a fixed script with positional args and return its stdout.
+
+        Raises CommandFailed when the script ran and failed (it would fail the same way again, so it must not be
+        retried as a dropped link), and TransportError (from the transport) only when the link itself failed.
+        ``name`` says what the script is in that error; by default its first line.
+        """
         res = self.transport.run(["sh", "-c", script, "farm", *args], timeout=timeout or self.command_timeout)
         if not res.ok:
-            why = "timed out" if res.timed_out else f"exit {res.exit_status}"
-            raise TransportError(f"{self.device_id}: device command {why}: {res.error_tail(400)}")
+            raise CommandFailed(self.device_id, name or script_name(script), res.exit_status, res.error_tail(400))
         return res.text()
 
     def prepare(self, *subdirs: str) -> None:
@@ -277,6 +281,12 @@ class PosixDevice:
 
 
 _ARCH_ALIASES = ({"x86_64", "amd64"}, {"aarch64", "arm64"}, {"armv7", "armv7l", "armhf"}, {"x86", "i386", "i686"})
+
+
+def script_name(script: str) -> str:
+    """A fixed script's first line, to name it in a CommandFailed (the scripts are anonymous strings)."""
+    first = next((line.strip() for line in script.splitlines() if line.strip()), "sh")
+    return f"`{first[:60]}`"
 
 
 def _same_arch(arch: str, machine: str) -> bool:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from farm.errors import CommandFailed
 from farm.transports.base import Background, Completed, TransportError
 
 
@@ -90,8 +91,8 @@ class LocalTransport:
         try:
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dst)
-        except OSError as exc:
-            raise TransportError(f"local: copy {src} -> {dst} failed: {exc}") from exc
+        except OSError as exc:  # there is no link to lose here: a failed copy is the command failing
+            raise CommandFailed("local", f"copy {src} -> {dst}", exc.errno, exc.strerror or str(exc)) from exc
         return dst.stat().st_size
 
     def close(self) -> None:
