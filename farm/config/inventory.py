@@ -19,8 +19,13 @@ from farm.errors import InputError, Problem
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
+MAX_CONNECT_S = 300.0  # bounds on link timeouts: .inf or 1e9 would hang a run on a dead device for ever
+MAX_IO_S = 3_600.0
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: .nan and .inf are valid YAML floats, but no field of an inventory means them
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class LocalTransport(Strict):
@@ -34,8 +39,8 @@ class SshTransport(Strict):
     user: str
     key: str | None = None
     known_hosts: str = "~/.ssh/known_hosts"
-    connect_timeout_s: float = Field(default=5.0, gt=0)
-    io_timeout_s: float = Field(default=60.0, gt=0)  # a board that stops answering mid-transfer is dropped after this
+    connect_timeout_s: float = Field(default=5.0, gt=0, le=MAX_CONNECT_S)
+    io_timeout_s: float = Field(default=60.0, gt=0, le=MAX_IO_S)  # a board that stops answering mid-transfer is dropped after this
 
 
 class AdbTransport(Strict):
@@ -43,9 +48,9 @@ class AdbTransport(Strict):
     address: str | None = None  # host:port for TCP
     serial: str | None = None  # USB serial
     key: str = "~/.android/adbkey"
-    connect_timeout_s: float = Field(default=5.0, gt=0)
-    auth_timeout_s: float = Field(default=30.0, gt=0)  # time to tap "Allow USB debugging" for a new key
-    io_timeout_s: float = Field(default=60.0, gt=0)  # a phone that stops answering mid-transfer is dropped after this
+    connect_timeout_s: float = Field(default=5.0, gt=0, le=MAX_CONNECT_S)
+    auth_timeout_s: float = Field(default=30.0, gt=0, le=MAX_CONNECT_S)  # time to tap "Allow USB debugging"
+    io_timeout_s: float = Field(default=60.0, gt=0, le=MAX_IO_S)  # a phone that stops answering mid-transfer is dropped after this
     tmpdir: str = "/data/local/tmp"  # where commands' stderr (and stdin) files live briefly on the phone
 
 
@@ -123,7 +128,7 @@ class ThermalSettings(Strict):
     """
 
     zones: Literal["auto"] | tuple[str, ...] = "auto"
-    throttle_c: float | None = None
+    throttle_c: float | None = Field(default=None, gt=0, le=150)
     simulated: bool = False
 
 

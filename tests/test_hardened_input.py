@@ -1,0 +1,107 @@
+"""Hostile or absurd input is refused at load: exit 2, with the file:line: field that is wrong, before anything runs."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.cli import EXAMPLES, LOCAL_INVENTORY, Result, farm, suite_text, write
+
+
+def _bomb(levels: int = 9) -> str:
+    """The classic "billion laughs": each level repeats the one before it ten times (10**9 values)."""
+    lines = ["la: &a [" + ", ".join(["lol"] * 10) + "]"]
+    for i in range(1, levels):
+        prev, name = chr(ord("a") + i - 1), chr(ord("a") + i)
+        lines.append(f"l{name}: &{name} [" + ", ".join([f"*{prev}"] * 10) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def _run(tmp_path: Path, suite: Path, *extra: str, inventory: str = LOCAL_INVENTORY) -> Result:
+    inv = write(tmp_path / "devices.yaml", inventory)
+    args = ["run", str(suite), "--bundle", str(EXAMPLES / "av1-svt"), "--inventory", str(inv), *extra]
+    return farm(*args, store=tmp_path / "store" / "results.db")
+
+
+def test_alias_bomb_in_a_suite_is_refused_fast(tmp_path: Path) -> None:
+    bomb = _bomb()
+    assert len(bomb) < 530  # the issue's bomb was 530 bytes: half a kilobyte on disk, 10**9 values expanded
+    suite = write(tmp_path / "bomb.yaml", "name: bomb\n" + bomb)
+    start = time.monotonic()
+    res = _run(tmp_path, suite)
+    elapsed = time.monotonic() - start
+    assert res.code == 2, res.output
+    assert f"{suite}:6: le: expands to 111111 values, over the cap" in res.output  # the first key over the cap
+    assert elapsed < 1.0, elapsed
+
+
+def test_alias_bomb_in_an_inventory_is_refused_with_its_line(tmp_path: Path) -> None:
+    inv = write(tmp_path / "devices.yaml", LOCAL_INVENTORY + "extra:\n" + "".join("  " + x for x in _bomb().splitlines(True)))
+    res = farm("devices", "--inventory", inv, store=tmp_path / "results.db")
+    assert res.code == 2, res.output
+    assert f"{inv}:8: extra.le: expands to 111111 values" in res.output  # the first key over the cap
+
+
+def test_an_alias_inside_itself_is_refused(tmp_path: Path) -> None:
+    suite = write(tmp_path / "loop.yaml", "name: x\nloop: &a [1, *a]\n")
+    res = _run(tmp_path, suite)
+    assert res.code == 2 and f"{suite}:2: nested deeper than" in res.output, res.output
+
+
+def test_ordinary_aliases_still_work(tmp_path: Path) -> None:
+    suite = write(tmp_path / "s.yaml", suite_text(rates="&r [150, 300]", extra="x-rates: *r\n"))
+    res = _run(tmp_path, suite)
+    assert "x-rates: unknown key" in res.output  # the alias expanded; the suite's own check then speaks
+
+
+@pytest.mark.parametrize(
+    ("line", "field", "expect"),
+    [
+        ("timeout_s: .inf", "timeout_s", "finite number"),
+        ("timeout_s: 0", "timeout_s", "greater than 0"),
+        ("timeout_s: 1e9", "timeout_s", "less than or equal to 86400"),
+        ("power: {baseline_s: 1e9}", "power.baseline_s", "less than or equal to 600"),
+        ("power: {sample_hz: .nan}", "power.sample_hz", "finite number"),
+        ("power: {sample_hz: 1e6}", "power.sample_hz", "less than or equal to 1000"),
+        ("thermal: {timeout_s: .inf}", "thermal.timeout_s", "finite number"),
+        ("thermal: {start_below_c: 1e9}", "thermal.start_below_c", "less than or equal to 150"),
+        ("repeats: 1000000", "repeats", "less than or equal to 1000"),
+        ("warmup_frames: 1000000000", "warmup_frames", "less than or equal to 100000"),
+    ],
+)
+def test_non_finite_or_absurd_suite_numbers_are_refused(tmp_path: Path, line: str, field: str, expect: str) -> None:
+    suite = write(tmp_path / "s.yaml", suite_text(extra=line + "\n"))
+    res = _run(tmp_path, suite)
+    assert res.code == 2, res.output
+    assert f"{suite}:8: {field}: " in res.output and expect in res.output, res.output
+
+
+@pytest.mark.parametrize(
+    ("rates", "expect"),
+    [("[.nan, 300]", "finite number"), ("[150, .inf]", "finite number"), ("[-5, 300]", "greater than 0"),
+     ("[150, 1e12]", "less than or equal to 1000000")],
+)  # fmt: skip
+def test_bad_rates_never_reach_ffmpeg(tmp_path: Path, rates: str, expect: str) -> None:
+    suite = write(tmp_path / "s.yaml", suite_text(rates=rates))
+    res = _run(tmp_path, suite)
+    assert res.code == 2, res.output
+    assert f"{suite}:5: rates_kbps[" in res.output and expect in res.output, res.output
+    assert not (tmp_path / "store" / "cache" / "bitstreams").exists()
+
+
+@pytest.mark.parametrize(
+    ("setting", "expect"),
+    [("io_timeout_s: .inf", "finite number"), ("connect_timeout_s: 1e9", "less than or equal to 300"),
+     ("connect_timeout_s: -1", "greater than 0")],
+)  # fmt: skip
+def test_non_finite_or_absurd_link_timeouts_are_refused(tmp_path: Path, setting: str, expect: str) -> None:
+    inv = write(
+        tmp_path / "devices.yaml",
+        "devices:\n  - id: b\n    platform: linux\n    target: linux-x86_64\n"
+        f"    transport: {{kind: ssh, host: 127.0.0.1, user: u, {setting}}}\n",
+    )
+    res = farm("devices", "--inventory", inv, store=tmp_path / "results.db")
+    assert res.code == 2, res.output
+    assert f"{inv}:5: devices[0].transport.{setting.split(':')[0]}: " in res.output and expect in res.output
