@@ -24,7 +24,7 @@ from typing import Any
 from farm import __version__
 from farm.bundle import Bundle, open_bundle
 from farm.config.inventory import Device, Inventory, load_inventory, select
-from farm.config.suite import Suite, load_suite
+from farm.config.suite import Suite, anchor_problems, load_suite
 from farm.errors import InfraError, InputError, Problem
 from farm.fileio import write_atomic
 from farm.gates import StoreBaselines, Verdict, evaluate, load_view
@@ -96,6 +96,7 @@ def load_plan(
     anchor: Bundle | None = attempt(lambda: open_bundle(anchor_src, cache)) if anchor_src else None
     if problems or suite is None or inventory is None or bundle is None:
         raise InputError(problems)
+    problems += anchor_problems(suite, anchor is not None)  # a BD-rate gate without an anchor costs no run
     devices = select(inventory, selector if selector is not None else suite.devices)
     for device in devices:
         for b in (bundle, anchor):

@@ -108,3 +108,30 @@ def test_non_finite_or_absurd_link_timeouts_are_refused(tmp_path: Path, setting:
     res = farm("devices", "--inventory", inv, store=tmp_path / "results.db")
     assert res.code == 2, res.output
     assert f"{inv}:5: devices[0].transport.{setting.split(':')[0]}: " in res.output and expect in res.output
+
+
+BD_GATES = """  - {metric: failures, op: "==", value: 0, scope: all}
+  - {metric: bd_rate.psnr_yuv, op: "<=", value: 0}
+  - {metric: fps, op: ">=", value: 1}
+  - {metric: bd_rate.vmaf, op: "<=", value: 0}
+"""
+
+
+def test_a_bd_rate_gate_without_an_anchor_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    suite = write(tmp_path / "s.yaml", suite_text(gates=BD_GATES))
+    res = _run(tmp_path, suite)
+    assert res.code == 2, res.output
+    assert f"{suite}:8: gates[1].metric: bd_rate.psnr_yuv needs an anchor bundle" in res.output
+    assert f"{suite}:10: gates[3].metric: bd_rate.vmaf needs an anchor bundle" in res.output
+    assert "--anchor" in res.output
+    assert not (tmp_path / "store" / "results.db").exists()  # no run was even recorded
+    assert not (tmp_path / "store" / "cache" / "bitstreams").exists()  # nothing encoded
+
+
+def test_a_bd_rate_gate_with_the_suites_own_anchor_is_accepted(tmp_path: Path) -> None:
+    from farm.config.suite import anchor_problems
+
+    suite = write(tmp_path / "s.yaml", suite_text(gates=BD_GATES, extra=f"anchor: {EXAMPLES / 'hevc-x265'}\n"))
+    loaded = load_suite(suite)
+    assert anchor_problems(loaded, has_anchor=loaded.anchor is not None) == []
+    assert [p.line for p in anchor_problems(loaded, has_anchor=False)] == [8, 10]

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from farm.config.source import load_yaml, validate
 from farm.errors import InputError, Problem
@@ -237,6 +237,8 @@ class Suite(Strict):
     metrics: tuple[Literal["psnr", "ssim", "vmaf"], ...] = ("psnr", "ssim", "vmaf")
     anchor: Path | None = None
     gates: tuple[Gate, ...] = Field(min_length=1)  # a suite that gates nothing cannot pass or fail a release
+    # where each gate was written (file, lines): checks made after loading still name file:line
+    _gate_lines: tuple[str, tuple[int | None, ...]] = PrivateAttr(default=("", ()))
 
     @field_validator("rates_kbps")
     @classmethod
@@ -254,6 +256,26 @@ class Suite(Strict):
         if dupes:
             raise ValueError(f"sequence ids repeat: {', '.join(dupes)}")
         return self
+
+    def gate_problem(self, index: int, message: str) -> Problem:
+        """A problem with gate ``index``, at the line it was written on (no line for a suite read from the store)."""
+        file, lines = self._gate_lines
+        line = lines[index] if index < len(lines) else None
+        return Problem(file or self.name, line, f"gates[{index}].metric", message)
+
+
+def anchor_problems(suite: Suite, has_anchor: bool) -> list[Problem]:
+    """BD-rate gates that cannot be measured because no anchor was given (neither --anchor nor ``anchor:``).
+
+    Such a gate would only report ``missing`` after the whole run; refusing it first costs the user no run.
+    """
+    if has_anchor:
+        return []
+    return [
+        suite.gate_problem(i, f"{gate.metric} needs an anchor bundle: give --anchor or the suite's 'anchor:'")
+        for i, gate in enumerate(suite.gates)
+        if gate.metric.startswith("bd_rate")
+    ]
 
 
 def load_suite(path: Path) -> Suite:
@@ -276,4 +298,6 @@ def load_suite(path: Path) -> Suite:
         anchor = base / anchor
     if problems:
         raise InputError(problems)
-    return suite.model_copy(update={"sequences": tuple(sequences), "anchor": anchor})
+    loaded = suite.model_copy(update={"sequences": tuple(sequences), "anchor": anchor})
+    loaded._gate_lines = (doc.file, tuple(doc.line_of(("gates", i)) for i in range(len(suite.gates))))
+    return loaded
