@@ -135,3 +135,68 @@ def test_a_bd_rate_gate_with_the_suites_own_anchor_is_accepted(tmp_path: Path) -
     loaded = load_suite(suite)
     assert anchor_problems(loaded, has_anchor=loaded.anchor is not None) == []
     assert [p.line for p in anchor_problems(loaded, has_anchor=False)] == [8, 10]
+
+
+def _entry(device_id: str, transport: str, workdir: str | None = None, platform: str = "linux") -> str:
+    target = "ios-arm64" if platform == "ios" else "linux-x86_64"
+    text = f"  - id: {device_id}\n    platform: {platform}\n    target: {target}\n    transport: {transport}\n"
+    return text + (f"    workdir: {workdir}\n" if workdir else "")
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        (("{kind: ssh, host: Board1, user: u}", None), ("{kind: ssh, host: board1, port: 22, user: u}", None)),
+        (("{kind: ssh, host: b, user: u}", "/w"), ("{kind: ssh, host: b, user: u}", "/w/")),
+        (("{kind: adb, address: '10.0.0.5'}", None), ("{kind: adb, address: '10.0.0.5:5555'}", None)),
+        (("{kind: adb, serial: R58M}", "/data/local/tmp/x"), ("{kind: adb, serial: R58M}", "/data/local/tmp/x")),
+        (("{kind: local}", "/tmp/farm"), ("{kind: local}", "/tmp/farm")),
+    ],
+)
+def test_two_entries_reaching_one_device_and_workdir_are_refused(
+    tmp_path: Path, a: tuple[str, str | None], b: tuple[str, str | None]
+) -> None:
+    first = _entry("one", *a)
+    inv = write(tmp_path / "devices.yaml", "devices:\n" + first + _entry("two", *b))
+    second_line = 2 + first.count("\n")
+    res = farm("devices", "--inventory", inv, store=tmp_path / "results.db")
+    assert res.code == 2, res.output
+    assert f"{inv}:{second_line}: devices[1]: 'two' reaches the same device and workdir as 'one' (line 2)" in res.output
+    assert f"{inv}:2: devices[0]: 'one' reaches the same device and workdir as 'two' (line {second_line})" in res.output
+
+
+def test_one_iphone_is_one_device_whatever_the_workdir(tmp_path: Path) -> None:
+    udid = "00008030-001A2B3C4D5E6F70"
+    inv = write(
+        tmp_path / "devices.yaml",
+        "devices:\n"
+        + _entry("a", f"{{kind: usbmux, udid: {udid}}}", platform="ios")
+        + _entry("b", f"{{kind: usbmux, udid: '{udid.replace('-', '').lower()}'}}", "/Documents/other", "ios"),
+    )
+    res = farm("devices", "--inventory", inv, store=tmp_path / "results.db")
+    assert res.code == 2 and "'b' reaches the same device and workdir as 'a'" in res.output, res.output
+
+
+def test_distinct_devices_and_workdirs_load_and_have_distinct_identities(tmp_path: Path) -> None:
+    from farm.config.inventory import device_identity, load_inventory
+
+    inv = write(
+        tmp_path / "devices.yaml",
+        "devices:\n"
+        + _entry("l1", "{kind: local}")
+        + _entry("l2", "{kind: local}")  # default workdirs are per id: no clash
+        + _entry("s1", "{kind: ssh, host: b, user: u}")
+        + _entry("s2", "{kind: ssh, host: b, user: u}", "/other")
+        + _entry("s3", "{kind: ssh, host: b, port: 2222, user: u}")
+        + _entry("s4", "{kind: ssh, host: b, user: v}")
+        + _entry("a1", "{kind: adb, address: '10.0.0.5:5555'}")
+        + _entry("a2", "{kind: adb, address: '10.0.0.5:5556'}")
+        + _entry("a3", "{kind: adb, serial: R58M}")
+        + "    host: lab-agent-2\n",
+    )
+    loaded = load_inventory(inv)
+    ids = [device_identity(d) for d in loaded.devices]
+    assert len(set(ids)) == len(ids)
+    assert ids[2] == "ssh:u@b:22|(default)" and ids[3] == "ssh:u@b:22|/other"
+    assert ids[6] == "adb:tcp:10.0.0.5:5555|(default)" and ids[8] == "agent:lab-agent-2/adb:usb:R58M|(default)"
+    assert device_identity(loaded.devices[0]) == device_identity(load_inventory(inv).devices[0])  # stable

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from farm.config.source import load_yaml, validate
+from farm.config.source import Located, load_yaml, validate
 from farm.errors import InputError, Problem
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -210,6 +210,68 @@ class Inventory(Strict):
         raise KeyError(device_id)
 
 
+DEFAULT_WORKDIR = "(default)"
+
+
+def _physical(device: Device) -> str:
+    """The device a transport reaches, as text: no DNS or usbmuxd lookup (loading must not touch the network)."""
+    t = device.transport
+    where = f"agent:{device.host}/" if device.host else ""  # 127.0.0.1 or a USB serial is relative to its host
+    if isinstance(t, SshTransport):
+        return f"{where}ssh:{t.user}@{t.host.lower()}:{t.port}"
+    if isinstance(t, AdbTransport):
+        if t.address:
+            host, _, port = t.address.rpartition(":") if ":" in t.address else (t.address, "", "5555")
+            return f"{where}adb:tcp:{host.lower()}:{port or '5555'}"
+        return f"{where}adb:usb:{t.serial}"
+    if isinstance(t, UsbmuxTransport):
+        return f"{where}usbmux:{t.udid.lower().replace('-', '')}"
+    return f"{where}local"
+
+
+def device_identity(device: Device) -> str:
+    """A stable string naming the physical device and the workdir on it an entry uses (the device-lease key).
+
+    Contains: the agent host when the entry names one (``agent:NAME/``), then the transport's address as written
+    (``ssh:USER@HOST:PORT``, ``adb:tcp:HOST:PORT`` with 5555 by default, ``adb:usb:SERIAL``, ``usbmux:UDID`` in
+    lower case without dashes, ``local``), then ``|`` and the workdir: the entry's ``workdir``, or ``(default)``
+    for an unset one (a local entry's default folder is per device id, so it adds ``:ID``). An iOS device has
+    no ``|`` part: every entry for one UDID shares the farm app's container, whatever its workdir.
+
+    It is text, not a resolved address: ``localhost`` and ``127.0.0.1`` name the same board differently, and
+    an entry that spells out the default workdir differs from one that leaves it unset.
+    """
+    physical = _physical(device)
+    if isinstance(device.transport, UsbmuxTransport):
+        return physical
+    workdir = (device.workdir.rstrip("/") or "/") if device.workdir else DEFAULT_WORKDIR
+    if workdir == DEFAULT_WORKDIR and isinstance(device.transport, LocalTransport):
+        workdir += f":{device.id}"  # farm.devices.connect puts it under the state dir, named by the id
+    return f"{physical}|{workdir}"
+
+
+def shared_device_problems(inventory: Inventory, doc: Located) -> list[Problem]:
+    """Entries that reach one device and workdir: their sessions would clobber each other's job folders."""
+    first: dict[str, int] = {}
+    problems: list[Problem] = []
+    for i, device in enumerate(inventory.devices):
+        key = device_identity(device)
+        if key not in first:
+            first[key] = i
+            continue
+        j = first[key]
+        other = inventory.devices[j]
+        problems.append(
+            doc.problem(("devices", i), f"{device.id!r} reaches the same device and workdir as {other.id!r} "
+                        f"(line {doc.line_of(('devices', j))}): {key}")
+        )  # fmt: skip
+        problems.append(
+            doc.problem(("devices", j), f"{other.id!r} reaches the same device and workdir as {device.id!r} "
+                        f"(line {doc.line_of(('devices', i))}): {key}")
+        )  # fmt: skip
+    return problems
+
+
 def default_inventory_path() -> Path:
     return Path(os.environ.get("FARM_INVENTORY", "devices.yaml"))
 
@@ -219,6 +281,9 @@ def load_inventory(path: Path) -> Inventory:
     if not isinstance(doc.data, dict):
         raise InputError([Problem(doc.file, 1, "", "expected a mapping with a 'devices' list")])
     inventory = validate(Inventory, doc)
+    problems = shared_device_problems(inventory, doc)
+    if problems:
+        raise InputError(problems)
     return inventory
 
 
