@@ -223,6 +223,22 @@ class Gate(Strict):
         return f"{self.metric} {self.op} {self.target} [{self.scope}]"
 
 
+class GateLines:
+    """Where a suite's gates were written. Not part of the suite's value: pydantic compares private attributes,
+    and a suite read from its file must equal the same suite read back from the store, which has no lines.
+    """
+
+    def __init__(self, file: str, lines: tuple[int | None, ...]) -> None:
+        self.file = file
+        self.lines = lines
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, GateLines)
+
+    def __hash__(self) -> int:
+        return 0
+
+
 class Suite(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     description: str = ""
@@ -237,8 +253,8 @@ class Suite(Strict):
     metrics: tuple[Literal["psnr", "ssim", "vmaf"], ...] = ("psnr", "ssim", "vmaf")
     anchor: Path | None = None
     gates: tuple[Gate, ...] = Field(min_length=1)  # a suite that gates nothing cannot pass or fail a release
-    # where each gate was written (file, lines): checks made after loading still name file:line
-    _gate_lines: tuple[str, tuple[int | None, ...]] = PrivateAttr(default=("", ()))
+    # where each gate was written: checks made after loading still name file:line
+    _where: GateLines = PrivateAttr(default_factory=lambda: GateLines("", ()))
 
     @field_validator("rates_kbps")
     @classmethod
@@ -259,7 +275,7 @@ class Suite(Strict):
 
     def gate_problem(self, index: int, message: str) -> Problem:
         """A problem with gate ``index``, at the line it was written on (no line for a suite read from the store)."""
-        file, lines = self._gate_lines
+        file, lines = self._where.file, self._where.lines
         line = lines[index] if index < len(lines) else None
         return Problem(file or self.name, line, f"gates[{index}].metric", message)
 
@@ -299,5 +315,5 @@ def load_suite(path: Path) -> Suite:
     if problems:
         raise InputError(problems)
     loaded = suite.model_copy(update={"sequences": tuple(sequences), "anchor": anchor})
-    loaded._gate_lines = (doc.file, tuple(doc.line_of(("gates", i)) for i in range(len(suite.gates))))
+    loaded._where = GateLines(doc.file, tuple(doc.line_of(("gates", i)) for i in range(len(suite.gates))))
     return loaded
