@@ -200,3 +200,29 @@ def test_distinct_devices_and_workdirs_load_and_have_distinct_identities(tmp_pat
     assert ids[2] == "ssh:u@b:22|(default)" and ids[3] == "ssh:u@b:22|/other"
     assert ids[6] == "adb:tcp:10.0.0.5:5555|(default)" and ids[8] == "agent:lab-agent-2/adb:usb:R58M|(default)"
     assert device_identity(loaded.devices[0]) == device_identity(load_inventory(inv).devices[0])  # stable
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
+def test_an_adb_key_readable_by_others_is_refused_with_the_chmod_to_run(tmp_path: Path, mode: int) -> None:
+    from farm.config.inventory import AdbTransport
+    from farm.transports.adb import AdbLink, keygen
+
+    key = tmp_path / "my keys" / "adbkey"
+    key.parent.mkdir()
+    assert keygen(key)
+    inv = write(
+        tmp_path / "devices.yaml",
+        "devices:\n" + _entry("phone", f"\n      kind: adb\n      address: '127.0.0.1:1'\n      key: {key}", platform="android")
+        .replace("linux-x86_64", "android-arm64"),
+    )  # fmt: skip
+    assert farm("devices", "--inventory", inv, store=tmp_path / "results.db").code == 0  # 0600 from keygen
+    key.chmod(mode)
+    res = farm("devices", "--inventory", inv, store=tmp_path / "results.db")
+    assert res.code == 2, res.output
+    assert f"{inv}:8: devices[0].transport.key: ADB private key {key} is open to" in res.output
+    assert f"run: chmod 600 '{key}'" in res.output
+    # a key that became readable after the inventory was loaded is refused by the link too, before any use
+    link = AdbLink("phone", AdbTransport(kind="adb", address="127.0.0.1:1", key=str(key)))
+    with pytest.raises(InputError, match=r"chmod 600") as exc:
+        link.connect()
+    assert exc.value.exit_code == 2

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
+import stat
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -210,6 +212,34 @@ class Inventory(Strict):
         raise KeyError(device_id)
 
 
+def adb_key_problem(key: Path) -> str | None:
+    """Why an ADB private key must not be used, or None. Whoever can read it can drive every phone that trusts it.
+
+    Only the key's own mode is checked (as ssh does for its keys): a missing key is for the connection to report,
+    with the keygen hint.
+    """
+    try:
+        mode = key.stat().st_mode
+    except OSError:
+        return None
+    if mode & 0o077 == 0:
+        return None
+    who = "group and others" if mode & 0o007 else "its group"
+    return (
+        f"ADB private key {key} is open to {who} (mode {stat.S_IMODE(mode):04o}): anyone who can read it can drive "
+        f"every phone that trusts it; run: chmod 600 {shlex.quote(str(key))}"
+    )
+
+
+def key_problems(inventory: Inventory, doc: Located) -> list[Problem]:
+    return [
+        doc.problem(("devices", i, "transport", "key"), why)
+        for i, device in enumerate(inventory.devices)
+        if isinstance(device.transport, AdbTransport)
+        and (why := adb_key_problem(Path(os.path.expanduser(device.transport.key)))) is not None
+    ]
+
+
 DEFAULT_WORKDIR = "(default)"
 
 
@@ -281,7 +311,7 @@ def load_inventory(path: Path) -> Inventory:
     if not isinstance(doc.data, dict):
         raise InputError([Problem(doc.file, 1, "", "expected a mapping with a 'devices' list")])
     inventory = validate(Inventory, doc)
-    problems = shared_device_problems(inventory, doc)
+    problems = shared_device_problems(inventory, doc) + key_problems(inventory, doc)
     if problems:
         raise InputError(problems)
     return inventory
