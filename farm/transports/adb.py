@@ -43,6 +43,8 @@ from adb_shell.auth.sign_cryptography import CryptographySigner
 from adb_shell.transport.tcp_transport import TcpTransport
 
 from farm.config.inventory import AdbTransport as AdbSettings
+from farm.config.inventory import adb_key_problem
+from farm.errors import InputError
 from farm.transports import adb_checksum
 from farm.transports.base import KILL_SCRIPT, SPAWN_SCRIPT, Background, Completed, TransportError, Unreachable
 
@@ -207,6 +209,8 @@ class AdbLink:
                 f"ADB key {key} does not exist; create it with 'farm devices keygen' and accept it on the phone",
                 unreachable=True,
             )
+        if (why := adb_key_problem(key)) is not None:  # the inventory refused it at load; it may have changed since
+            raise InputError(f"{self.device_id}: {why}")
         pub = Path(f"{key}.pub")
         try:
             if not pub.is_file():
