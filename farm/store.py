@@ -19,11 +19,11 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from farm.errors import FarmError
+from farm.measures import Measurement  # declared with the metrics, so sessions need not import the store
 
 SCHEMA_VERSION = 3
 
@@ -125,15 +125,6 @@ def _statements(script: str) -> list[str]:
 
 def default_store_path() -> Path:
     return Path(os.environ.get("FARM_STORE", ".farm/results.db"))
-
-
-@dataclass(frozen=True)
-class Measurement:
-    name: str
-    value: float | None
-    unit: str
-    convention: str
-    missing_reason: str | None = None
 
 
 class Store:
