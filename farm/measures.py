@@ -132,8 +132,9 @@ DECODE_FPS = Family(
 )  # fmt: skip
 FRAME_SECONDS = Family(
     "farm_frame_decode_seconds", "summary",
-    "Steady-state frame decode time quantiles (0.5, 0.9, 0.99) over the pooled raw per-frame times of the latest "
-    "finished run's repeats; _count steady frames, _sum their decode time.", JOB_LABELS,
+    f"Steady-state frame decode time quantiles ({', '.join(f'{q / 100:g}' for q in FRAME_QUANTILES)}) over the "
+    "pooled raw per-frame times of the latest finished run's repeats; _count steady frames, _sum their decode "
+    "time.", JOB_LABELS,
 )  # fmt: skip
 POWER = Family(
     "farm_power_watts", "gauge",
