@@ -21,7 +21,9 @@ EXIT_INTERRUPTED = 130
 
 
 @contextmanager
-def stop_on_signals(cancel: Cancel, say: str = "stopping: killing decoders and cleaning devices (again to quit now)") -> Iterator[None]:
+def stop_on_signals(
+    cancel: Cancel, say: str = "stopping: killing decoders and cleaning devices (again to quit now)"
+) -> Iterator[None]:
     def handler(signum: int, _frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         if cancel.is_set():

@@ -8,6 +8,7 @@ job written by the recorder as it arrives -> 5-6 scoring, BD-rate and gates from
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -29,7 +30,7 @@ from farm.quality.score import CONVENTIONS
 from farm.recorder import Recorder, Subscriber
 from farm.scoring import TOLERANCE_METRICS, bd_rates, compare_differing_outputs, score_run
 from farm.session.cancel import Cancel
-from farm.session.events import DeviceDone
+from farm.session.events import DeviceDone, JobDone
 from farm.session.spec import JobKey, JobSpec
 from farm.store import Store
 
@@ -138,10 +139,9 @@ def execute(plan: Plan, store: Store, opts: RunOptions) -> RunOutcome:
     except BaseException as exc:
         # whatever happened (a bug, a full disk), the run must not stay 'running' forever
         status = "interrupted" if opts.cancel.is_set() or isinstance(exc, KeyboardInterrupt) else "incomplete"
-        try:
+        # if the store is what failed, the next command that opens it marks the run interrupted
+        with contextlib.suppress(FarmError):
             store.finish_run(run_id, status, {"error": f"{type(exc).__name__}: {exc}"})
-        except FarmError:
-            pass  # the store is what failed: the next command that opens it marks the run interrupted
         raise
 
 
@@ -159,7 +159,9 @@ def _run(
     results = executor.run(specs, recorder, opts.cancel)
     if recorder.error is not None:
         raise StoreFailed(recorder, run_id)
-    lease_failures = [d for d in results if d.status == "failed" and not d.reached and "--lease-timeout" in (d.error or "")]
+    lease_failures = [
+        d for d in results if d.status == "failed" and not d.reached and "--lease-timeout" in (d.error or "")
+    ]
     if specs and not opts.cancel.is_set() and not any(d.reached for d in results):
         details = "; ".join(f"{d.device_id}: {d.error}" for d in results)
         raise InfraError(f"run {run_id}: no device could run: {details}")
@@ -203,7 +205,7 @@ class StoreFailed(InfraError):
     """The store failed mid-run: devices were stopped and cleaned; what could not be written is listed."""
 
     def __init__(self, recorder: Recorder, run_id: str) -> None:
-        jobs = [e for e in recorder.unstored if not isinstance(e, DeviceDone)]
+        jobs = [e for e in recorder.unstored if isinstance(e, JobDone)]
         lines = [f"{recorder.error}", f"run {run_id} was stopped; {len(jobs)} measured job(s) could not be stored:"]
-        lines += [f"  {e.device_id} {e.job.key.label()}: {e.status}" for e in jobs if hasattr(e, "job")]
+        lines += [f"  {e.device_id} {e.job.key.label()}: {e.status}" for e in jobs]
         super().__init__("\n".join(lines))

@@ -18,8 +18,8 @@ from typing import Any
 from farm.config.suite import Suite
 from farm.fileio import write_atomic
 from farm.gates.view import JobView, load_view
-from farm.media import Source, host_ffmpeg, tool_identity
 from farm.measures import Measurement
+from farm.media import Source, host_ffmpeg, tool_identity
 from farm.quality.bdrate import BDRateError, bd_rate
 from farm.quality.compare import compare_outputs
 from farm.quality.score import QualityError, QualityScores, bits_per_pixel, score
@@ -32,7 +32,9 @@ SUMMARY_FIELDS = ("psnr_y", "psnr_u", "psnr_v", "psnr_yuv", "ssim", "vmaf")
 ScoreKey = tuple[str, str]  # (decoded output sha, source sha)
 
 
-def score_run(store: Store, run_id: str, suite: Suite, sources: Mapping[str, Source], decoded: Path, cache: Path) -> None:
+def score_run(
+    store: Store, run_id: str, suite: Suite, sources: Mapping[str, Source], decoded: Path, cache: Path
+) -> None:
     """Score every job of the run that has no quality measurements yet (all of them on a first attempt)."""
     by_sha = {s.sha256: s for s in sources.values()}
     have = store.measurements(run_id)
@@ -44,7 +46,7 @@ def score_run(store: Store, run_id: str, suite: Suite, sources: Mapping[str, Sou
     }
     scored = score_outputs(todo, suite, cache)
     for r in rows:
-        store.add_measurements(int(r["id"]), quality_measurements(r, by_sha[r["source_sha"]], scored))
+        store.add_measurements(int(r["id"]), quality_measurements(dict(r), by_sha[r["source_sha"]], scored))
 
 
 def score_outputs(
@@ -84,7 +86,9 @@ def _scores_from_json(d: dict[str, Any]) -> QualityScores:
     )
 
 
-def quality_measurements(row: Mapping[str, Any], src: Source, scored: Mapping[ScoreKey, QualityScores | str]) -> list[Measurement]:
+def quality_measurements(
+    row: Mapping[str, Any], src: Source, scored: Mapping[ScoreKey, QualityScores | str]
+) -> list[Measurement]:
     bpp = bits_per_pixel(int(row["bitstream_bytes"]), src.width, src.height, src.frames)
     out = [Measurement("bpp", bpp, "bit/pixel", "bitstream bytes x 8 / (W x H x frames)")]
     if row["status"] != "ok" or row["output_sha"] is None:

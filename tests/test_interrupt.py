@@ -7,6 +7,7 @@ once a second).
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import sqlite3
@@ -86,7 +87,10 @@ def test_sigint_mid_decode_stops_cleans_keeps_and_resume_completes(ssh_board: Bo
     assert took < STOP_BOUND_S, f"took {took:.1f}s to stop"
     assert "--resume" in out
     for board in boards:
-        assert wait_for(lambda b=board: _clean(b), 2), (alive(str(board.workdir)), list((board.workdir / "jobs").iterdir()))
+        assert wait_for(lambda b=board: _clean(b), 2), (
+            alive(str(board.workdir)),
+            list((board.workdir / "jobs").iterdir()),
+        )
     run = _run_row(store)
     kept = _jobs(store, run["id"])
     assert run["status"] == "interrupted" and 3 <= len(kept) < 16 and all(j["status"] == "ok" for j in kept)
@@ -136,6 +140,6 @@ def test_two_runs_on_one_board_take_turns(ssh_board: BoardFactory, tmp_path: Pat
     assert "waiting for shared, held by run" in out2
     windows = sorted((j["started_at"], j["finished_at"], j["run_id"]) for j in _jobs(store))
     assert len(windows) == 32 and len({w[2] for w in windows}) == 2
-    for (_, end, run_a), (start, _, run_b) in zip(windows, windows[1:], strict=False):
+    for (_, end, run_a), (start, _, run_b) in itertools.pairwise(windows):
         assert start >= end or run_a == run_b, "decode windows of two runs overlap on one board"
     assert _clean(board)

@@ -75,9 +75,10 @@ def test_the_run_compares_each_pair_of_different_outputs_once_up_to_a_bound(tmp_
 
     def job(sha: str, path: Path, seq: str = "clip", role: str = "test", repeat: int = 0) -> None:
         shutil.copyfile(path, decoded / f"{sha}.y4m")
-        store.add_job("r", {"device_id": f"d-{sha}-{repeat}", "role": role, "sequence": seq, "rate_kbps": 100.0,
-                            "repeat": repeat, "status": "ok", "bitstream_sha": "b", "bitstream_bytes": 1,
-                            "source_sha": "s", "output_sha": sha, "started_at": 0.0, "finished_at": 1.0}, [])  # fmt: skip
+        row = {"device_id": f"d-{sha}-{repeat}", "role": role, "sequence": seq, "rate_kbps": 100.0, "repeat": repeat,
+               "status": "ok", "bitstream_sha": "b", "bitstream_bytes": 1, "source_sha": "s", "output_sha": sha,
+               "started_at": 0.0, "finished_at": 1.0}  # fmt: skip
+        store.add_job("r", row, [])
 
     src = frames(2)
     outputs = []

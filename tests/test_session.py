@@ -17,7 +17,8 @@ from farm.session.cancel import Cancel
 from farm.session.events import DeviceDone, Event, JobDone, Status
 from farm.session.session import SessionEnv, run_session
 from farm.session.spec import BundleRef, FileRef, JobKey, JobSpec, SessionSpec
-from farm.transports.base import CommandFailed, TransportError, Unreachable
+from farm.errors import CommandFailed
+from farm.transports.base import TransportError, Unreachable
 from tests.conftest import write
 from tests.support.fake_device import FakeDevice, write_y4m
 
@@ -104,7 +105,10 @@ def test_an_unreachable_device_fails_every_remaining_job_with_the_reason(tmp_pat
     dev.failures = {2: Unreachable("fake: did not answer for 10 s")}
     events = _run(tmp_path, dev)
     assert [(j.status, j.error) for j in _jobs(events)] == [
-        ("ok", None), ("failed", "fake: did not answer for 10 s"), ("failed", "fake: did not answer for 10 s")]
+        ("ok", None),
+        ("failed", "fake: did not answer for 10 s"),
+        ("failed", "fake: did not answer for 10 s"),
+    ]
     assert isinstance(events[-1], DeviceDone) and events[-1].status == "failed"
 
 

@@ -15,8 +15,6 @@ from farm.session.spec import SessionSpec
 
 
 class Executor(Protocol):
-    def run(
-        self, specs: Sequence[SessionSpec], on_event: Callable[[Event], None], cancel: Cancel
-    ) -> list[DeviceDone]:
+    def run(self, specs: Sequence[SessionSpec], on_event: Callable[[Event], None], cancel: Cancel) -> list[DeviceDone]:
         """Run every session to its end (or to a stop); one ``DeviceDone`` per spec, in the specs' order."""
         ...

@@ -53,7 +53,9 @@ class ThreadExecutor:
                 continue
         return [results.get(s.device.id) or _abandoned(s, on_event) for s in specs]
 
-    def _one(self, spec: SessionSpec, events: queue.Queue[Event], cancel: Cancel, results: dict[str, DeviceDone]) -> None:
+    def _one(
+        self, spec: SessionSpec, events: queue.Queue[Event], cancel: Cancel, results: dict[str, DeviceDone]
+    ) -> None:
         device = spec.device
 
         def waiting(holder: leases.Holder | None) -> None:

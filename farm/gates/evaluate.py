@@ -16,7 +16,6 @@ from farm.gates.consistency import consistency
 from farm.gates.verdict import Measured, Verdict, meets
 from farm.gates.view import RunView
 
-
 PARTIAL = ("running", "interrupted")
 """Run statuses whose results are partial: a resume (or nothing) completes them, so no gate may pass."""
 

@@ -6,6 +6,7 @@ their own, never inside the handler, so a stop never waits on a lock the interru
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -54,7 +55,6 @@ class Cancel:
 
 def _call_all(callbacks: list[Callable[[], None]]) -> None:
     for fn in callbacks:
-        try:
+        # a device that cannot be told to stop is cleaned by its own watchdog once this process is gone
+        with contextlib.suppress(Exception):
             fn()
-        except Exception:  # noqa: BLE001 - a device that cannot be told to stop is cleaned by its watchdog
-            pass

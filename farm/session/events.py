@@ -60,7 +60,7 @@ class DeviceDone:
     status: str
     error: str | None
     reached: bool
-    properties: dict[str, str] = field(default_factory=dict)
+    properties: dict[str, str | float] = field(default_factory=dict)
     counters: Counters = Counters()
 
 

@@ -31,7 +31,8 @@ from farm.session.cancel import Cancel
 from farm.session.events import Counters, DeviceDone, Event, JobDone, Status
 from farm.session.layout import Layout
 from farm.session.spec import BundleRef, JobSpec, SessionSpec
-from farm.transports.base import CommandFailed, TransportError, Unreachable
+from farm.errors import CommandFailed
+from farm.transports.base import TransportError, Unreachable
 
 APP_ARGS = ("{input}", "{output}", "{stats}")
 """An app target without a ``decode`` template gets the decoder contract's three paths as its arguments."""
@@ -94,7 +95,7 @@ class _Session:
             self._on_device(dev)
         except Interrupted:
             status = "interrupted"
-        except Exception as exc:  # noqa: BLE001 - a bug or odd answer must not take down the other devices
+        except Exception as exc:
             if self.env.cancel.is_set():
                 status = "interrupted"  # whatever broke while stopping was the stop itself
             else:
@@ -144,7 +145,9 @@ class _Session:
 
     def _failed(self, job: JobSpec, error: str, t0: float) -> JobDone:
         n = len(self.spec.jobs)
-        return JobDone(self.device.id, job, "failed", error, None, None, (), None, t0, time.time(), (), self.finished + 1, n)
+        return JobDone(
+            self.device.id, job, "failed", error, None, None, (), None, t0, time.time(), (), self.finished + 1, n
+        )
 
     def _cleanup(self, dev: FarmDevice) -> None:
         """Resume the charger, drop this run's folder (the content-addressed cache stays), close the link."""
@@ -172,7 +175,9 @@ class _Session:
         probe = dev.probe_power(self.device.power, self.device.platform, self.charger_suspended)
         self.no_meter_reason = probe.reason
         meter = probe.meter
-        self.props["power_meter"] = meter.description if meter else f"none ({probe.reason or 'power reported as missing'})"
+        self.props["power_meter"] = (
+            meter.description if meter else f"none ({probe.reason or 'power reported as missing'})"
+        )
         if meter and self.device.power.simulated:
             self.props["power_meter"] = f"{self.props['power_meter']} [SIMULATED]"
         if self.device.thermal.simulated:
@@ -292,7 +297,9 @@ class _Session:
             return None
         return power_energy.mean_watts(samples, samples[0].t_s, samples[-1].t_s)
 
-    def _power_context(self, dev: FarmDevice, meter: PowerMeter | None, baseline_w: float | None) -> measure.PowerContext:
+    def _power_context(
+        self, dev: FarmDevice, meter: PowerMeter | None, baseline_w: float | None
+    ) -> measure.PowerContext:
         return measure.PowerContext(
             meter.description if meter is not None else None, self.no_meter_reason, dev.power_sampled_on, baseline_w
         )
@@ -304,9 +311,7 @@ class _Session:
             self._status("warning", text, warning=True)
 
     # -- one job --------------------------------------------------------------------------------------
-    def _retrying(
-        self, dev: FarmDevice, layout: Layout, job: JobSpec, attempt: Callable[[int], JobDone]
-    ) -> JobDone:
+    def _retrying(self, dev: FarmDevice, layout: Layout, job: JobSpec, attempt: Callable[[int], JobDone]) -> JobDone:
         """A job whose link dropped is retried once after reconnecting; then it fails with both reasons.
 
         Each attempt decodes in its own folder, and the first attempt's decoder (which may outlive the dead
@@ -356,7 +361,12 @@ class _Session:
         box: list[DecodeOutcome] = []
         before = dev.battery()
         samples, temps = self._window(
-            dev, layout, meter, zones, str(job.index), lambda: box.append(dev.decode(argv, job_dir, timeout, zones, app))
+            dev,
+            layout,
+            meter,
+            zones,
+            str(job.index),
+            lambda: box.append(dev.decode(argv, job_dir, timeout, zones, app)),
         )
         after = dev.battery()
         outcome = box[0]

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from farm.devices.base import AppRef, DecodeOutcome, PowerProbe, TransferCounter
-from farm.transports.base import CommandFailed, TransportError
+from farm.errors import CommandFailed
+from farm.transports.base import TransportError
 
 
 def write_y4m(path: Path, frames: int = 3, width: int = 16, height: int = 8) -> Path:
