@@ -181,6 +181,25 @@ def load_known_hosts(client: paramiko.SSHClient, known_hosts: Path, name: str) -
         client.load_host_keys(tmp.name)
 
 
+class SshHeld:
+    """A held command on its own channel. The board ends it when the channel closes: by ``close``, when the
+    connection drops, or when the controller dies and its kernel closes the socket (sshd then closes the pipes)."""
+
+    def __init__(self, chan: paramiko.Channel, first_line: str) -> None:
+        self.chan = chan
+        self.first_line = first_line
+
+    def alive(self) -> bool:
+        transport = self.chan.get_transport()
+        return not self.chan.closed and transport is not None and transport.is_active()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.chan.shutdown_write()  # end of input first: the command ends cleanly even if CLOSE is lost
+        with contextlib.suppress(Exception):
+            self.chan.close()
+
+
 class SshLink:
     """One board's SSH connection; thread-safe for the device session that owns it."""
 
@@ -405,6 +424,32 @@ class SshLink:
 
     def kill(self, proc: Background) -> None:
         self._exec(shlex.join(["sh", "-c", KILL_SCRIPT, "farm-kill", str(proc.handle)]), None, 30.0)
+
+    def hold(self, argv: Sequence[str], *, timeout: float) -> SshHeld:
+        """Not under ``timeout -k``: a held command lives as long as its channel, which is the point."""
+        chan = self._session()
+        line = b""
+        try:
+            with self._watchdog(self.settings.io_timeout_s, "a held command start"):
+                chan.exec_command(shlex.join(argv))
+            deadline = time.monotonic() + timeout
+            while not line.endswith(b"\n") and time.monotonic() < deadline:
+                if chan.recv_ready():
+                    line += chan.recv(1)  # one byte at a time: nothing after the first line is consumed
+                elif chan.eof_received or chan.closed:
+                    break
+                else:
+                    select.select([chan], [], [], 0.2)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            chan.close()
+            self.drop()
+            raise self._err(f"connection dropped while starting {argv[0]!r}: {exc}") from None
+        if not line.endswith(b"\n"):
+            err = chan.recv_stderr(CHUNK) if chan.recv_stderr_ready() else b""
+            status = chan.recv_exit_status() if chan.exit_status_ready() else None
+            chan.close()
+            raise CommandFailed(self.device_id, f"holding {argv[0]!r}", status, err.decode(errors="replace")[-300:])
+        return SshHeld(chan, line.decode(errors="replace").strip())
 
     # -- transfers ------------------------------------------------------------------------------------
     def push(self, local: Path, remote: str) -> int:
