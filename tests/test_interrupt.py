@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from farm.sim.sshboard import SshBoard
+from farm.store import Store
 from tests.conftest import ROOT, alive, wait_for, write
 from tests.sim_fixtures import BoardFactory
 from tests.test_run_e2e import TINY_SUITE
@@ -44,6 +45,8 @@ def _start(tmp_path: Path, inv: Path, bundle: Path, *extra: str, store: Path | N
 
 
 def _jobs(store: Path, run_id: str | None = None) -> list[sqlite3.Row]:
+    if not store.exists():
+        return []
     db = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
     db.row_factory = sqlite3.Row
     try:
@@ -123,13 +126,17 @@ def test_sigkill_of_the_controller_leaves_boards_clean_and_the_run_interrupted(
     runs = subprocess.run([sys.executable, "-m", "farm", "runs"], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=60)  # fmt: skip
     assert runs.returncode == 0, runs.stderr
-    assert _run_row(store)["status"] == "interrupted", f"boards clean after {took:.1f}s"
+    run_id = _run_row(store)["id"]
+    line = next(ln for ln in runs.stdout.splitlines() if run_id in ln)
+    assert "interrupted" in line, (runs.stdout, f"boards clean after {took:.1f}s")  # shown, without writing
+    Store(store).close()  # what every writer (the next farm run) does first: it records the reaping
+    assert _run_row(store)["status"] == "interrupted"
 
 
 def test_two_runs_on_one_board_take_turns(ssh_board: BoardFactory, tmp_path: Path) -> None:
     board = ssh_board("shared")
     inv = ssh_board.inventory(tmp_path / "devices.yaml")
-    slow = variant(tmp_path, "slow", ["sh", "-c", 'sleep 0.2; exec "$@"', "slow"])
+    slow = variant(tmp_path, "slow", ["sh", "-c", 'sleep 1; exec "$@"', "slow"])
     store = tmp_path / "state" / "results.db"
     first = _start(tmp_path, inv, slow)
     assert wait_for(lambda: len(_jobs(store)) >= 1, 120)
@@ -139,7 +146,7 @@ def test_two_runs_on_one_board_take_turns(ssh_board: BoardFactory, tmp_path: Pat
     assert first.returncode == 0 and second.returncode == 0, out1 + out2
     assert "waiting for shared, held by run" in out2
     windows = sorted((j["started_at"], j["finished_at"], j["run_id"]) for j in _jobs(store))
-    assert len(windows) == 32 and len({w[2] for w in windows}) == 2
+    assert len(windows) == 16 and len({w[2] for w in windows}) == 2
     for (_, end, run_a), (start, _, run_b) in itertools.pairwise(windows):
         assert start >= end or run_a == run_b, "decode windows of two runs overlap on one board"
     assert _clean(board)

@@ -30,7 +30,8 @@ sequences:
 rates_kbps: [100, 200, 300]
 timeout_s: 10
 power: {baseline_s: 0, sample_hz: 10}
-gates: []
+gates:
+  - {metric: failures, op: "==", value: 0}
 """
 INVENTORY = """
 devices:
@@ -93,11 +94,13 @@ def test_a_session_reports_each_job_pulls_each_output_once_and_leaves_nothing_on
 
 def test_a_dropped_link_is_retried_once_but_a_failed_command_is_not(tmp_path: Path) -> None:
     dev = FakeDevice(write_y4m(tmp_path / "out.y4m"))
-    dev.failures = {1: TransportError("link dropped"), 3: CommandFailed("sh: permission denied")}
+    dev.failures = {1: TransportError("link dropped"), 3: CommandFailed("fake", "mkdir", 1, "permission denied")}
     jobs = _jobs(_run(tmp_path, dev))
     assert [j.status for j in jobs] == ["ok", "failed", "ok"]
     assert "kill /fake/jobs/run-1/0" in dev.calls and "decode /fake/jobs/run-1/0.1" in dev.calls
-    assert jobs[1].error == "sh: permission denied" and dev.decodes == 4  # the failed command ran once
+    assert (
+        jobs[1].error == "fake: mkdir failed on the device (exit 1): permission denied" and dev.decodes == 4
+    )  # the failed command ran once
 
 
 def test_an_unreachable_device_fails_every_remaining_job_with_the_reason(tmp_path: Path) -> None:

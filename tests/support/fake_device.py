@@ -74,7 +74,7 @@ class FakeDevice:
     def stage(self, files: Sequence[tuple[Path, str, str]]) -> None:
         for local, remote, digest in files:
             if hashlib.sha256(local.read_bytes()).hexdigest() != digest:
-                raise CommandFailed(f"sha256 mismatch after push of {remote}")
+                raise CommandFailed(self.device_id, f"commit {remote}", 1, "sha256 mismatch after push")
             self.files[remote] = digest
             self.counter.pushed_files += 1
 
