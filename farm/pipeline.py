@@ -14,9 +14,10 @@ import json
 import os
 import secrets
 import socket
+import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -158,7 +159,7 @@ def _run(
     executor = ThreadExecutor(opts.state_dir, artifacts(plan, media).__getitem__, decoded, opts.lease_timeout_s)
     results = executor.run(specs, recorder, opts.cancel)
     if recorder.error is not None:
-        raise StoreFailed(recorder, run_id)
+        raise StoreFailed(recorder, run_id, opts.state_dir)
     lease_failures = [
         d for d in results if d.status == "failed" and not d.reached and "--lease-timeout" in (d.error or "")
     ]
@@ -202,10 +203,32 @@ def _summary(media: Media, decoded: DecodedCache, results: list[DeviceDone]) -> 
 
 
 class StoreFailed(InfraError):
-    """The store failed mid-run: devices were stopped and cleaned; what could not be written is listed."""
+    """The store failed mid-run: devices were stopped and cleaned; what could not be written was kept aside."""
 
-    def __init__(self, recorder: Recorder, run_id: str) -> None:
+    def __init__(self, recorder: Recorder, run_id: str, state_dir: Path) -> None:
         jobs = [e for e in recorder.unstored if isinstance(e, JobDone)]
-        lines = [f"{recorder.error}", f"run {run_id} was stopped; {len(jobs)} measured job(s) could not be stored:"]
-        lines += [f"  {e.device_id} {e.job.key.label()}: {e.status}" for e in jobs]
+        kept = keep_unstored(jobs, run_id, state_dir)
+        lines = [f"{recorder.error}", f"run {run_id} was stopped; {len(jobs)} measured job(s) could not be stored"]
+        lines.append(f"  they are kept in {kept}" if kept else "  and could not be kept anywhere on this host:")
+        lines += [] if kept else [json.dumps(_job_json(e)) for e in jobs]
         super().__init__("\n".join(lines))
+
+
+def _job_json(event: JobDone) -> dict[str, Any]:
+    return asdict(event)
+
+
+def keep_unstored(jobs: list[JobDone], run_id: str, state_dir: Path) -> Path | None:
+    """Write measured jobs the store refused as JSON lines, beside the store or else in the temp folder."""
+    if not jobs:
+        return None
+    text = "".join(json.dumps(_job_json(e)) + "\n" for e in jobs)
+    for folder in (state_dir / "unstored", Path(tempfile.gettempdir())):
+        path = folder / f"farm-unstored-{run_id}.jsonl"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            return path
+        except OSError:
+            continue
+    return None
