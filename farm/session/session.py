@@ -21,7 +21,7 @@ from farm.config.inventory import Device
 from farm.config.manifest import substitute
 from farm.devices.base import AppRef, DecodeOutcome, FarmDevice, PowerMeter
 from farm.devices.connect import connect
-from farm.errors import FarmError
+from farm.errors import CommandFailed, FarmError
 from farm.power import energy as power_energy
 from farm.power.battery import BatteryState
 from farm.power.sampler import PowerSample
@@ -31,7 +31,6 @@ from farm.session.cancel import Cancel
 from farm.session.events import Counters, DeviceDone, Event, JobDone, Status
 from farm.session.layout import Layout
 from farm.session.spec import BundleRef, JobSpec, SessionSpec
-from farm.errors import CommandFailed
 from farm.transports.base import TransportError, Unreachable
 
 APP_ARGS = ("{input}", "{output}", "{stats}")
