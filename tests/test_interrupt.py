@@ -100,12 +100,23 @@ def test_sigint_mid_decode_stops_cleans_keeps_and_resume_completes(ssh_board: Bo
     db = sqlite3.connect(store)
     scored = db.execute("SELECT COUNT(*) FROM measurements WHERE name = 'psnr_yuv' AND value IS NOT NULL").fetchone()
     assert scored[0] == len(kept)  # every finished job was scored
-    resume = _start(tmp_path, inv, slow, "--resume", run["id"])
+    repo = _git_repo(tmp_path / "codec")
+    resume = _start(tmp_path, inv, slow, "--resume", run["id"], "--release", "v9.9.9", "--repo", str(repo))
     out, _ = resume.communicate(timeout=240)
     assert resume.returncode == 0, out
     after = _jobs(store, run["id"])
     assert len(after) == 16 and [j["id"] for j in after[: len(kept)]] == [j["id"] for j in kept]
     assert _run_row(store)["status"] == "complete"
+    tag = subprocess.run(["git", "-C", str(repo), "cat-file", "-p", "v9.9.9"], capture_output=True, text=True)
+    assert '"resumed"' in tag.stdout and '"attempt": 2' in tag.stdout, tag.stdout  # the release says so
+
+
+def _git_repo(path: Path) -> Path:
+    path.mkdir()
+    for argv in (["init", "-q"], ["config", "user.name", "t"], ["config", "user.email", "t@example.invalid"],
+                 ["commit", "-q", "--allow-empty", "-m", "codec"]):  # fmt: skip
+        subprocess.run(["git", "-C", str(path), *argv], check=True)
+    return path
 
 
 def test_sigkill_of_the_controller_leaves_boards_clean_and_the_run_interrupted(
