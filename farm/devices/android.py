@@ -7,6 +7,7 @@ through :class:`farm.devices.posix.PosixDevice`: Android's toybox and mksh run t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from farm.config.inventory import ChargerSuspend
 from farm.devices.posix import PosixDevice
@@ -44,6 +45,10 @@ echo "$2" >"$1"
 @dataclass
 class AndroidDevice(PosixDevice):
     """A phone reached over ADB. ``info`` adds ``android.*`` properties from ``getprop``."""
+
+    POWER_SOURCES: ClassVar[tuple[str, ...]] = ("battery", "sysfs")
+    """A phone's meter is its fuel gauge; a phone without a battery (a dev board running Android) falls back to
+    the sysfs meters a Linux board would have."""
 
     def info(self) -> dict[str, str]:
         props = super().info()

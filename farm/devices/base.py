@@ -84,7 +84,11 @@ class AppRef:
 
 
 class PowerMeter(Protocol):
-    """Whatever a device measures power with; the runner only shows its description and hands it back."""
+    """Whatever a device measures power with; the runner only shows its description and hands it back.
+
+    Devices hand out :class:`farm.power.instrument.Instrument` objects (which have a description); the runner's
+    view stays this narrow so a session and its test fakes need nothing of how power is sampled.
+    """
 
     @property
     def description(self) -> str: ...

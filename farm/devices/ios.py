@@ -31,15 +31,16 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from farm.config.inventory import ChargerSuspend, Device, PowerSettings, UsbmuxTransport
 from farm.devices.base import AppRef, DecodeOutcome, NullTether, PowerMeter, PowerProbe, TransferCounter
 from farm.devices.ipa import IpaInfo, read_ipa
 from farm.devices.posix import parse_stats
 from farm.errors import FarmError, InfraError
-from farm.power import ios_battery
+from farm.power import ios_battery, probe
 from farm.power.battery import BatteryState
+from farm.power.instrument import Instrument, Window
 from farm.power.sampler import PowerSample
 from farm.transports.base import TransportError, Unreachable
 
@@ -173,16 +174,6 @@ class _Loop:
             self.thread.join(5)
         if not self.loop.is_running():
             self.loop.close()
-
-
-@dataclass(frozen=True)
-class IosBatteryMeter:
-    """The battery's IORegistry values, polled from the host (a :class:`farm.devices.base.PowerMeter`)."""
-
-    description: str = (
-        "iOS battery IORegistry (DiagnosticsService IOPMPowerSource) -InstantAmperage x Voltage "
-        "(mA, mV, negative while discharging), polled from the host over usbmux"
-    )
 
 
 @dataclass
@@ -331,7 +322,7 @@ class IosDevice:
             raise InfraError(f"devices.yaml says target {target} but the device's CPU is {machine}")
 
     def temperatures(self, zones: Sequence[str]) -> list[float | None]:
-        reading = self._reading() if BATTERY_ZONE in zones else None
+        reading = self.battery_reading() if BATTERY_ZONE in zones else None
         return [reading.temp_c if reading is not None and z == BATTERY_ZONE else None for z in zones]
 
     # -- staging ------------------------------------------------------------------------------------------
@@ -554,25 +545,24 @@ class IosDevice:
             await afc.rm(path, force=True)
 
     # -- power: the host polls the battery's IORegistry entry ------------------------------------------------
-    def _reading(self) -> ios_battery.IosBatteryReading:
+    def battery_reading(self) -> ios_battery.IosBatteryReading:
+        """One read of the battery's IORegistry entry (what the host-polled instrument samples)."""
         with self._diag_lock:  # one request at a time on the diagnostics connection
             if self._diag is None:
                 self._diag = self.services.diagnostics(self._ensure_lockdown())
             raw = self._call(self._diag.get_battery(), "battery read")
         return ios_battery.parse(raw)
 
+    POWER_SOURCES: ClassVar[tuple[str, ...]] = ("ios-battery",)
+    """What ``power.meter: auto`` tries (farm/power/sources): the battery gauge, polled from the host."""
+
     def probe_power(self, settings: PowerSettings, platform: str, charger_suspended: bool) -> PowerProbe:
-        if settings.meter == "none":
-            return PowerProbe(None, None)
-        if settings.meter not in ("auto", "battery"):
-            return PowerProbe(None, f"meter {settings.meter!r} does not exist on iOS (use auto or battery)")
-        reading = self._reading()
-        if reading.volts is None or reading.amps is None:
-            return PowerProbe(None, "the battery's IORegistry entry has no readable Voltage and InstantAmperage")
-        return PowerProbe(IosBatteryMeter())
+        """``platform`` is kept for callers but not consulted: devices.yaml and ``POWER_SOURCES`` decide."""
+        found = probe.probe(self, settings, auto=self.POWER_SOURCES, charger_suspended=charger_suspended)
+        return PowerProbe(found.instrument, found.reason)
 
     def battery(self) -> BatteryState | None:
-        return self._reading().state()
+        return self.battery_reading().state()
 
     def set_charging(self, control: ChargerSuspend, enabled: bool) -> bool:
         """iOS offers no charger control (CHARGING_ADVICE says what to do instead)."""
@@ -582,46 +572,28 @@ class IosDevice:
         self, meter: PowerMeter | None, zones: Sequence[str], folder: str, name: str, hz: float, lifetime_s: float,
         during: Callable[[], Any],
     ) -> tuple[list[PowerSample], list[float]]:  # fmt: skip
-        """Poll the battery on the host at ``hz`` while ``during`` runs, with one read on each side of it.
+        """Sample ``meter`` while ``during`` runs; the battery zone's temperature comes from the same host poll.
 
-        Sample times are the host's monotonic clock at the middle of each read, the clock the decode's start and
-        end use, so the trapezoid over the decode window lines up.
+        The battery instrument and the battery temperature read the same IORegistry entry, so one poll serves
+        both (one read per tick, not two); any other instrument measures on its own around that poll.
         """
-        if meter is None and BATTERY_ZONE not in zones:
-            during()
-            return [], []
+        if meter is not None and not isinstance(meter, Instrument):
+            raise TypeError(f"{type(meter).__name__} is not a power instrument (farm.power.instrument.Instrument)")
+        window = Window(folder, name, hz, lifetime_s)
+        if BATTERY_ZONE not in zones:
+            if meter is None:
+                during()
+                return [], []
+            return meter.measure(window, during), []
         readings: list[tuple[float, ios_battery.IosBatteryReading]] = []
-        errors: list[BaseException] = []
-        stop = threading.Event()
-
-        def sample() -> None:
-            before = time.monotonic_ns()
-            reading = self._reading()
-            readings.append(((before + time.monotonic_ns()) / 2e9, reading))
-
-        def loop() -> None:
-            period = 1.0 / hz
-            while not stop.wait(period):
-                try:
-                    sample()
-                except FarmError as exc:  # the decode sees the same broken link and reports it
-                    errors.append(exc)
-                    return
-
-        sample()
-        thread = threading.Thread(target=loop, name=f"ios-power-{self.device_id}", daemon=True)
-        thread.start()
-        try:
-            during()
-        finally:
-            stop.set()
-            thread.join(self.command_timeout)
-        with contextlib.suppress(FarmError):
-            sample()
-        readings.sort(key=lambda r: r[0])
-        power = [PowerSample(t, r.watts) for t, r in readings if r.watts is not None] if meter is not None else []
-        temps = [r.temp_c for _, r in readings if r.temp_c is not None] if BATTERY_ZONE in zones else []
-        return power, temps
+        if isinstance(meter, ios_battery.IosBatteryInstrument) and meter.device is self:
+            readings = ios_battery.poll(self, hz, during)
+            power = ios_battery.watts(readings)
+        elif meter is not None:
+            power = meter.measure(window, lambda: readings.extend(ios_battery.poll(self, hz, during)))
+        else:
+            power, readings = [], ios_battery.poll(self, hz, during)
+        return power, [r.temp_c for _, r in readings if r.temp_c is not None]
 
 
 @dataclass(frozen=True)

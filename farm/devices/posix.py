@@ -15,14 +15,15 @@ import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from farm.config.inventory import ChargerSuspend, PowerSettings
 from farm.devices import posix_power
 from farm.devices.base import AppRef, DecodeOutcome, PowerMeter, PowerProbe, TransferCounter
 from farm.errors import CommandFailed, InfraError
-from farm.power import meters
+from farm.power import probe
 from farm.power.battery import BatteryState, Gauge
+from farm.power.instrument import Instrument, Window
 from farm.power.sampler import PowerSample
 from farm.transports.base import Background, Held, Transport
 
@@ -358,10 +359,15 @@ class PosixDevice:
         """Boards run from their supply: there is no charger to control (phones override this)."""
         return False
 
-    # -- power (farm.devices.posix_power: sampled on the device by its own shell) ------------------------
+    # -- power: instruments (farm.power) sampled through this device's shell ----------------------------------
+    POWER_SOURCES: ClassVar[tuple[str, ...]] = ("sysfs",)
+    """The power sources ``power.meter: auto`` tries, in order (farm/power/sources): a board's sysfs meters."""
+
     def probe_power(self, settings: PowerSettings, platform: str, charger_suspended: bool) -> PowerProbe:
-        meter, self.gauge = posix_power.probe_meter(self, settings, platform, charger_suspended)
-        return PowerProbe(meter, self.gauge.reason if self.gauge is not None else None)
+        """``platform`` is kept for callers but not consulted: devices.yaml and ``POWER_SOURCES`` decide."""
+        found = probe.probe(self, settings, auto=self.POWER_SOURCES, charger_suspended=charger_suspended)
+        self.gauge = found.gauge
+        return PowerProbe(found.instrument, found.reason)
 
     def battery(self) -> BatteryState | None:
         return posix_power.read_battery(self, self.gauge)
@@ -370,9 +376,9 @@ class PosixDevice:
         self, meter: PowerMeter | None, zones: Sequence[str], folder: str, name: str, hz: float, lifetime_s: float,
         during: Callable[[], Any],
     ) -> tuple[list[PowerSample], list[float]]:  # fmt: skip
-        if meter is not None and not isinstance(meter, meters.Meter):
-            raise TypeError(f"a shell device samples a sysfs meter, not {type(meter).__name__}")
-        return posix_power.window(self, meter, zones, folder, name, hz, lifetime_s, during)
+        if meter is not None and not isinstance(meter, Instrument):
+            raise TypeError(f"{type(meter).__name__} is not a power instrument (farm.power.instrument.Instrument)")
+        return posix_power.window(self, meter, zones, Window(folder, name, hz, lifetime_s), during)
 
 
 @dataclass

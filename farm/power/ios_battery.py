@@ -14,11 +14,17 @@ Pure functions on the dictionary pymobiledevice3 returns, so the unit and sign c
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
+from farm.errors import FarmError
 from farm.power.battery import CLEAN_STATUS, BatteryState
+from farm.power.instrument import Channel, Window
+from farm.power.sampler import PowerSample
 
 MAX_PLAUSIBLE_W = 30.0
 SOURCE = "IORegistry CurrentCapacity / MaxCapacity, Temperature in 0.01 C"
@@ -107,3 +113,82 @@ def parse(battery: Mapping[str, Any] | None) -> IosBatteryReading:
         charging=_flag(battery.get("IsCharging")),
         external=_flag(battery.get("ExternalConnected")),
     )
+
+
+DESCRIPTION = (
+    "iOS battery IORegistry (DiagnosticsService IOPMPowerSource) -InstantAmperage x Voltage "
+    "(mA, mV, negative while discharging), polled from the host over usbmux"
+)
+
+
+@runtime_checkable
+class BatteryDiagnostics(Protocol):
+    """What the host-polled instrument needs of a device: one battery read (an iPhone's DiagnosticsService).
+
+    A protocol, so this module never imports the iOS device (nor pymobiledevice3): it is tested on its own.
+    """
+
+    @property
+    def device_id(self) -> str: ...
+
+    @property
+    def command_timeout(self) -> float: ...
+
+    def battery_reading(self) -> IosBatteryReading: ...
+
+
+def poll(device: BatteryDiagnostics, hz: float, during: Callable[[], object]) -> list[tuple[float, IosBatteryReading]]:
+    """Read the battery at ``hz`` on a host thread while ``during`` runs, with one read on each side of it.
+
+    Times are the host's monotonic clock at the middle of each read, the clock an iOS decode's start and end use,
+    so the trapezoid over the decode window lines up. A read that fails stops the polling quietly: the decode
+    sees the same broken link and reports it.
+    """
+    readings: list[tuple[float, IosBatteryReading]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        before = time.monotonic_ns()
+        reading = device.battery_reading()
+        readings.append(((before + time.monotonic_ns()) / 2e9, reading))
+
+    def loop() -> None:
+        period = 1.0 / hz
+        while not stop.wait(period):
+            try:
+                sample()
+            except FarmError:
+                return
+
+    sample()
+    thread = threading.Thread(target=loop, name=f"ios-power-{device.device_id}", daemon=True)
+    thread.start()
+    try:
+        during()
+    finally:
+        stop.set()
+        thread.join(device.command_timeout)
+    with contextlib.suppress(FarmError):
+        sample()
+    readings.sort(key=lambda r: r[0])
+    return readings
+
+
+def watts(readings: list[tuple[float, IosBatteryReading]]) -> list[PowerSample]:
+    """The power samples of a poll (reads whose units made no sense are left out, never guessed)."""
+    return [PowerSample(t, r.watts) for t, r in readings if r.watts is not None]
+
+
+@dataclass(frozen=True)
+class IosBatteryInstrument:
+    """An iPhone's battery gauge polled from the host (an :class:`~farm.power.instrument.Instrument`)."""
+
+    device: BatteryDiagnostics
+    description: str = DESCRIPTION
+
+    @property
+    def channels(self) -> tuple[Channel, ...]:
+        return (Channel("battery", "voltage", "V"), Channel("battery", "current", "A"))
+
+    def measure(self, window: Window, during: Callable[[], object]) -> list[PowerSample]:
+        return watts(poll(self.device, window.hz, during))

@@ -235,10 +235,38 @@ def meter_from_settings(settings: Mapping[str, Any]) -> Meter:
     alternating voltage, current units (``"uV,uA"``: V x A per pair, summed). ``sign``: 1 or -1. Optional
     ``wrap``: counter range in the node's unit. ``auto``/``none`` are not explicit meters and are refused.
     """
-    problems: list[str] = []
     kind = settings.get("meter")
     if kind not in ("rapl", "hwmon", "sysfs"):
         raise InputError(f"power.meter: {kind!r} is not an explicit meter (rapl, hwmon or sysfs)")
+    kind = str(kind)
+    nodes, sign, unit = _explicit_fields(kind, settings)
+    dims, scale = _units(unit, len(nodes))
+    if all(d == "J" for d in dims):
+        return _counter_meter(kind, nodes, unit, scale, sign, settings.get("wrap"))
+    if kind == "rapl":
+        raise InputError(f"power.unit: rapl nodes are energy counters; {unit!r} is not an energy unit")
+    if all(d == "W" for d in dims):
+        return Meter(
+            kind="hwmon_power" if kind == "hwmon" else "sysfs",
+            nodes=nodes,
+            scale=scale,
+            sign=float(sign),
+            description=_explicit_description(kind, "power", nodes, unit, sign),
+        )
+    if len(dims) % 2 == 0 and all(d == "V" for d in dims[0::2]) and all(d == "A" for d in dims[1::2]):
+        return Meter(
+            kind="hwmon_vi",
+            nodes=nodes,
+            scale=scale,
+            sign=float(sign),
+            description=_explicit_description(kind, "V x A", nodes, unit, sign),
+        )
+    raise InputError(f"power.unit: {unit!r}: expected all power, all energy, or alternating voltage,current units")
+
+
+def _explicit_fields(kind: str, settings: Mapping[str, Any]) -> tuple[tuple[str, ...], int, str]:
+    """Nodes, sign and unit of an explicit meter, every problem reported at once (a config is fixed in one go)."""
+    problems: list[str] = []
     raw_nodes = settings.get("nodes") or ()
     if isinstance(raw_nodes, str):
         raw_nodes = (raw_nodes,)
@@ -261,46 +289,30 @@ def meter_from_settings(settings: Mapping[str, Any]) -> Meter:
         problems.append(f"power.unit: meter {kind!r} needs a unit (e.g. uW, mW, W, uJ, or uV,uA)")
     if problems:
         raise InputError([Problem("", None, "", p) for p in problems])
-    unit = str(unit)
-    dims, scale = _units(unit, len(nodes))
-    wrap_raw = settings.get("wrap")
-    if all(d == "J" for d in dims):
-        if kind == "hwmon":
-            raise InputError("power.unit: hwmon energy counters: use meter 'sysfs' with an energy unit")
-        try:
-            wrap = float(wrap_raw) * scale[0] if wrap_raw is not None else None
-        except (TypeError, ValueError):
-            raise InputError(f"power.wrap: {wrap_raw!r} is not a number") from None
-        if wrap is not None and not (math.isfinite(wrap) and wrap > 0):
-            raise InputError(f"power.wrap: {wrap_raw!r} must be a positive counter range")
-        return Meter(
-            kind="rapl" if kind == "rapl" else "sysfs",
-            nodes=nodes,
-            scale=scale,
-            sign=float(sign),
-            wrap=wrap,
-            counter=kind != "rapl",
-            description=_explicit_description(kind, "energy counter", nodes, unit, sign),
-        )
-    if kind == "rapl":
-        raise InputError(f"power.unit: rapl nodes are energy counters; {unit!r} is not an energy unit")
-    if all(d == "W" for d in dims):
-        return Meter(
-            kind="hwmon_power" if kind == "hwmon" else "sysfs",
-            nodes=nodes,
-            scale=scale,
-            sign=float(sign),
-            description=_explicit_description(kind, "power", nodes, unit, sign),
-        )
-    if len(dims) % 2 == 0 and all(d == "V" for d in dims[0::2]) and all(d == "A" for d in dims[1::2]):
-        return Meter(
-            kind="hwmon_vi",
-            nodes=nodes,
-            scale=scale,
-            sign=float(sign),
-            description=_explicit_description(kind, "V x A", nodes, unit, sign),
-        )
-    raise InputError(f"power.unit: {unit!r}: expected all power, all energy, or alternating voltage,current units")
+    return nodes, int(sign), str(unit)
+
+
+def _counter_meter(
+    kind: str, nodes: tuple[str, ...], unit: str, scale: tuple[float, ...], sign: int, wrap_raw: str | float | None
+) -> Meter:
+    """An energy-counter meter; ``wrap`` is given in the node's unit and kept in joules."""
+    if kind == "hwmon":
+        raise InputError("power.unit: hwmon energy counters: use meter 'sysfs' with an energy unit")
+    try:
+        wrap = float(wrap_raw) * scale[0] if wrap_raw is not None else None
+    except (TypeError, ValueError):
+        raise InputError(f"power.wrap: {wrap_raw!r} is not a number") from None
+    if wrap is not None and not (math.isfinite(wrap) and wrap > 0):
+        raise InputError(f"power.wrap: {wrap_raw!r} must be a positive counter range")
+    return Meter(
+        kind="rapl" if kind == "rapl" else "sysfs",
+        nodes=nodes,
+        scale=scale,
+        sign=float(sign),
+        wrap=wrap,
+        counter=kind != "rapl",
+        description=_explicit_description(kind, "energy counter", nodes, unit, sign),
+    )
 
 
 def _looks_vi(nodes: Sequence[str]) -> bool:
