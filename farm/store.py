@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from farm.errors import FarmError
-from farm.measures import Measurement  # declared with the metrics, so sessions need not import the store
+from farm.measures import Measurement as Measurement  # re-export: a session builds them without the store
 
 SCHEMA_VERSION = 3
 
