@@ -236,10 +236,18 @@ DEVICE_INFO = Family(
 
 # -- the metrics -----------------------------------------------------------------------------------------------
 def _job(
-    name: str, unit: str, help: str, *, aggregation: Aggregation = "median", gate: bool = True,
-    baseline: bool = False, better: Literal["higher", "lower"] | None = None, export: Export | None = None,
+    name: str,
+    unit: str,
+    help: str,
+    *,
+    aggregation: Aggregation = "median",
+    gate: bool = True,
+    baseline: bool = False,
+    better: Literal["higher", "lower"] | None = None,
+    export: Export | None = None,
     column: Column | None = None,
-) -> Measure:  # fmt: skip
+) -> Measure:
+    """A per-job measurement row; most are gate metrics summarised by their median, hence the defaults."""
     return Measure(name, unit, help, "job", aggregation, "measurement", gate, baseline, better, export, column)
 
 
