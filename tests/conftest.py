@@ -87,4 +87,5 @@ def adb_keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("adbkeys")
     for name in ("trusted", "stranger"):
         keygen(str(folder / name))
+        (folder / name).chmod(0o600)  # adb-shell writes it with the umask (0644); the farm refuses that
     return {name: folder / name for name in ("trusted", "stranger")}

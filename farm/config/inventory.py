@@ -8,19 +8,26 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
+import stat
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from farm.config.source import load_yaml, validate
+from farm.config.source import Located, load_yaml, validate
 from farm.errors import InputError, Problem
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
+MAX_CONNECT_S = 300.0  # bounds on link timeouts: .inf or 1e9 would hang a run on a dead device for ever
+MAX_IO_S = 3_600.0
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: .nan and .inf are valid YAML floats, but no field of an inventory means them
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class LocalTransport(Strict):
@@ -34,8 +41,8 @@ class SshTransport(Strict):
     user: str
     key: str | None = None
     known_hosts: str = "~/.ssh/known_hosts"
-    connect_timeout_s: float = Field(default=5.0, gt=0)
-    io_timeout_s: float = Field(default=60.0, gt=0)  # a board that stops answering mid-transfer is dropped after this
+    connect_timeout_s: float = Field(default=5.0, gt=0, le=MAX_CONNECT_S)
+    io_timeout_s: float = Field(default=60.0, gt=0, le=MAX_IO_S)  # a board that stops answering mid-transfer is dropped after this
 
 
 class AdbTransport(Strict):
@@ -43,9 +50,9 @@ class AdbTransport(Strict):
     address: str | None = None  # host:port for TCP
     serial: str | None = None  # USB serial
     key: str = "~/.android/adbkey"
-    connect_timeout_s: float = Field(default=5.0, gt=0)
-    auth_timeout_s: float = Field(default=30.0, gt=0)  # time to tap "Allow USB debugging" for a new key
-    io_timeout_s: float = Field(default=60.0, gt=0)  # a phone that stops answering mid-transfer is dropped after this
+    connect_timeout_s: float = Field(default=5.0, gt=0, le=MAX_CONNECT_S)
+    auth_timeout_s: float = Field(default=30.0, gt=0, le=MAX_CONNECT_S)  # time to tap "Allow USB debugging"
+    io_timeout_s: float = Field(default=60.0, gt=0, le=MAX_IO_S)  # a phone that stops answering mid-transfer is dropped after this
     tmpdir: str = "/data/local/tmp"  # where commands' stderr (and stdin) files live briefly on the phone
 
 
@@ -123,7 +130,7 @@ class ThermalSettings(Strict):
     """
 
     zones: Literal["auto"] | tuple[str, ...] = "auto"
-    throttle_c: float | None = None
+    throttle_c: float | None = Field(default=None, gt=0, le=150)
     simulated: bool = False
 
 
@@ -205,6 +212,96 @@ class Inventory(Strict):
         raise KeyError(device_id)
 
 
+def adb_key_problem(key: Path) -> str | None:
+    """Why an ADB private key must not be used, or None. Whoever can read it can drive every phone that trusts it.
+
+    Only the key's own mode is checked (as ssh does for its keys): a missing key is for the connection to report,
+    with the keygen hint.
+    """
+    try:
+        mode = key.stat().st_mode
+    except OSError:
+        return None
+    if mode & 0o077 == 0:
+        return None
+    who = "group and others" if mode & 0o007 else "its group"
+    return (
+        f"ADB private key {key} is open to {who} (mode {stat.S_IMODE(mode):04o}): anyone who can read it can drive "
+        f"every phone that trusts it; run: chmod 600 {shlex.quote(str(key))}"
+    )
+
+
+def key_problems(inventory: Inventory, doc: Located) -> list[Problem]:
+    return [
+        doc.problem(("devices", i, "transport", "key"), why)
+        for i, device in enumerate(inventory.devices)
+        if isinstance(device.transport, AdbTransport)
+        and (why := adb_key_problem(Path(os.path.expanduser(device.transport.key)))) is not None
+    ]
+
+
+DEFAULT_WORKDIR = "(default)"
+
+
+def _physical(device: Device) -> str:
+    """The device a transport reaches, as text: no DNS or usbmuxd lookup (loading must not touch the network)."""
+    t = device.transport
+    where = f"agent:{device.host}/" if device.host else ""  # 127.0.0.1 or a USB serial is relative to its host
+    if isinstance(t, SshTransport):
+        return f"{where}ssh:{t.user}@{t.host.lower()}:{t.port}"
+    if isinstance(t, AdbTransport):
+        if t.address:
+            host, _, port = t.address.rpartition(":") if ":" in t.address else (t.address, "", "5555")
+            return f"{where}adb:tcp:{host.lower()}:{port or '5555'}"
+        return f"{where}adb:usb:{t.serial}"
+    if isinstance(t, UsbmuxTransport):
+        return f"{where}usbmux:{t.udid.lower().replace('-', '')}"
+    return f"{where}local"
+
+
+def device_identity(device: Device) -> str:
+    """A stable string naming the physical device and the workdir on it an entry uses (the device-lease key).
+
+    Contains: the agent host when the entry names one (``agent:NAME/``), then the transport's address as written
+    (``ssh:USER@HOST:PORT``, ``adb:tcp:HOST:PORT`` with 5555 by default, ``adb:usb:SERIAL``, ``usbmux:UDID`` in
+    lower case without dashes, ``local``), then ``|`` and the workdir: the entry's ``workdir``, or ``(default)``
+    for an unset one (a local entry's default folder is per device id, so it adds ``:ID``). An iOS device has
+    no ``|`` part: every entry for one UDID shares the farm app's container, whatever its workdir.
+
+    It is text, not a resolved address: ``localhost`` and ``127.0.0.1`` name the same board differently, and
+    an entry that spells out the default workdir differs from one that leaves it unset.
+    """
+    physical = _physical(device)
+    if isinstance(device.transport, UsbmuxTransport):
+        return physical
+    workdir = (device.workdir.rstrip("/") or "/") if device.workdir else DEFAULT_WORKDIR
+    if workdir == DEFAULT_WORKDIR and isinstance(device.transport, LocalTransport):
+        workdir += f":{device.id}"  # farm.devices.connect puts it under the state dir, named by the id
+    return f"{physical}|{workdir}"
+
+
+def shared_device_problems(inventory: Inventory, doc: Located) -> list[Problem]:
+    """Entries that reach one device and workdir: their sessions would clobber each other's job folders."""
+    first: dict[str, int] = {}
+    problems: list[Problem] = []
+    for i, device in enumerate(inventory.devices):
+        key = device_identity(device)
+        if key not in first:
+            first[key] = i
+            continue
+        j = first[key]
+        other = inventory.devices[j]
+        problems.append(
+            doc.problem(("devices", i), f"{device.id!r} reaches the same device and workdir as {other.id!r} "
+                        f"(line {doc.line_of(('devices', j))}): {key}")
+        )  # fmt: skip
+        problems.append(
+            doc.problem(("devices", j), f"{other.id!r} reaches the same device and workdir as {device.id!r} "
+                        f"(line {doc.line_of(('devices', i))}): {key}")
+        )  # fmt: skip
+    return problems
+
+
 def default_inventory_path() -> Path:
     return Path(os.environ.get("FARM_INVENTORY", "devices.yaml"))
 
@@ -214,6 +311,9 @@ def load_inventory(path: Path) -> Inventory:
     if not isinstance(doc.data, dict):
         raise InputError([Problem(doc.file, 1, "", "expected a mapping with a 'devices' list")])
     inventory = validate(Inventory, doc)
+    problems = shared_device_problems(inventory, doc) + key_problems(inventory, doc)
+    if problems:
+        raise InputError(problems)
     return inventory
 
 

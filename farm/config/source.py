@@ -23,34 +23,102 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     """SafeLoader that refuses duplicate keys, which plain YAML silently collapses to the last one."""
 
 
-def _build(node: yaml.Node, loc: Loc, lines: dict[Loc, int], problems: list[Problem], file: str) -> Any:
-    lines.setdefault(loc, node.start_mark.line + 1)
+# Real suites and inventories have a few hundred values; aliases can make a 530-byte file expand to 10**9 of them
+# (a "billion laughs"). The expanded size is computed on the composed graph first, where each alias is one shared
+# node, so a bomb is refused in microseconds, before a single value is copied.
+MAX_NODES = 100_000
+MAX_DEPTH = 64  # also stops a self-referencing anchor (&a [*a]), which would otherwise recurse without end
+MAX_BYTES = 4 << 20  # a suite or inventory is hand-written: megabytes of it are a mistake or an attack
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
     if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _expanded_sizes(root: yaml.Node, file: str) -> dict[int, int]:
+    """How many values each node expands to (by node id), memoised so shared (aliased) nodes cost once."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node, depth: int) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if depth > MAX_DEPTH:
+            line = node.start_mark.line + 1
+            raise InputError([Problem(file, line, "", f"nested deeper than {MAX_DEPTH} levels (an alias inside itself?)")])
+        sizes[id(node)] = total = 1 + sum(size(child, depth + 1) for child in _children(node))
+        return total
+
+    size(root, 0)
+    return sizes
+
+
+def _check_expansion(root: yaml.Node, file: str) -> None:
+    """Refuse a document that expands past MAX_NODES, naming the deepest key whose value crosses the cap."""
+    sizes = _expanded_sizes(root, file)
+    if sizes[id(root)] <= MAX_NODES:
+        return
+    loc: Loc = ()
+    line = root.start_mark.line + 1
+    node = root
+    while True:
+        if isinstance(node, yaml.MappingNode):
+            over = next(((k, v) for k, v in node.value if sizes[id(v)] > MAX_NODES), None)
+            if over is None:
+                break
+            loc, line, node = (*loc, str(over[0].value)), over[0].start_mark.line + 1, over[1]
+        elif isinstance(node, yaml.SequenceNode):
+            index = next((i for i, v in enumerate(node.value) if sizes[id(v)] > MAX_NODES), None)
+            if index is None:
+                break
+            loc, node = (*loc, index), node.value[index]
+        else:
+            break
+    message = f"expands to {sizes[id(node)]} values, over the cap of {MAX_NODES} (each alias *name repeats &name)"
+    raise InputError([Problem(file, line, _dotted(loc), message)])
+
+
+class _Builder:
+    """Turns a composed node tree into plain data, remembering the line of every value."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.lines: dict[Loc, int] = {}
+        self.problems: list[Problem] = []
+        self._loader = _UniqueKeyLoader("")  # one per document: it memoises each scalar node it constructs
+
+    def _scalar(self, node: yaml.Node) -> Any:
+        return self._loader.construct_object(node, deep=True)
+
+    def build(self, node: yaml.Node, loc: Loc) -> Any:
+        self.lines.setdefault(loc, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, loc)
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, (*loc, i)) for i, item in enumerate(node.value)]
+        return self._scalar(node)
+
+    def _mapping(self, node: yaml.MappingNode, loc: Loc) -> dict[Any, Any]:
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
+            line = key_node.start_mark.line + 1
             if key_node.tag == "tag:yaml.org,2002:merge":
-                problems.append(
-                    Problem(file, key_node.start_mark.line + 1, _dotted(loc), "merge keys (<<) are not supported")
-                )
+                self.problems.append(Problem(self.file, line, _dotted(loc), "merge keys (<<) are not supported"))
                 continue
-            key = _scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else None
+            key = self._scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else None
             if not isinstance(key, str | int | float | bool):
-                problems.append(Problem(file, key_node.start_mark.line + 1, _dotted(loc), "keys must be scalars"))
+                self.problems.append(Problem(self.file, line, _dotted(loc), "keys must be scalars"))
                 continue
             key = str(key)
             if key in out:
-                problems.append(Problem(file, key_node.start_mark.line + 1, _dotted((*loc, key)), "duplicate key"))
+                self.problems.append(Problem(self.file, line, _dotted((*loc, key)), "duplicate key"))
                 continue
-            lines[(*loc, key)] = key_node.start_mark.line + 1
-            out[key] = _build(value_node, (*loc, key), lines, problems, file)
+            self.lines[(*loc, key)] = line
+            out[key] = self.build(value_node, (*loc, key))
         return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_build(item, (*loc, i), lines, problems, file) for i, item in enumerate(node.value)]
-    return _scalar(node)
-
-
-def _scalar(node: yaml.Node) -> Any:
-    return _UniqueKeyLoader("").construct_object(node, deep=True)
 
 
 def _dotted(loc: Loc) -> str:
@@ -87,6 +155,8 @@ def load_yaml(path: Path, display: str | None = None) -> Located:
     """Parse ``path``; raise InputError naming the file and line on any syntax problem."""
     file = display or str(path)
     try:
+        if path.stat().st_size > MAX_BYTES:
+            raise InputError([Problem(file, None, "", f"larger than {MAX_BYTES} bytes: not a hand-written file")])
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InputError([Problem(file, None, "", "file not found")]) from None
@@ -98,17 +168,20 @@ def load_yaml(path: Path, display: str | None = None) -> Located:
         mark = exc.problem_mark
         line = mark.line + 1 if mark is not None else None
         raise InputError([Problem(file, line, "", f"YAML syntax: {exc.problem}")]) from None
-    lines: dict[Loc, int] = {}
-    problems: list[Problem] = []
+    except RecursionError:  # the composer recurses per nesting level: [[[[... a few thousand deep ends here
+        raise InputError([Problem(file, None, "", f"nested deeper than {MAX_DEPTH} levels")]) from None
+    if node is not None:
+        _check_expansion(node, file)
+    builder = _Builder(file)
     try:
-        data = {} if node is None else _build(node, (), lines, problems, file)
+        data = {} if node is None else builder.build(node, ())
     except yaml.MarkedYAMLError as exc:  # e.g. an unknown tag (!foo) or a merge key we do not support
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
         raise InputError([Problem(file, line, "", f"YAML: {exc.problem or exc.context}")]) from None
-    if problems:
-        raise InputError(problems)
-    return Located(file, data, lines)
+    if builder.problems:
+        raise InputError(builder.problems)
+    return Located(file, data, builder.lines)
 
 
 def _message(err: Any) -> str:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from farm.config.source import load_yaml, validate
 from farm.errors import InputError, Problem
@@ -28,8 +28,18 @@ OPS = ("<", "<=", ">", ">=", "==", "!=")
 BASELINE_METRICS = baseline_metrics()
 
 
+# Bounds on every number that reaches a sleep, a timeout or ffmpeg: .inf or 1e9 there hangs a run or overflows
+# deep inside it (OverflowError, exit 1), so they are refused here, where the error still has its file:line.
+MAX_TIMEOUT_S = 86_400.0  # a decode that needs more than a day is a mistake, not a benchmark
+MAX_BASELINE_S = 600.0  # idle power settles within seconds; ten minutes is already generous
+MAX_SAMPLE_HZ = 1000.0  # sysfs/hwmon meters do not update faster; higher only loads the device
+MAX_RATE_KBPS = 1_000_000.0  # 1 Gbit/s: above any codec operating point worth gating
+MAX_COOLDOWN_S = 3_600.0
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: .nan and .inf are valid YAML floats, but no field of a suite means them
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Generate(Strict):
@@ -68,13 +78,13 @@ class Sequence(Strict):
 
 
 class PowerPlan(Strict):
-    baseline_s: float = Field(default=2.0, ge=0)
-    sample_hz: float = Field(default=10.0, gt=0, le=1000)
+    baseline_s: float = Field(default=2.0, ge=0, le=MAX_BASELINE_S)
+    sample_hz: float = Field(default=10.0, gt=0, le=MAX_SAMPLE_HZ)
 
 
 class ThermalPlan(Strict):
-    start_below_c: float | None = None
-    timeout_s: float = Field(default=300, gt=0)
+    start_below_c: float | None = Field(default=None, gt=-40, le=150)  # a board's plausible range, in C
+    timeout_s: float = Field(default=300, gt=0, le=MAX_COOLDOWN_S)
 
 
 class Gate(Strict):
@@ -182,20 +192,38 @@ class Gate(Strict):
         return f"{self.metric} {self.op} {self.target} [{self.scope}]"
 
 
+class GateLines:
+    """Where a suite's gates were written. Not part of the suite's value: pydantic compares private attributes,
+    and a suite read from its file must equal the same suite read back from the store, which has no lines.
+    """
+
+    def __init__(self, file: str, lines: tuple[int | None, ...]) -> None:
+        self.file = file
+        self.lines = lines
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, GateLines)
+
+    def __hash__(self) -> int:
+        return 0
+
+
 class Suite(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     description: str = ""
     sequences: tuple[Sequence, ...] = Field(min_length=1)
-    rates_kbps: tuple[float, ...] = Field(min_length=1)
+    rates_kbps: tuple[Annotated[float, Field(gt=0, le=MAX_RATE_KBPS)], ...] = Field(min_length=1, max_length=64)
     devices: str = "all"
     repeats: int = Field(default=1, ge=1, le=1000)
-    warmup_frames: int = Field(default=0, ge=0)
-    timeout_s: float = Field(default=120, gt=0)
+    warmup_frames: int = Field(default=0, ge=0, le=100_000)
+    timeout_s: float = Field(default=120, gt=0, le=MAX_TIMEOUT_S)
     power: PowerPlan = PowerPlan()
     thermal: ThermalPlan = ThermalPlan()
     metrics: tuple[Literal["psnr", "ssim", "vmaf"], ...] = ("psnr", "ssim", "vmaf")
     anchor: Path | None = None
     gates: tuple[Gate, ...] = Field(min_length=1)  # a suite that gates nothing cannot pass or fail a release
+    # where each gate was written: checks made after loading still name file:line
+    _where: GateLines = PrivateAttr(default_factory=lambda: GateLines("", ()))
 
     @field_validator("rates_kbps")
     @classmethod
@@ -213,6 +241,26 @@ class Suite(Strict):
         if dupes:
             raise ValueError(f"sequence ids repeat: {', '.join(dupes)}")
         return self
+
+    def gate_problem(self, index: int, message: str) -> Problem:
+        """A problem with gate ``index``, at the line it was written on (no line for a suite read from the store)."""
+        file, lines = self._where.file, self._where.lines
+        line = lines[index] if index < len(lines) else None
+        return Problem(file or self.name, line, f"gates[{index}].metric", message)
+
+
+def anchor_problems(suite: Suite, has_anchor: bool) -> list[Problem]:
+    """BD-rate gates that cannot be measured because no anchor was given (neither --anchor nor ``anchor:``).
+
+    Such a gate would only report ``missing`` after the whole run; refusing it first costs the user no run.
+    """
+    if has_anchor:
+        return []
+    return [
+        suite.gate_problem(i, f"{gate.metric} needs an anchor bundle: give --anchor or the suite's 'anchor:'")
+        for i, gate in enumerate(suite.gates)
+        if gate.metric.startswith("bd_rate")
+    ]
 
 
 def load_suite(path: Path) -> Suite:
@@ -235,4 +283,6 @@ def load_suite(path: Path) -> Suite:
         anchor = base / anchor
     if problems:
         raise InputError(problems)
-    return suite.model_copy(update={"sequences": tuple(sequences), "anchor": anchor})
+    loaded = suite.model_copy(update={"sequences": tuple(sequences), "anchor": anchor})
+    loaded._where = GateLines(doc.file, tuple(doc.line_of(("gates", i)) for i in range(len(suite.gates))))
+    return loaded
