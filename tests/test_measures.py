@@ -1,8 +1,8 @@
 """Every metric the farm produces, gates on and exports is declared once in farm/measures.py, with one unit.
 
-The producers are run for real (timing, the power/thermal/battery helpers, quality scores, BD-rate rows) and
-what they emit is checked against the declarations, so a new name or a unit that drifts fails here instead of
-becoming a gate that is forever ``missing`` or a column in another unit.
+The producers are run for real (farm/session/measure.py's timing, power, thermal and battery; farm/scoring.py's
+quality scores and BD-rate rows) and what they emit is checked against the declarations, so a new name or a unit
+that drifts fails here instead of becoming a gate that is forever ``missing`` or a column in another unit.
 """
 
 from __future__ import annotations
@@ -15,18 +15,18 @@ from typing import Any, cast
 import pytest
 from pydantic import ValidationError
 
-from farm import measures
-from farm.bundle import Bundle
-from farm.config.suite import Gate
+from farm import measures, scoring
+from farm.config.suite import Gate, Suite
 from farm.devices.base import DecodeOutcome
 from farm.measures import MEASURES, Measurement, UndeclaredMeasure, aggregate, measurement
-from farm.media import Bitstream, Source
+from farm.media import Source
 from farm.metrics import names
 from farm.metrics.collector import HealthCollector, StoreCollector
 from farm.metrics.results import MEASUREMENTS, ResultIndex, open_readonly
 from farm.power.battery import BatteryState
 from farm.power.sampler import PowerSample
 from farm.quality.score import QualityScores
+from farm.session import measure as session_measure
 from farm.store import Store
 from farm.timing import frame_stats
 
@@ -56,67 +56,45 @@ def test_timing_emits_only_declared_measurements(times: list[int], wall_ns: int 
     assert all(MEASURES[name].stored == "measurement" and MEASURES[name].level == "job" for name in emitted)
 
 
-# The helpers below live in farm/runner.py and farm/pipeline.py today; when the session split moves them to
-# farm/session/measure.py (and they build measurements with measures.measurement), point these imports there.
-
-
 def test_thermal_and_battery_measurements_are_declared_with_their_units() -> None:
-    from farm.runner import _battery_measurements, _thermal
-
-    assert_declared(_thermal([61.0, 63.5], 55.0, 60.0, 80.0))
-    assert_declared(_thermal([], None, None, None))
+    assert_declared(session_measure.thermal([61.0, 63.5], 55.0, 60.0, 80.0))
+    assert_declared(session_measure.thermal([], None, None, None))
     before = BatteryState("Discharging", 0.8, 30.5)
-    assert_declared(_battery_measurements(before, BatteryState("Charging", 0.79, 31.0), "on the charger"))
-    assert_declared(_battery_measurements(BatteryState(None, None, None), None, None))
+    assert_declared(session_measure.battery(before, BatteryState("Charging", 0.79, 31.0), "on the charger"))
+    assert_declared(session_measure.battery(BatteryState(None, None, None), None, None))
 
 
 def test_timing_and_power_measurements_of_a_job_are_declared_with_their_units() -> None:
-    from farm.runner import DeviceSession
-
-    suite = SimpleNamespace(warmup_frames=1, power=SimpleNamespace(sample_hz=10.0))
-    session = SimpleNamespace(suite=suite, _power_reason=None)
-    spec = SimpleNamespace(source=SimpleNamespace(fps=30.0))
+    suite = cast(Suite, SimpleNamespace(warmup_frames=1))
     outcome = DecodeOutcome(0, False, 1_000_000_000, 2_000_000_000, "sha", 10, (20_000_000,) * 10, "")
+    assert_declared(session_measure.timing(outcome, 10, suite, 30.0))
     samples = [PowerSample(t / 10, 2.0) for t in range(0, 31)]
-    meter = SimpleNamespace(description="fake meter, W")
-    measured = DeviceSession._measurements(cast(Any, session), cast(Any, spec), outcome, 10, samples, meter, 0.5,
-                                           "on the device")  # fmt: skip
+    metered = session_measure.PowerContext("fake meter, W", None, "on the device", 0.5)
+    measured = session_measure.power(outcome, 10, samples, metered, 10.0, None)
     assert_declared(measured)
-    assert {"power_w", "energy_j", "energy_per_frame_j", "baseline_w", "fps.p50"} <= {m.name for m in measured}
-    assert all(m.value is not None for m in measured if m.name in {"power_w", "energy_per_frame_j"})
-    assert_declared(DeviceSession._measurements(cast(Any, session), cast(Any, spec), outcome, 10, [], None, None, ""))
-
-
-def quality_record(tmp_path: Path, status: str = "ok") -> Any:
-    from farm.runner import JobRecord, JobSpec
-
-    source = Source("s1", tmp_path / "s.y4m", "src", 64, 48, 30.0, 10)
-    bitstream = Bitstream(tmp_path / "b.ivf", "bits", 1000, 150.0, False)
-    spec = JobSpec("test", cast(Bundle, None), source, bitstream, 0)
-    return JobRecord(spec, "local", 1, status, "out" if status == "ok" else None, None)
+    assert {m.name for m in measured} == {"power_w", "energy_j", "energy_per_frame_j", "baseline_w"}
+    assert all(m.value is not None for m in measured)
+    no_meter = session_measure.PowerContext(None, "no hwmon", "", None)
+    assert_declared(session_measure.power(outcome, 10, [], no_meter, 10.0, None))
 
 
 def test_quality_scores_are_declared_with_their_units(tmp_path: Path) -> None:
-    from farm.pipeline import quality_measurements
-
     summary = [f.name for f in fields(QualityScores) if f.name not in {"frames", "per_frame", "conventions"}]
-    assert set(summary) <= set(MEASURES)
+    assert set(summary) <= set(MEASURES) and set(scoring.SUMMARY_FIELDS) == set(summary)
     values: dict[str, Any] = {name: 40.0 for name in summary}
     scores = QualityScores(frames=10, per_frame=(), conventions={"psnr": "c"}, **values)
-    rec = quality_record(tmp_path)
-    assert_declared(quality_measurements(rec, {("out", "src"): scores}))
-    assert_declared(quality_measurements(rec, {("out", "src"): "ffmpeg failed"}))
-    assert {m.name for m in quality_measurements(rec, {})} == {"bpp", *summary}
+    source = Source("s1", tmp_path / "s.y4m", "src", 64, 48, 30.0, 10)
+    row = {"bitstream_bytes": 1000, "status": "ok", "output_sha": "out"}
+    assert_declared(scoring.quality_measurements(row, source, {("out", "src"): scores}))
+    assert_declared(scoring.quality_measurements(row, source, {("out", "src"): "ffmpeg failed"}))
+    assert {m.name for m in scoring.quality_measurements(row, source, {})} == {"bpp", *summary}
 
 
 def test_bd_rate_rows_are_declared_per_device_metrics(tmp_path: Path) -> None:
-    from farm.pipeline import bd_rates
-
     store = Store(tmp_path / "r.db")
     store.start_run("r", suite_name="s", suite_digest="d", suite_json="{}", bundle_name="b", bundle_version="1",
                     bundle_digest="x", host="h", farm_version="0", conventions={})  # fmt: skip
-    plan = SimpleNamespace(anchor=None, devices=[SimpleNamespace(id="local")])
-    bd_rates(store, "r", cast(Any, plan), [], {})
+    scoring.bd_rates(store, "r", ["local"], False, {})
     rows = store.run_metrics("r")
     assert rows and {row["name"] for row in rows} == set(measures.device_metrics())
     for row in rows:
