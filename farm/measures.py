@@ -24,9 +24,11 @@ Level = Literal["job", "run-device", "run", "probe"]
 health probe outside any run."""
 
 Aggregation = Literal["median", "mean", "max", "min", "sum", "all", "pooled", "latest"]
-"""How several values of the metric are summarised (repeats of a job for reports and the exporter; see
-:func:`aggregate`). ``all``: agreed only if every value agrees (consistency); ``pooled``: the raw samples are
-pooled before taking quantiles; ``latest``: only the newest value counts."""
+"""How several values of the metric are summarised: a job's repeats in the report and the exporter's gauges
+(see :func:`aggregate`; a counter family sums whatever its metric's aggregation). ``all``: agreed only if every
+value agrees (consistency); ``pooled``: the raw samples are pooled before taking quantiles; ``latest``: only the
+newest value counts. A gate summarises with its own declared ``stat`` (median by default) and not with this,
+because a stored run's verdicts must come out the same when it is evaluated again."""
 
 Stored = Literal["measurement", "run_metric", "computed"]
 """Where the value lives: a ``measurements`` row of a job, a ``run_metrics`` row of a device, or computed from
@@ -236,10 +238,18 @@ DEVICE_INFO = Family(
 
 # -- the metrics -----------------------------------------------------------------------------------------------
 def _job(
-    name: str, unit: str, help: str, *, aggregation: Aggregation = "median", gate: bool = True,
-    baseline: bool = False, better: Literal["higher", "lower"] | None = None, export: Export | None = None,
+    name: str,
+    unit: str,
+    help: str,
+    *,
+    aggregation: Aggregation = "median",
+    gate: bool = True,
+    baseline: bool = False,
+    better: Literal["higher", "lower"] | None = None,
+    export: Export | None = None,
     column: Column | None = None,
-) -> Measure:  # fmt: skip
+) -> Measure:
+    """A per-job measurement row; most are gate metrics summarised by their median, hence the defaults."""
     return Measure(name, unit, help, "job", aggregation, "measurement", gate, baseline, better, export, column)
 
 
@@ -277,7 +287,7 @@ _TIMING = (
 _POWER = (
     _job("power_w", "W", "mean power during the decode window, W", baseline=True, better="lower",
          export=Export(POWER), column=Column("power", 2, " W")),
-    _job("energy_j", "J", "energy over the decode window, J", aggregation="sum", baseline=True, better="lower",
+    _job("energy_j", "J", "energy over the decode window, J", baseline=True, better="lower",
          export=Export(ENERGY_TOTAL)),
     _job("energy_per_frame_j", "J", "(energy - baseline power x time) / frames, J", baseline=True, better="lower",
          export=Export(ENERGY_PER_FRAME), column=Column("J/frame", 4)),
