@@ -18,7 +18,7 @@ from typing import Any
 from farm.config.suite import Suite
 from farm.fileio import write_atomic
 from farm.gates.view import JobView, load_view
-from farm.measures import Measurement
+from farm.measures import Measurement, measurement, unit
 from farm.media import Source, host_ffmpeg, tool_identity
 from farm.quality.bdrate import BDRateError, bd_rate
 from farm.quality.compare import compare_outputs
@@ -90,20 +90,17 @@ def quality_measurements(
     row: Mapping[str, Any], src: Source, scored: Mapping[ScoreKey, QualityScores | str]
 ) -> list[Measurement]:
     bpp = bits_per_pixel(int(row["bitstream_bytes"]), src.width, src.height, src.frames)
-    out = [Measurement("bpp", bpp, "bit/pixel", "bitstream bytes x 8 / (W x H x frames)")]
+    out = [measurement("bpp", bpp, "bitstream bytes x 8 / (W x H x frames)")]
     if row["status"] != "ok" or row["output_sha"] is None:
         return out
     result = scored.get((row["output_sha"], src.sha256), "decoded output is not on the host")
-    units = {"ssim": "", "vmaf": ""}
     for name in SUMMARY_FIELDS:
         if isinstance(result, str):
-            out.append(Measurement(name, None, units.get(name, "dB"), "", f"not scored: {result}"))
+            out.append(measurement(name, None, "", f"not scored: {result}"))
             continue
         value = getattr(result, name)
         conv = result.conventions.get(name) or result.conventions.get(name.split("_")[0], "")
-        out.append(
-            Measurement(name, value, units.get(name, "dB"), str(conv), None if value is not None else "not requested")
-        )
+        out.append(measurement(name, value, str(conv), None if value is not None else "not requested"))
     return out
 
 
@@ -113,12 +110,13 @@ def bd_rates(store: Store, run_id: str, devices: list[str], has_anchor: bool, so
     for device in devices:
         jobs = [j for j in view.jobs if j.device_id == device]
         for metric in ("psnr_yuv", "vmaf"):
+            name = f"bd_rate.{metric}"
             conv = f"PCHIP on ({metric}, ln kbps), exact integral over overlap, mean over sequences"
             if not has_anchor:
-                store.add_run_metric(run_id, device, f"bd_rate.{metric}", None, "ratio", conv, "no anchor bundle given")
+                store.add_run_metric(run_id, device, name, None, unit(name), conv, "no anchor bundle given")
                 continue
             value, detail = device_bd_rate(jobs, metric, sources)
-            store.add_run_metric(run_id, device, f"bd_rate.{metric}", value, "ratio", conv, detail)
+            store.add_run_metric(run_id, device, name, value, unit(name), conv, detail)
 
 
 def _kbps(job: JobView, src: Source) -> float | None:

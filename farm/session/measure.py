@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from farm.config.suite import Suite
 from farm.devices.base import DecodeOutcome
-from farm.measures import Measurement
+from farm.measures import Measurement, measurement
 from farm.power import energy as power_energy
 from farm.power.battery import BatteryState
 from farm.power.sampler import PowerSample
@@ -53,14 +53,10 @@ def timing(outcome: DecodeOutcome, frames: int | None, suite: Suite, fps: float)
         f"{stats.source}; steady state after {suite.warmup_frames} warm-up frames; "
         f"deadline {1000 / fps:.3f} ms; wall from device `date +%s%N` incl. start-up"
     )
-    units = {"fps": "fps", "deadline_misses": "frames", "wall_s": "s"}
     return [
-        Measurement(
-            name, value, units.get(name.split(".")[0], "ms" if "ms" in name else "fps"), conv,
-            None if value is not None else f"not measurable ({stats.source} timing)",
-        )
+        measurement(name, value, conv, None if value is not None else f"not measurable ({stats.source} timing)")
         for name, value in stats.as_metrics().items()
-    ]  # fmt: skip
+    ]
 
 
 def power(
@@ -86,13 +82,13 @@ def power(
         reason = charging
     conv = f"{ctx.meter}; {hz:g} Hz {ctx.sampled_on}; trapezoid over decode window" if ctx.meter else "no meter"
     out = [
-        Measurement("power_w", power_w, "W", conv, None if power_w is not None else reason),
-        Measurement("energy_j", energy_j, "J", conv, None if energy_j is not None else reason),
-        Measurement("energy_per_frame_j", per_frame, "J", conv + "; (E - baseline_w*t)/frames",
+        measurement("power_w", power_w, conv, None if power_w is not None else reason),
+        measurement("energy_j", energy_j, conv, None if energy_j is not None else reason),
+        measurement("energy_per_frame_j", per_frame, conv + "; (E - baseline_w*t)/frames",
                     None if per_frame is not None else reason),
     ]  # fmt: skip
     if ctx.baseline_w is not None:
-        out.append(Measurement("baseline_w", ctx.baseline_w, "W", conv + "; idle before jobs"))
+        out.append(measurement("baseline_w", ctx.baseline_w, conv + "; idle before jobs"))
     return out
 
 
@@ -109,11 +105,11 @@ def thermal(
     if peak is not None and throttle_c is not None:
         throttled = 1.0 if peak >= throttle_c else 0.0
     return [
-        Measurement("temp_start_c", start, "C", conv, None if start is not None else no_zone),
-        Measurement("temp_end_c", end, "C", conv, None if end is not None else no_zone),
-        Measurement("temp_max_c", peak, "C", conv, None if peak is not None else no_zone),
-        Measurement(
-            "throttled", throttled, "bool", f"peak >= throttle_c ({throttle_c})", None if throttled is not None else why
+        measurement("temp_start_c", start, conv, None if start is not None else no_zone),
+        measurement("temp_end_c", end, conv, None if end is not None else no_zone),
+        measurement("temp_max_c", peak, conv, None if peak is not None else no_zone),
+        measurement(
+            "throttled", throttled, f"peak >= throttle_c ({throttle_c})", None if throttled is not None else why
         ),
     ]
 
@@ -141,13 +137,11 @@ def battery(before: BatteryState | None, after: BatteryState | None, charging: s
     temps = [s.temp_c for s in states if s.temp_c is not None]
     level = before.level if before is not None else None
     return [
-        Measurement(
-            "charging", None if unknown else float(charging is not None), "bool", f"battery status start/end: {status}",
-            "battery status unreadable" if unknown else None,
-        ),
-        Measurement("battery_level", level, "ratio", f"battery level at job start ({states[0].source})",
+        measurement("charging", None if unknown else float(charging is not None),
+                    f"battery status start/end: {status}", "battery status unreadable" if unknown else None),
+        measurement("battery_level", level, f"battery level at job start ({states[0].source})",
                     None if level is not None else "battery capacity unreadable"),
-        Measurement("battery_temp_c", max(temps) if temps else None, "C",
+        measurement("battery_temp_c", max(temps) if temps else None,
                     f"hottest battery temperature at start/end ({states[0].source})",
                     None if temps else "battery temperature unreadable"),
     ]  # fmt: skip
