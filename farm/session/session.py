@@ -20,7 +20,7 @@ from typing import Protocol
 from farm.config.inventory import Device
 from farm.config.manifest import substitute
 from farm.devices.base import AppRef, DecodeOutcome, FarmDevice, PowerMeter
-from farm.devices.connect import connect
+from farm.devices.connect import connect, disconnect
 from farm.errors import CommandFailed, FarmError
 from farm.power import energy as power_energy
 from farm.power.battery import BatteryState
@@ -56,7 +56,9 @@ class SessionEnv:
     cancel: Cancel
     emit: Callable[[Event], None]
     connect: Callable[[Device, Path], FarmDevice] = connect
-    """How to reach a device; tests hand in a fake device here."""
+    """How to reach a device (its kind's connect and setup); tests hand in a fake device here."""
+    disconnect: Callable[[Device, FarmDevice], None] = disconnect
+    """How to let it go (its kind's teardown)."""
 
 
 class Interrupted(Exception):
@@ -161,7 +163,7 @@ class _Session:
         c = dev.counter
         self.counters = Counters(c.pushed_bytes, c.pushed_files, c.reused_files)
         with contextlib.suppress(FarmError):
-            dev.close()
+            self.env.disconnect(self.device, dev)
 
     # -- set-up ---------------------------------------------------------------------------------------
     def _set_up(self, dev: FarmDevice, layout: Layout) -> tuple[PowerMeter | None, list[str]]:
