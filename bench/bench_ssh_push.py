@@ -85,7 +85,7 @@ def overhead(tmp: Path, inventory: Path) -> None:
     """Warm re-run on one board: per job, wall time on the host minus the decoder's wall time on the board."""
     import sqlite3
 
-    from tests.test_run_e2e import TINY_SUITE
+    from tests.support.runs import TINY_SUITE
 
     suite = tmp / "tiny.yaml"
     suite.write_text(TINY_SUITE.format(gates='  - {metric: failures, op: "==", value: 0, scope: all}'))

@@ -21,8 +21,7 @@ from farm.sim.fleet import Fleet
 from farm.sim.phone import SimPhone
 from tests.conftest import alive
 from tests.sim_fixtures import PhoneFactory
-from tests.test_run_e2e import bundle_args, farm
-from tests.test_ssh_run import inventory_with_local, sim_suite, variant
+from tests.support.runs import bundle_args, farm, inventory_with_local, sim_suite, variant
 
 pytestmark = pytest.mark.slow
 

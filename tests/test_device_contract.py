@@ -21,7 +21,7 @@ import yaml
 from farm.devices import ios
 from tests.conftest import EXAMPLES, ROOT, write
 from tests.ios_fakes import FakePhone, FakeServices, ios_bundle, ios_entry
-from tests.test_run_e2e import farm
+from tests.support.runs import farm
 
 pytestmark = pytest.mark.slow
 

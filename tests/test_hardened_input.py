@@ -41,7 +41,9 @@ def test_alias_bomb_in_a_suite_is_refused_fast(tmp_path: Path) -> None:
 
 
 def test_alias_bomb_in_an_inventory_is_refused_with_its_line(tmp_path: Path) -> None:
-    inv = write(tmp_path / "devices.yaml", LOCAL_INVENTORY + "extra:\n" + "".join("  " + x for x in _bomb().splitlines(True)))
+    inv = write(
+        tmp_path / "devices.yaml", LOCAL_INVENTORY + "extra:\n" + "".join("  " + x for x in _bomb().splitlines(True))
+    )
     res = farm("devices", "--inventory", inv, store=tmp_path / "results.db")
     assert res.code == 2, res.output
     assert f"{inv}:8: extra.le: expands to 111111 values" in res.output  # the first key over the cap

@@ -22,8 +22,7 @@ from farm.sim.sshboard import SshBoard
 from farm.store import Store
 from tests.conftest import ROOT, alive, wait_for, write
 from tests.sim_fixtures import BoardFactory
-from tests.test_run_e2e import TINY_SUITE
-from tests.test_ssh_run import variant
+from tests.support.runs import TINY_SUITE, variant
 
 pytestmark = pytest.mark.slow
 

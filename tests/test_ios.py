@@ -24,7 +24,7 @@ from farm.power import ios_battery
 from farm.transports.base import Unreachable
 from tests.conftest import EXAMPLES, ROOT, write
 from tests.ios_fakes import UDID, FakePhone, FakeServices, ios_bundle, ios_entry, write_ipa
-from tests.test_run_e2e import farm
+from tests.support.runs import farm
 
 IOS_SUITE = """name: ios
 sequences:

@@ -23,7 +23,7 @@ from farm.sim.fleet import Fleet
 from farm.store import Store
 from tests.conftest import ROOT, wait_for, write
 from tests.prom_fixtures import PROMTOOL, Prometheus, Serve
-from tests.test_run_e2e import TINY_SUITE, bundle_args, farm
+from tests.support.runs import TINY_SUITE, bundle_args, farm
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ from farm.metrics.push import group_path
 from farm.store import Store
 from tests.conftest import EXAMPLES
 from tests.prom_fixtures import Pushgateway, free_port, http
-from tests.test_run_e2e import farm, suite
+from tests.support.runs import farm, suite
 
 pytestmark = pytest.mark.slow
 

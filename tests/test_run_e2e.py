@@ -13,44 +13,12 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from farm.bundle import write_sums
-from farm.cli import app
 from tests.conftest import EXAMPLES, ROOT, write
+from tests.support.runs import PASSING, TINY_SUITE, bundle_args, farm, suite
 
 pytestmark = pytest.mark.slow
-
-TINY_SUITE = """name: tiny
-sequences:
-  - id: bars
-    generate: {{source: testsrc2, width: 128, height: 96, fps: 30, frames: 12}}
-rates_kbps: [60, 120, 240, 480]
-repeats: 2
-warmup_frames: 2
-timeout_s: 60
-power: {{baseline_s: 0}}
-gates:
-{gates}
-"""
-PASSING = """  - {metric: fps, op: ">=", value: 1}
-  - {metric: consistency, op: "==", value: bitexact, scope: all}
-  - {metric: failures, op: "==", value: 0, scope: all}
-  - {metric: bd_rate.psnr_yuv, op: "<", value: 1.0}"""
-
-
-def farm(tmp_path: Path, *args: str) -> tuple[int, str]:
-    env = {"FARM_STORE": str(tmp_path / "state" / "results.db"), "FARM_INVENTORY": str(ROOT / "devices.yaml")}
-    res = CliRunner().invoke(app, list(args), env=env, catch_exceptions=False)
-    return res.exit_code, res.output
-
-
-def suite(tmp_path: Path, gates: str = PASSING, name: str = "tiny.yaml") -> str:
-    return str(write(tmp_path / name, TINY_SUITE.format(gates=gates)))
-
-
-def bundle_args(test: Path | None = None) -> list[str]:
-    return ["--bundle", str(test or EXAMPLES / "av1-svt"), "--anchor", str(EXAMPLES / "hevc-x265")]
 
 
 def test_smoke_suite_from_the_readme(tmp_path: Path) -> None:

@@ -13,11 +13,11 @@ import pytest
 from farm.artifacts import DecodedCache
 from farm.config.inventory import load_inventory
 from farm.config.suite import load_suite
+from farm.errors import CommandFailed
 from farm.session.cancel import Cancel
 from farm.session.events import DeviceDone, Event, JobDone, Status
 from farm.session.session import SessionEnv, run_session
 from farm.session.spec import BundleRef, FileRef, JobKey, JobSpec, SessionSpec
-from farm.errors import CommandFailed
 from farm.transports.base import TransportError, Unreachable
 from tests.conftest import write
 from tests.support.fake_device import FakeDevice, write_y4m

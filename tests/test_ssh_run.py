@@ -12,44 +12,15 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from farm.bundle import write_sums
 from farm.sim.fleet import Fleet
 from farm.sim.sshboard import SshBoard
-from tests.conftest import EXAMPLES, ROOT, write
+from tests.conftest import EXAMPLES
 from tests.sim_fixtures import BoardFactory, ssh_argv
-from tests.test_run_e2e import TINY_SUITE, bundle_args, farm
+from tests.support.runs import bundle_args, farm, inventory_with_local, sim_suite, variant
 
 pytestmark = pytest.mark.slow
-
-GATES = """  - {metric: fps, op: ">=", value: 1}
-  - {metric: failures, op: "==", value: 0, scope: all}
-  - {metric: consistency, op: "==", value: bitexact, scope: all}
-  - {metric: energy_per_frame_j, op: "<=", value: 100, scope: "tag:sim"}"""
-
-
-def inventory_with_local(fleet_inventory: Path, out: Path) -> Path:
-    data = yaml.safe_load(fleet_inventory.read_text())
-    data["devices"] += yaml.safe_load((ROOT / "devices.yaml").read_text())["devices"]
-    return write(out, yaml.safe_dump(data))
-
-
-def sim_suite(tmp_path: Path, gates: str = GATES, timeout_s: int = 60) -> str:
-    text = TINY_SUITE.format(gates=gates).replace("power: {baseline_s: 0}", "power: {baseline_s: 0.5, sample_hz: 20}")
-    return str(write(tmp_path / "sim.yaml", text.replace("timeout_s: 60", f"timeout_s: {timeout_s}")))
-
-
-def variant(tmp_path: Path, name: str, wrapper: list[str]) -> Path:
-    """A copy of the av1-svt bundle whose decode runs behind a shell wrapper (sleep, hang, ...)."""
-    dest = tmp_path / name
-    shutil.copytree(EXAMPLES / "av1-svt", dest)
-    manifest = yaml.safe_load((dest / "bundle.yaml").read_text())
-    for target in manifest["targets"].values():
-        target["decode"] = [*wrapper, *target["decode"]]
-    (dest / "bundle.yaml").write_text(yaml.safe_dump(manifest))
-    write_sums(dest)
-    return dest
 
 
 def test_two_boards_and_local_with_simulated_power(ssh_fleet: Fleet, tmp_path: Path) -> None:
