@@ -160,9 +160,7 @@ def _run(
     results = executor.run(specs, recorder, opts.cancel)
     if recorder.error is not None:
         raise StoreFailed(recorder, run_id, opts.state_dir)
-    lease_failures = [
-        d for d in results if d.status == "failed" and not d.reached and "--lease-timeout" in (d.error or "")
-    ]
+    unavailable = [d for d in results if d.status == "unavailable"]
     if specs and not opts.cancel.is_set() and not any(d.reached for d in results):
         details = "; ".join(f"{d.device_id}: {d.error}" for d in results)
         raise InfraError(f"run {run_id}: no device could run: {details}")
@@ -177,8 +175,8 @@ def _run(
     store.finish_run(run_id, status, summary)
     verdicts = evaluate(plan.suite.gates, load_view(store, run_id), StoreBaselines(store))
     store.add_gate_evaluation(run_id, [v.as_dict() for v in verdicts])
-    if lease_failures and status != "interrupted":
-        raise InfraError("; ".join(d.error or "" for d in lease_failures))
+    if unavailable and status != "interrupted":
+        raise InfraError("; ".join(d.error or "" for d in unavailable))  # exit 3, naming each device
     return RunOutcome(run_id, status, verdicts, summary, results)
 
 
@@ -197,7 +195,7 @@ def _summary(media: Media, decoded: DecodedCache, results: list[DeviceDone]) -> 
         "staged_files_reused": sum(d.counters.reused_files for d in results),
         "pulled_bytes": decoded.pulled_bytes,
         "pulls": decoded.pulls,
-        "devices_failed": {d.device_id: d.error for d in results if d.status == "failed"},
+        "devices_failed": {d.device_id: d.error for d in results if d.status in ("failed", "unavailable")},
         "devices_interrupted": sorted(d.device_id for d in results if d.status == "interrupted"),
     }
 

@@ -68,7 +68,7 @@ class ThreadExecutor:
                 timeout_s=self.lease_timeout_s, cancel=cancel, waiting=waiting,
             )  # fmt: skip
         except leases.LeaseTimeout as exc:
-            done = DeviceDone(device.id, "failed", str(exc), reached=False)
+            done = DeviceDone(device.id, "unavailable", str(exc), reached=False)
             events.put(done)
             results[device.id] = done
             return

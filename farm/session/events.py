@@ -54,7 +54,8 @@ class Counters:
 
 @dataclass(frozen=True)
 class DeviceDone:
-    """The session ended. ``status``: ok, failed (with ``error``) or interrupted (jobs not run are not failed)."""
+    """The session ended. ``status``: ok, failed (with ``error``), interrupted (jobs not run are not failed), or
+    unavailable (another run held the device for longer than this one would wait; nothing ran)."""
 
     device_id: str
     status: str
