@@ -80,3 +80,22 @@ def test_a_stop_ends_the_wait_and_other_devices_are_not_blocked(tmp_path: Path) 
     finally:
         proc.kill()
         assert wait_for(lambda: proc.poll() is not None)
+
+
+def test_a_run_that_cannot_lease_its_device_exits_3_naming_it(tmp_path: Path) -> None:
+    from farm.config.inventory import device_identity, load_inventory
+    from tests.conftest import ROOT
+    from tests.support.runs import farm, suite
+
+    local = load_inventory(ROOT / "devices.yaml").devices[0]
+    held = leases.acquire(tmp_path / "state" / "leases", device_identity(local), "local", "other-run",
+                          timeout_s=1, cancel=Cancel(), waiting=lambda _h: None)  # fmt: skip
+    assert held is not None
+    try:
+        code, out = farm(tmp_path, "run", suite(tmp_path), "--bundle", str(ROOT / "examples/bundles/av1-svt"),
+                         "--anchor", str(ROOT / "examples/bundles/hevc-x265"), "--lease-timeout", "1")  # fmt: skip
+    finally:
+        held.release()
+    assert code == 3, out
+    assert "waiting for local, held by run other-run" in out
+    assert "local: held by run other-run" in out and "gave up after 1s (--lease-timeout)" in out
