@@ -184,7 +184,7 @@ class Store:
             try:
                 db = self._probe(f"{uri}?mode=ro")
             except sqlite3.OperationalError as exc:
-                if not str(getattr(exc, "sqlite_errorname", "")).startswith("SQLITE_CANTOPEN"):
+                if not str(getattr(exc, "sqlite_errorname", "")).startswith(("SQLITE_CANTOPEN", "SQLITE_READONLY")):
                     raise
                 if Path(f"{self.path}-wal").exists():
                     raise StoreError(
