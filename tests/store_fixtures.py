@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
 from farm.store import Store
 
 JOB = {"device_id": "d", "role": "test", "sequence": "s", "rate_kbps": 100.0, "repeat": 0, "status": "ok",
@@ -14,6 +20,25 @@ def start(store: Store, run_id: str = "r1") -> None:
         run_id, suite_name="s", suite_digest="d", suite_json="{}", bundle_name="b", bundle_version="1",
         bundle_digest="x" * 64, host="h", farm_version="0", conventions={"fps": "steady"},
     )  # fmt: skip
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def orphan(path: Path, run_id: str) -> int:
+    """Start a run from another process that then exits without finishing it (as after a SIGKILL)."""
+    code = (
+        "import sys; from pathlib import Path; from farm.store import Store; from tests.store_fixtures import start;"
+        "start(Store(Path(sys.argv[1])), sys.argv[2])"
+    )
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", code, str(path), run_id], env=env, cwd=ROOT, check=True)
+    assert proc.returncode == 0
+    db = sqlite3.connect(path)
+    try:
+        return int(db.execute("SELECT controller_pid FROM runs WHERE id=?", (run_id,)).fetchone()[0])
+    finally:
+        db.close()
 
 
 # The schema as farm 0.1.0 wrote it (store schema 2), verbatim: a database made by it must stay readable.

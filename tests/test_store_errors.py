@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from farm.cli import app
 from farm.store import Measurement, NewerStoreError, Store, StoreError
-from tests.store_fixtures import JOB, V2_SCHEMA, start
+from tests.store_fixtures import JOB, V2_SCHEMA, orphan, start
 
 
 def farm(store: Path, *args: str) -> tuple[int, str]:
@@ -138,6 +138,15 @@ def test_a_read_only_mount_with_a_live_writer_shows_what_it_committed(ro_view: t
     assert (src / "r.db-wal").exists()
     assert sorted(r["id"] for r in Store.open_readonly(ro / "r.db").runs()) == ["r1", "r2"]
     writer.close()
+
+
+def test_a_read_only_mount_shows_a_dead_controllers_run_interrupted(ro_view: tuple[Path, Path]) -> None:
+    src, ro = ro_view
+    orphan(src / "r.db", "dead")
+    assert not (src / "r.db-wal").exists()  # immutable=1, where BEGIN would fail: reaping must not need it
+    reader = Store.open_readonly(ro / "r.db")
+    assert [(r["id"], r["status"]) for r in reader.runs()] == [("dead", "interrupted")]
+    assert Store(src / "r.db").run("dead")["status"] == "interrupted"  # a writer then records it for real
 
 
 def test_an_older_store_on_a_read_only_mount_is_read_through_a_copy_in_memory(ro_view: tuple[Path, Path]) -> None:

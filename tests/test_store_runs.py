@@ -6,8 +6,6 @@ import json
 import os
 import socket
 import sqlite3
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -17,22 +15,7 @@ from typer.testing import CliRunner
 from farm.cli import app
 from farm.store import Measurement, RunStateError, Store
 from farm.store.controller import Controller, process_start
-from tests.store_fixtures import JOB, V2_SCHEMA, start
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def orphan(path: Path, run_id: str) -> int:
-    """Start a run from another process that then exits without finishing it (as after a SIGKILL)."""
-    code = (
-        "import sys; from pathlib import Path; from farm.store import Store; from tests.store_fixtures import start;"
-        "start(Store(Path(sys.argv[1])), sys.argv[2])"
-    )
-    env = os.environ | {"PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-c", code, str(path), run_id], env=env, cwd=ROOT, check=True)
-    assert proc.returncode == 0
-    with sqlite3.connect(path) as db:
-        return int(db.execute("SELECT controller_pid FROM runs WHERE id=?", (run_id,)).fetchone()[0])
+from tests.store_fixtures import JOB, V2_SCHEMA, orphan, start
 
 
 def test_start_run_records_this_process_as_controller_and_attempt_1(tmp_path: Path) -> None:

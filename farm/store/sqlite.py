@@ -341,22 +341,29 @@ class Store:
         gone = [(r, c) for r, c in gone if c.is_gone()]
         if not gone:
             return []
-        now = time.time()
-        in_place = self.readonly and not self._memory
-        with self._tx("marking runs whose controller is gone as interrupted", guard=False) as db:
-            for row, controller in gone:
-                why = f"{controller.describe()} is gone"
-                summary = json.dumps({**json.loads(row[4] or "{}"), "interrupted": why}, sort_keys=True)
-                if in_place:
-                    db.execute("INSERT OR REPLACE INTO temp.reaped VALUES (?,?,?)", (row[0], now, summary))
-                    continue
-                db.execute(
-                    "UPDATE runs SET status='interrupted', finished_at=?, summary_json=?"
-                    " WHERE id=? AND status='running'",
-                    (now, summary, row[0]),
-                )
-                self._end_attempt(db, row[0], now, "interrupted", why)
-        return [str(row[0]) for row, _ in gone]
+        now, reaped = time.time(), []
+        for row, controller in gone:
+            why = f"{controller.describe()} is gone"
+            summary = json.dumps({**json.loads(row[4] or "{}"), "interrupted": why}, sort_keys=True)
+            if self._mark_interrupted(str(row[0]), controller, now, summary, why):
+                reaped.append(str(row[0]))
+        return reaped
+
+    def _mark_interrupted(self, run_id: str, controller: Controller, at: float, summary: str, why: str) -> bool:
+        if self.readonly and not self._memory:  # the file stays as it is; TEMP tables are this connection's own
+            with self._reading() as db:
+                db.execute("INSERT OR REPLACE INTO temp.reaped VALUES (?,?,?)", (run_id, at, summary))
+            return True
+        with self._tx("marking a run whose controller is gone as interrupted", guard=False) as db:
+            # the same controller as seen above: another farm may have reopened the run meanwhile
+            cur = db.execute(
+                "UPDATE runs SET status='interrupted', finished_at=?, summary_json=? WHERE id=? AND status='running'"
+                " AND controller_host=? AND controller_pid=? AND controller_start IS ?",
+                (at, summary, run_id, controller.host, controller.pid, controller.start),
+            )
+            if cur.rowcount:
+                self._end_attempt(db, run_id, at, "interrupted", why)
+            return bool(cur.rowcount)
 
     def reopen_run(self, run_id: str) -> int:
         """Set an interrupted or incomplete run running again under this process; return the new attempt number.
