@@ -172,8 +172,9 @@ class Store:
         """Open without writing anything to the file, its folder, or its -wal/-shm.
 
         ``mode=ro`` is tried first: it sees what a running farm has committed to the -wal, but SQLite must open
-        (or create) PATH-shm for that. On a read-only mount or a folder we cannot write, with no -wal present
-        (the last writer closed cleanly), it cannot, and ``immutable=1`` is then right: nothing is in a -wal to
+        (or create) PATH-shm for that. On a read-only mount (SQLITE_CANTOPEN) or a folder we cannot write
+        (SQLITE_READONLY), with no -wal present (the last writer closed cleanly), it cannot, and ``immutable=1``
+        is then right: nothing is in a -wal to
         miss, and nobody can be writing there. With a -wal present but no usable -shm, immutable would silently
         read old data, so that case is refused with what to do.
         """
