@@ -91,6 +91,44 @@ def _store_error(path: Path, exc: sqlite3.Error, doing: str) -> StoreError:
     return StoreError(path, f"the store {path} failed while {doing}: {raw}")
 
 
+def _probe(uri: str) -> sqlite3.Connection:
+    db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None, timeout=30)
+    try:
+        db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # reads the header: corruption shows here
+    except sqlite3.Error:
+        db.close()
+        raise
+    return db
+
+
+def connect_readonly(path: Path) -> sqlite3.Connection:
+    """Open a store without writing anything to the file, its folder, or its -wal/-shm; errors as StoreError.
+
+    ``mode=ro`` is tried first: it sees what a running farm has committed to the -wal, but SQLite must open
+    (or create) PATH-shm for that. On a read-only mount (SQLITE_CANTOPEN) or a folder we cannot write
+    (SQLITE_READONLY), with no -wal present (the last writer closed cleanly), it cannot, and ``immutable=1``
+    is then right: nothing is in a -wal to miss, and nobody can be writing there. With a -wal present but no
+    usable -shm, immutable would silently read old data, so that case is refused with what to do.
+    """
+    uri = path.resolve().as_uri()
+    try:
+        try:
+            return _probe(f"{uri}?mode=ro")
+        except sqlite3.OperationalError as exc:
+            if not str(getattr(exc, "sqlite_errorname", "")).startswith(("SQLITE_CANTOPEN", "SQLITE_READONLY")):
+                raise
+            if Path(f"{path}-wal").exists():
+                raise StoreError(
+                    path, f"the store {path} has a write-ahead log ({path}-wal) that this process cannot use "
+                    "read-only (PATH-shm cannot be created here). Open it once where it is writable (any farm "
+                    "command) to fold the log in, or copy the store with its -wal and -shm files to a writable "
+                    "folder.",
+                ) from exc  # fmt: skip
+            return _probe(f"{uri}?immutable=1")
+    except sqlite3.Error as exc:
+        raise _store_error(path, exc, "opening it read-only") from exc
+
+
 class Store:
     """Thread-safe: device sessions write from their own threads through one serialised connection.
 
@@ -169,43 +207,12 @@ class Store:
         return int(row[0]) if row is not None else BASE_VERSION
 
     def _connect_readonly(self) -> sqlite3.Connection:
-        """Open without writing anything to the file, its folder, or its -wal/-shm.
-
-        ``mode=ro`` is tried first: it sees what a running farm has committed to the -wal, but SQLite must open
-        (or create) PATH-shm for that. On a read-only mount (SQLITE_CANTOPEN) or a folder we cannot write
-        (SQLITE_READONLY), with no -wal present (the last writer closed cleanly), it cannot, and ``immutable=1``
-        is then right: nothing is in a -wal to
-        miss, and nobody can be writing there. With a -wal present but no usable -shm, immutable would silently
-        read old data, so that case is refused with what to do.
-        """
         if not self.path.exists():
             return self._empty_snapshot()  # nothing recorded yet: an empty store, without creating the file
-        uri = self.path.resolve().as_uri()
-        with self._translated("opening it read-only"):
-            try:
-                db = self._probe(f"{uri}?mode=ro")
-            except sqlite3.OperationalError as exc:
-                if not str(getattr(exc, "sqlite_errorname", "")).startswith(("SQLITE_CANTOPEN", "SQLITE_READONLY")):
-                    raise
-                if Path(f"{self.path}-wal").exists():
-                    raise StoreError(
-                        self.path, f"the store {self.path} has a write-ahead log ({self.path}-wal) that this "
-                        "process cannot use read-only (PATH-shm cannot be created here). Open it once where it is "
-                        "writable (any farm command) to fold the log in, or copy the store with its -wal and "
-                        "-shm files to a writable folder.",
-                    ) from exc  # fmt: skip
-                db = self._probe(f"{uri}?immutable=1")
-            return self._adopt_readonly(db)
-
-    def _probe(self, uri: str) -> sqlite3.Connection:
-        db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None, timeout=30)
+        db = connect_readonly(self.path)
         db.row_factory = sqlite3.Row
-        try:
-            db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # reads the header: corruption shows here
-        except sqlite3.Error:
-            db.close()
-            raise
-        return db
+        with self._translated("opening it read-only"):
+            return self._adopt_readonly(db)
 
     def _adopt_readonly(self, db: sqlite3.Connection) -> sqlite3.Connection:
         """A read-only store at this schema is read in place; an older one through an upgraded copy in memory."""
