@@ -91,6 +91,44 @@ def _store_error(path: Path, exc: sqlite3.Error, doing: str) -> StoreError:
     return StoreError(path, f"the store {path} failed while {doing}: {raw}")
 
 
+def _probe(uri: str) -> sqlite3.Connection:
+    db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None, timeout=30)
+    try:
+        db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # reads the header: corruption shows here
+    except sqlite3.Error:
+        db.close()
+        raise
+    return db
+
+
+def connect_readonly(path: Path) -> sqlite3.Connection:
+    """Open a store without writing anything to the file, its folder, or its -wal/-shm; errors as StoreError.
+
+    ``mode=ro`` is tried first: it sees what a running farm has committed to the -wal, but SQLite must open
+    (or create) PATH-shm for that. On a read-only mount (SQLITE_CANTOPEN) or a folder we cannot write
+    (SQLITE_READONLY), with no -wal present (the last writer closed cleanly), it cannot, and ``immutable=1``
+    is then right: nothing is in a -wal to miss, and nobody can be writing there. With a -wal present but no
+    usable -shm, immutable would silently read old data, so that case is refused with what to do.
+    """
+    uri = path.resolve().as_uri()
+    try:
+        try:
+            return _probe(f"{uri}?mode=ro")
+        except sqlite3.OperationalError as exc:
+            if not str(getattr(exc, "sqlite_errorname", "")).startswith(("SQLITE_CANTOPEN", "SQLITE_READONLY")):
+                raise
+            if Path(f"{path}-wal").exists():
+                raise StoreError(
+                    path, f"the store {path} has a write-ahead log ({path}-wal) that this process cannot use "
+                    "read-only (PATH-shm cannot be created here). Open it once where it is writable (any farm "
+                    "command) to fold the log in, or copy the store with its -wal and -shm files to a writable "
+                    "folder.",
+                ) from exc  # fmt: skip
+            return _probe(f"{uri}?immutable=1")
+    except sqlite3.Error as exc:
+        raise _store_error(path, exc, "opening it read-only") from exc
+
+
 class Store:
     """Thread-safe: device sessions write from their own threads through one serialised connection.
 
@@ -169,42 +207,12 @@ class Store:
         return int(row[0]) if row is not None else BASE_VERSION
 
     def _connect_readonly(self) -> sqlite3.Connection:
-        """Open without writing anything to the file, its folder, or its -wal/-shm.
-
-        ``mode=ro`` is tried first: it sees what a running farm has committed to the -wal, but SQLite must open
-        (or create) PATH-shm for that. On a read-only mount or a folder we cannot write, with no -wal present
-        (the last writer closed cleanly), it cannot, and ``immutable=1`` is then right: nothing is in a -wal to
-        miss, and nobody can be writing there. With a -wal present but no usable -shm, immutable would silently
-        read old data, so that case is refused with what to do.
-        """
         if not self.path.exists():
             return self._empty_snapshot()  # nothing recorded yet: an empty store, without creating the file
-        uri = self.path.resolve().as_uri()
-        with self._translated("opening it read-only"):
-            try:
-                db = self._probe(f"{uri}?mode=ro")
-            except sqlite3.OperationalError as exc:
-                if not str(getattr(exc, "sqlite_errorname", "")).startswith("SQLITE_CANTOPEN"):
-                    raise
-                if Path(f"{self.path}-wal").exists():
-                    raise StoreError(
-                        self.path, f"the store {self.path} has a write-ahead log ({self.path}-wal) that this "
-                        "process cannot use read-only (PATH-shm cannot be created here). Open it once where it is "
-                        "writable (any farm command) to fold the log in, or copy the store with its -wal and "
-                        "-shm files to a writable folder.",
-                    ) from exc  # fmt: skip
-                db = self._probe(f"{uri}?immutable=1")
-            return self._adopt_readonly(db)
-
-    def _probe(self, uri: str) -> sqlite3.Connection:
-        db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None, timeout=30)
+        db = connect_readonly(self.path)
         db.row_factory = sqlite3.Row
-        try:
-            db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # reads the header: corruption shows here
-        except sqlite3.Error:
-            db.close()
-            raise
-        return db
+        with self._translated("opening it read-only"):
+            return self._adopt_readonly(db)
 
     def _adopt_readonly(self, db: sqlite3.Connection) -> sqlite3.Connection:
         """A read-only store at this schema is read in place; an older one through an upgraded copy in memory."""
@@ -341,22 +349,29 @@ class Store:
         gone = [(r, c) for r, c in gone if c.is_gone()]
         if not gone:
             return []
-        now = time.time()
-        in_place = self.readonly and not self._memory
-        with self._tx("marking runs whose controller is gone as interrupted", guard=False) as db:
-            for row, controller in gone:
-                why = f"{controller.describe()} is gone"
-                summary = json.dumps({**json.loads(row[4] or "{}"), "interrupted": why}, sort_keys=True)
-                if in_place:
-                    db.execute("INSERT OR REPLACE INTO temp.reaped VALUES (?,?,?)", (row[0], now, summary))
-                    continue
-                db.execute(
-                    "UPDATE runs SET status='interrupted', finished_at=?, summary_json=?"
-                    " WHERE id=? AND status='running'",
-                    (now, summary, row[0]),
-                )
-                self._end_attempt(db, row[0], now, "interrupted", why)
-        return [str(row[0]) for row, _ in gone]
+        now, reaped = time.time(), []
+        for row, controller in gone:
+            why = f"{controller.describe()} is gone"
+            summary = json.dumps({**json.loads(row[4] or "{}"), "interrupted": why}, sort_keys=True)
+            if self._mark_interrupted(str(row[0]), controller, now, summary, why):
+                reaped.append(str(row[0]))
+        return reaped
+
+    def _mark_interrupted(self, run_id: str, controller: Controller, at: float, summary: str, why: str) -> bool:
+        if self.readonly and not self._memory:  # the file stays as it is; TEMP tables are this connection's own
+            with self._reading() as db:
+                db.execute("INSERT OR REPLACE INTO temp.reaped VALUES (?,?,?)", (run_id, at, summary))
+            return True
+        with self._tx("marking a run whose controller is gone as interrupted", guard=False) as db:
+            # the same controller as seen above: another farm may have reopened the run meanwhile
+            cur = db.execute(
+                "UPDATE runs SET status='interrupted', finished_at=?, summary_json=? WHERE id=? AND status='running'"
+                " AND controller_host=? AND controller_pid=? AND controller_start IS ?",
+                (at, summary, run_id, controller.host, controller.pid, controller.start),
+            )
+            if cur.rowcount:
+                self._end_attempt(db, run_id, at, "interrupted", why)
+            return bool(cur.rowcount)
 
     def reopen_run(self, run_id: str) -> int:
         """Set an interrupted or incomplete run running again under this process; return the new attempt number.
