@@ -241,3 +241,36 @@ def test_reading_a_store_that_does_not_exist_creates_nothing(tmp_path: Path) -> 
     code, output = farm(path, "report", "r1")
     assert code == 2 and "no single run matches" in output
     assert not path.parent.exists()
+
+
+def test_a_store_that_fills_up_mid_run_stops_it_cleans_the_device_and_keeps_what_was_measured(
+    small_disk: Path, tmp_path: Path
+) -> None:
+    """The recorder meets a full disk on the second job: devices are still cleaned, the jobs are kept aside."""
+    from farm.pipeline import RunOptions, StoreFailed, execute
+    from farm.plan import load_plan
+    from farm.session.cancel import Cancel
+    from farm.session.events import Event, JobDone
+    from tests.conftest import ROOT
+    from tests.support.runs import suite
+
+    state = tmp_path / "state"
+    gates = '  - {metric: failures, op: "==", value: 0, scope: all}'
+    plan = load_plan(Path(suite(tmp_path, gates)), ROOT / "examples/bundles/av1-svt", None, ROOT / "devices.yaml", None,
+                     state / "cache")  # fmt: skip
+    store = Store(small_disk / "r.db")
+    filled: list[Path] = []
+
+    def fill_after_first_job(event: Event) -> None:
+        if isinstance(event, JobDone) and not filled:
+            filled.append(fill(small_disk))
+
+    with pytest.raises(StoreFailed) as exc:
+        execute(plan, store, RunOptions(state, Cancel(), [fill_after_first_job]))
+    message = str(exc.value)
+    assert "r.db" in message and "measured job(s) could not be stored" in message and exc.value.exit_code == 3
+    kept = next(state.glob("unstored/farm-unstored-*.jsonl"))
+    lines = [json.loads(line) for line in kept.read_text().splitlines()]
+    assert lines and all(r["status"] == "ok" and r["measurements"] for r in lines)  # measured, not lost
+    workdir = state / "device" / "local" / "jobs"
+    assert not workdir.exists() or not any(workdir.iterdir())  # the device was cleaned all the same
