@@ -194,12 +194,11 @@ class _Capped(io.RawIOBase):
 
 def _checked_members(tar: tarfile.TarFile, display: str, limit: int, caps: Caps) -> Iterator[tarfile.TarInfo]:
     """Yield members one by one as the stream reaches them; stop at the first bad one or crossed cap."""
-    total = count = 0
-    for member in tar:
+    total = 0
+    for count, member in enumerate(tar, 1):
         problem = _check_member(member, display)
         if problem is not None:
             raise InputError([problem])
-        count += 1
         total += member.size if member.isfile() else 0
         if count > caps.members:
             raise InputError([Problem(display, None, "", f"has more than {caps.members} members: refused")])

@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -85,16 +86,22 @@ def confinement() -> Confinement:
     """Probe once per process: bwrap on PATH, and a sandboxed ``true`` that really starts (namespaces allowed)."""
     bwrap = shutil.which("bwrap")
     if bwrap is None:
-        return Confinement(None, "bubblewrap (bwrap) is not installed: run scripts/system-deps or apt install bubblewrap")
-    probe = wrap(bwrap, ["true"], [], Path("/tmp"))
+        return Confinement(
+            None, "bubblewrap (bwrap) is not installed: run scripts/system-deps or apt install bubblewrap"
+        )
     try:
-        res = subprocess.run(probe, capture_output=True, timeout=30, check=False)
+        with tempfile.TemporaryDirectory(prefix="farm-probe-") as scratch:
+            res = subprocess.run(wrap(bwrap, ["true"], [], Path(scratch)), capture_output=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return Confinement(None, f"bwrap cannot run: {exc}")
     if res.returncode != 0:
-        why = res.stderr.decode("utf-8", "replace").strip().splitlines()
-        return Confinement(None, f"bwrap cannot create a sandbox here ({why[-1] if why else res.returncode}): "
-                           "user namespaces are probably denied (kernel.unprivileged_userns_clone, AppArmor)")  # fmt: skip
+        lines = res.stderr.decode("utf-8", "replace").strip().splitlines()
+        why = lines[-1] if lines else f"exit {res.returncode}"
+        return Confinement(
+            None,
+            f"bwrap cannot create a sandbox here ({why}): user namespaces are probably denied "
+            "(kernel.unprivileged_userns_clone, AppArmor)",
+        )
     return Confinement(bwrap)
 
 
@@ -108,7 +115,9 @@ def warn_unconfined(reason: str) -> None:
     )
 
 
-def confine(argv: Sequence[str], readable: Sequence[Path], writable: Path, executables: Sequence[str] = ()) -> list[str]:
+def confine(
+    argv: Sequence[str], readable: Sequence[Path], writable: Path, executables: Sequence[str] = ()
+) -> list[str]:
     """The argv to run: sandboxed where the host allows it, else ``argv`` itself after a one-time warning."""
     state = confinement()
     if state.bwrap is None:

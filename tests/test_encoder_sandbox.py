@@ -67,7 +67,7 @@ def evil(tmp_path: Path, listener: tuple[int, list[bytes]]) -> tuple[Bundle, Sou
     start = manifest.index("encoder:")
     end = manifest.index("targets:")
     encoder = (
-        'encoder:\n  output_ext: y4m\n  files: [evil.sh]\n'
+        "encoder:\n  output_ext: y4m\n  files: [evil.sh]\n"
         '  argv: ["/bin/bash", "{bundle}/evil.sh", "{input}", "{output}", "{rate}"]\n'
     )
     (root / "bundle.yaml").write_text(manifest[:start] + encoder + manifest[end:])
@@ -83,8 +83,11 @@ def test_this_host_confines_encoders() -> None:
 
 @pytest.mark.parametrize(
     ("rate", "why"),
-    [(101, "No such file or directory"), (102, "Connection refused|Network is unreachable"),
-     (103, "Read-only file system")],
+    [
+        (101, "No such file or directory"),
+        (102, "Connection refused|Network is unreachable"),
+        (103, "Read-only file system"),
+    ],
 )
 def test_an_evil_encoder_cannot_escape(
     evil: tuple[Bundle, Source, Path], listener: tuple[int, list[bytes]], rate: int, why: str

@@ -41,7 +41,9 @@ def test_alias_bomb_in_a_suite_is_refused_fast(tmp_path: Path) -> None:
 
 
 def test_alias_bomb_in_an_inventory_is_refused_with_its_line(tmp_path: Path) -> None:
-    inv = write(tmp_path / "devices.yaml", LOCAL_INVENTORY + "extra:\n" + "".join("  " + x for x in _bomb().splitlines(True)))
+    inv = write(
+        tmp_path / "devices.yaml", LOCAL_INVENTORY + "extra:\n" + "".join("  " + x for x in _bomb().splitlines(True))
+    )
     res = farm("devices", "--inventory", inv, store=tmp_path / "results.db")
     assert res.code == 2, res.output
     assert f"{inv}:8: extra.le: expands to 111111 values" in res.output  # the first key over the cap
@@ -210,11 +212,9 @@ def test_an_adb_key_readable_by_others_is_refused_with_the_chmod_to_run(tmp_path
     key = tmp_path / "my keys" / "adbkey"
     key.parent.mkdir()
     assert keygen(key)
-    inv = write(
-        tmp_path / "devices.yaml",
-        "devices:\n" + _entry("phone", f"\n      kind: adb\n      address: '127.0.0.1:1'\n      key: {key}", platform="android")
-        .replace("linux-x86_64", "android-arm64"),
-    )  # fmt: skip
+    transport = f"\n      kind: adb\n      address: '127.0.0.1:1'\n      key: {key}"
+    entry = _entry("phone", transport, platform="android").replace("linux-x86_64", "android-arm64")
+    inv = write(tmp_path / "devices.yaml", "devices:\n" + entry)
     assert farm("devices", "--inventory", inv, store=tmp_path / "results.db").code == 0  # 0600 from keygen
     key.chmod(mode)
     res = farm("devices", "--inventory", inv, store=tmp_path / "results.db")

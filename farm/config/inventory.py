@@ -42,7 +42,9 @@ class SshTransport(Strict):
     key: str | None = None
     known_hosts: str = "~/.ssh/known_hosts"
     connect_timeout_s: float = Field(default=5.0, gt=0, le=MAX_CONNECT_S)
-    io_timeout_s: float = Field(default=60.0, gt=0, le=MAX_IO_S)  # a board that stops answering mid-transfer is dropped after this
+    io_timeout_s: float = Field(
+        default=60.0, gt=0, le=MAX_IO_S
+    )  # a board that stops answering mid-transfer is dropped after this
 
 
 class AdbTransport(Strict):
@@ -52,7 +54,9 @@ class AdbTransport(Strict):
     key: str = "~/.android/adbkey"
     connect_timeout_s: float = Field(default=5.0, gt=0, le=MAX_CONNECT_S)
     auth_timeout_s: float = Field(default=30.0, gt=0, le=MAX_CONNECT_S)  # time to tap "Allow USB debugging"
-    io_timeout_s: float = Field(default=60.0, gt=0, le=MAX_IO_S)  # a phone that stops answering mid-transfer is dropped after this
+    io_timeout_s: float = Field(
+        default=60.0, gt=0, le=MAX_IO_S
+    )  # a phone that stops answering mid-transfer is dropped after this
     tmpdir: str = "/data/local/tmp"  # where commands' stderr (and stdin) files live briefly on the phone
 
 

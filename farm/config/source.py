@@ -48,7 +48,9 @@ def _expanded_sizes(root: yaml.Node, file: str) -> dict[int, int]:
             return sizes[id(node)]
         if depth > MAX_DEPTH:
             line = node.start_mark.line + 1
-            raise InputError([Problem(file, line, "", f"nested deeper than {MAX_DEPTH} levels (an alias inside itself?)")])
+            raise InputError(
+                [Problem(file, line, "", f"nested deeper than {MAX_DEPTH} levels (an alias inside itself?)")]
+            )
         sizes[id(node)] = total = 1 + sum(size(child, depth + 1) for child in _children(node))
         return total
 
