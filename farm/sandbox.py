@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -105,9 +106,16 @@ def confinement() -> Confinement:
     return Confinement(bwrap)
 
 
-@lru_cache(maxsize=1)
+_warned: set[str] = set()
+_lock = threading.Lock()  # encodes run in a thread pool: one probe and one warning, not one per thread
+
+
 def warn_unconfined(reason: str) -> None:
     """Said once per process, as a warning that outlives the live view: the user must know the encoder is free."""
+    with _lock:
+        if reason in _warned:
+            return
+        _warned.add(reason)
     log.warning(
         "warning: the bundle's encoder is NOT confined on this host: it can read and write whatever you can and "
         "use the network (%s). See docs/security.md.",
@@ -119,7 +127,8 @@ def confine(
     argv: Sequence[str], readable: Sequence[Path], writable: Path, executables: Sequence[str] = ()
 ) -> list[str]:
     """The argv to run: sandboxed where the host allows it, else ``argv`` itself after a one-time warning."""
-    state = confinement()
+    with _lock:
+        state = confinement()
     if state.bwrap is None:
         warn_unconfined(state.reason)
         return list(argv)

