@@ -225,8 +225,10 @@ def extract(archive: Path, dest: Path, caps: Caps | None = None) -> Path:
             stream = io.BufferedReader(_Capped(gz, caps.stream_limit(size), display))
             with tarfile.open(fileobj=stream, mode="r|") as tar:
                 tar.extractall(work, members=_checked_members(tar, display, limit, caps), filter="data")
-        if dest.exists():
-            dest.rmdir()  # empty by contract: a non-empty dest fails here instead of mixing two bundles
+        if dest.exists() and any(dest.iterdir()):
+            raise InputError([Problem(str(dest), None, "", "not empty: a bundle is unpacked into an empty folder")])
+        with contextlib.suppress(FileNotFoundError):
+            dest.rmdir()
         os.replace(work, dest)
     except (tarfile.TarError, gzip.BadGzipFile, EOFError, OSError, zlib.error) as exc:
         raise InputError([Problem(display, None, "", f"not a readable .tar.gz: {exc}")]) from None
@@ -276,8 +278,12 @@ def evict(
     A removed entry is only a cache: the next run of that archive unpacks it again.
     """
     entries: list[tuple[float, int, Path]] = []
-    with contextlib.suppress(OSError):
-        for entry in folder.iterdir():
+    try:
+        listing = list(folder.iterdir())
+    except OSError:
+        return []
+    for entry in listing:
+        with contextlib.suppress(OSError):  # another farm process may be evicting it right now
             if entry.is_dir() and not entry.is_symlink():
                 entries.append((entry.stat().st_mtime, _tree_size(entry), entry))
     total = sum(size for _, size, _ in entries)

@@ -93,3 +93,15 @@ def test_the_example_bundles_pack_and_unpack_under_the_caps(tmp_path: Path) -> N
         packed = tmp_path / f"{name}.tar.gz"
         pack(EXAMPLES / name, packed)
         assert open_bundle(packed, tmp_path / "cache").manifest.name == name
+
+
+def test_an_archive_is_never_unpacked_over_another_bundle(bundle_copy: Path, tmp_path: Path) -> None:
+    packed = tmp_path / "b.tar.gz"
+    pack(bundle_copy, packed)
+    dest = tmp_path / "busy"
+    dest.mkdir()
+    (dest / "other").write_text("x")
+    with pytest.raises(InputError, match="not empty"):
+        extract(packed, dest)
+    assert sorted(p.name for p in dest.iterdir()) == ["other"]
+    assert extract(packed, tmp_path / "fresh") == tmp_path / "fresh"
