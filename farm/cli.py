@@ -6,6 +6,7 @@ Exit codes (design): 0 every gate passed, 1 a gate failed or is missing, 2 bad i
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from farm.errors import FarmError, InputError
 
 if TYPE_CHECKING:  # the CLI imports heavy modules inside commands, so `farm --help` stays fast
     from farm.bundle import Bundle
+    from farm.pipeline import RunOutcome
     from farm.store import Store
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="codec-farm: decode suites on real devices.")
@@ -69,6 +71,9 @@ def _errors() -> Iterator[None]:
         raise typer.Exit(exc.exit_code) from None
     except (typer.Exit, typer.Abort, KeyboardInterrupt):
         raise
+    except sqlite3.Error as exc:  # the store translates its own; this is a net for any other SQLite use
+        err.print(f"error: SQLite failed outside the store: {exc}", highlight=False, markup=False)
+        raise typer.Exit(3) from None
     except Exception as exc:
         # an unexpected failure is the farm's problem, not a failed gate: never exit 1 for it
         err.print_exception(show_locals=False)
@@ -76,10 +81,11 @@ def _errors() -> Iterator[None]:
         raise typer.Exit(3) from None
 
 
-def _open_store(path: Path | None) -> Store:
+def _open_store(path: Path | None, *, readonly: bool = False) -> Store:
+    """Commands that only read open read-only: they work on a read-only mount and never migrate the file."""
     from farm.store import Store
 
-    return Store(_store_path(path))
+    return Store(_store_path(path), readonly=readonly)
 
 
 def _run_id(store: Store, given: str) -> str:
@@ -249,11 +255,19 @@ def run(
     ] = None,
     repo: RepoOpt = None,
     sign: SignOpt = False,
+    resume: Annotated[
+        str | None, typer.Option("--resume", help="run only the jobs this interrupted run lacks, then gate it whole")
+    ] = None,
+    lease_timeout: Annotated[
+        float, typer.Option("--lease-timeout", min=0, max=86400, help="seconds to wait for a device another run holds")
+    ] = 600.0,
 ) -> None:
-    """Run SUITE with a bundle on the selected devices and gate it."""
-    from farm.pipeline import execute, load_plan
+    """Run SUITE with a bundle on the selected devices and gate it. Ctrl-C stops it (exit 130); --resume finishes it."""
+    from farm.interrupt import stop_on_signals
+    from farm.pipeline import RunOptions, execute
+    from farm.plan import load_plan
     from farm.progress import LiveView
-    from farm.report import agreement_table, results_table, verdict_table, write_json, write_junit
+    from farm.session.cancel import Cancel
 
     with _errors():
         if pushgateway is not None:
@@ -265,50 +279,70 @@ def run(
         repo_root = _release_preflight(release, repo, sign)
         plan = load_plan(suite, bundle, anchor, _inventory(inventory), devices_sel, state / "cache")
         db = _open_store(store)
+        rid = _run_id(db, resume) if resume is not None else None
         view = LiveView(out, [d.id for d in plan.devices])
-        with view:
-            outcome = execute(plan, store=db, state_dir=state, emit=view.event, log=view.log)
-        out.print(results_table(db, outcome.run_id))
-        if (agreement := agreement_table(db, outcome.run_id)) is not None:
-            out.print(agreement)
-        out.print(verdict_table(outcome.verdicts, title=f"gates of run {outcome.run_id}"))
-        s = outcome.summary
-        out.print(
-            f"encodes: {s['encodes']} new, {s['encodes_reused']} reused from cache · pushed "
-            f"{s['pushed_bytes']} bytes in {s['pushed_files']} files ({s['staged_files_reused']} already on device)"
-            f" · pulled {s['pulls']} distinct outputs ({s['pulled_bytes']} bytes)",
-            highlight=False,
-        )
-        if s["devices_failed"]:
-            for device_id, why in s["devices_failed"].items():
-                err.print(f"device {device_id} failed: {why}", highlight=False, markup=False, style="red")
-        if json_out:
-            write_json(json_out, db, outcome.run_id, outcome.verdicts)
-        if junit:
-            write_junit(junit, outcome.run_id, plan.suite.name, outcome.verdicts)
-        code = outcome.exit_code
-        word = {0: "[green]PASSED[/]", 1: "[red]FAILED[/]", 3: "[red]INCOMPLETE[/]"}[code]
-        pushed = ""
-        if pushgateway is not None:
-            from farm.metrics.push import push_run
-
-            try:
-                key = push_run(store_path, outcome.run_id, pushgateway)
-                pushed = f", pushed to {pushgateway} ({', '.join(f'{k}={v}' for k, v in key.items())})"
-            except FarmError as exc:
-                # CI asked for the metrics: losing them is an infrastructure failure, whatever the gates said
-                err.print(f"error: {exc}", highlight=False, markup=False)
-                pushed, code = ", but its results were NOT pushed", 3
-        out.print(f"run {outcome.run_id}: {word}{pushed} (exit {code})", highlight=False)
-        for v in outcome.verdicts:
-            if v.verdict != "pass":
-                err.print(f"gate {v.verdict}: {v.label}: {v.detail}", highlight=False, markup=False)
+        cancel = Cancel()
+        opts = RunOptions(state, cancel, [view], view.log, rid, lease_timeout)
+        with stop_on_signals(cancel), view:
+            outcome = execute(plan, db, opts)
+        code = _print_outcome(db, outcome, plan.suite.name, json_out, junit)
+        code, pushed = _push(store_path, outcome.run_id, pushgateway, code)
+        _say_verdict(outcome, code, pushed)
         if release is not None and repo_root is not None:
             if code != 0:
                 err.print(f"release {release} not tagged: the run did not pass", highlight=False, markup=False)
             else:
                 _tag(db, outcome.run_id, release, repo_root, plan.bundle, sign, state)
     raise typer.Exit(code)
+
+
+def _print_outcome(db: Store, outcome: RunOutcome, suite_name: str, json_out: Path | None, junit: Path | None) -> int:
+    from farm.report import agreement_table, results_table, verdict_table, write_json, write_junit
+
+    out.print(results_table(db, outcome.run_id))
+    if (agreement := agreement_table(db, outcome.run_id)) is not None:
+        out.print(agreement)
+    out.print(verdict_table(outcome.verdicts, title=f"gates of run {outcome.run_id}"))
+    s = outcome.summary
+    out.print(
+        f"encodes: {s['encodes']} new, {s['encodes_reused']} reused from cache · pushed "
+        f"{s['pushed_bytes']} bytes in {s['pushed_files']} files ({s['staged_files_reused']} already on device)"
+        f" · pulled {s['pulls']} distinct outputs ({s['pulled_bytes']} bytes)",
+        highlight=False,
+    )
+    for device_id, why in s["devices_failed"].items():
+        err.print(f"device {device_id} failed: {why}", highlight=False, markup=False, style="red")
+    if json_out:
+        write_json(json_out, db, outcome.run_id, outcome.verdicts)
+    if junit:
+        write_junit(junit, outcome.run_id, suite_name, outcome.verdicts)
+    return outcome.exit_code
+
+
+def _push(store_path: Path, run_id: str, pushgateway: str | None, code: int) -> tuple[int, str]:
+    """Push when asked; CI asked for the metrics, so losing them is an infrastructure failure (exit 3)."""
+    if pushgateway is None:
+        return code, ""
+    from farm.metrics.push import push_run
+
+    try:
+        key = push_run(store_path, run_id, pushgateway)
+    except FarmError as exc:
+        err.print(f"error: {exc}", highlight=False, markup=False)
+        return 3, ", but its results were NOT pushed"
+    return code, f", pushed to {pushgateway} ({', '.join(f'{k}={v}' for k, v in key.items())})"
+
+
+def _say_verdict(outcome: RunOutcome, code: int, pushed: str) -> None:
+    words = {0: "[green]PASSED[/]", 1: "[red]FAILED[/]", 3: "[red]INCOMPLETE[/]", 130: "[yellow]INTERRUPTED[/]"}
+    word = words.get(code, "[red]FAILED[/]")
+    out.print(f"run {outcome.run_id}: {word}{escape(pushed)} (exit {code})", highlight=False)
+    if outcome.status == "interrupted":
+        out.print(f"finished jobs are kept and scored; complete it with: farm run ... --resume {outcome.run_id}",
+                  highlight=False, markup=False)  # fmt: skip
+    for v in outcome.verdicts:
+        if v.verdict != "pass":
+            err.print(f"gate {v.verdict}: {v.label}: {v.detail}", highlight=False, markup=False)
 
 
 @app.command()
@@ -343,7 +377,7 @@ def runs(store: StoreOpt = None, limit: Annotated[int, typer.Option("--limit")] 
     import time
 
     with _errors():
-        db = _open_store(store)
+        db = _open_store(store, readonly=True)
         table = Table(title=f"runs in {db.path}")
         for col in ("run", "started (UTC)", "suite", "bundle", "status", "gates"):
             table.add_column(col)
@@ -367,10 +401,12 @@ def report(
     from farm.report import agreement_table, results_table, verdict_table, verdicts_from_store, write_json
 
     with _errors():
-        db = _open_store(store)
+        db = _open_store(store, readonly=True)
         rid = _run_id(db, run_id)
         verdicts = verdicts_from_store(db, rid)
         out.print(results_table(db, rid))
+        if len(attempts := db.attempts(rid)) > 1:
+            out.print(f"run {rid} took {len(attempts)} attempts (resumed {len(attempts) - 1}x)", highlight=False)
         if (agreement := agreement_table(db, rid)) is not None:
             out.print(agreement)
         out.print(verdict_table(verdicts, title=f"gates of run {rid}"))

@@ -47,6 +47,27 @@ class InfraError(FarmError):
     exit_code = 3
 
 
+class CommandFailed(FarmError):
+    """A command ran on the device and failed (non-zero exit, or it ran out of time there): the link is fine.
+
+    Kept apart from ``TransportError`` (a dropped link, worth one retry after reconnecting) because running the
+    same command again fails the same way: a checksum mismatch, a permission error or a full disk needs a person,
+    not a retry. Carries the data a report needs (like labgrid's ExecutionError and devlib's
+    TargetCalledProcessError) so callers never parse the message.
+    """
+
+    exit_code = 3
+
+    def __init__(self, device_id: str, command: str, exit_status: int | None, stderr_tail: str = "") -> None:
+        self.device_id = device_id
+        self.command = command
+        self.exit_status = exit_status
+        self.stderr_tail = stderr_tail
+        why = "timed out" if exit_status is None else f"exit {exit_status}"
+        detail = f": {stderr_tail}" if stderr_tail else ""
+        super().__init__(f"{device_id}: {command} failed on the device ({why}){detail}")
+
+
 class Refused(FarmError):
     """The farm's answer is no: a gate did not pass, a bundle or a stored result does not match (exit 1).
 

@@ -1,29 +1,31 @@
 """The live view while a run is going: one line per device with its current job, progress and last fps.
 
-On a terminal this is a rich live display; in CI (no TTY) it degrades to one plain log line per finished
-job, so logs stay readable and nothing depends on cursor tricks.
+It subscribes to the session events the recorder stores. On a terminal it is a rich live display; in CI (no
+TTY) it degrades to one plain line per phase change and finished job, so logs stay readable and nothing depends
+on cursor tricks.
 """
 
 from __future__ import annotations
 
-import threading
 from types import TracebackType
-from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from farm.session.events import DeviceDone, Event, JobDone, Status
+
+QUIET_PHASES = frozenset({"job", "cleanup"})  # shown live, but not worth a log line each
 
 
 class LiveView:
     def __init__(self, console: Console, device_ids: list[str]) -> None:
         self.console = console
         self.live = console.is_terminal
-        self._lock = threading.Lock()
         self.progress = Progress(
             TextColumn("[bold]{task.fields[device]:<14}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[fps]:>10}"),
+            TextColumn("{task.fields[fps]:>16}"),
             TextColumn("{task.description}"),
             TimeElapsedColumn(),
             console=console,
@@ -43,34 +45,27 @@ class LiveView:
         self.progress.__exit__(exc_type, exc, tb)
 
     def log(self, text: str) -> None:
-        self.console.log(text, highlight=False) if self.live else self.console.print(
-            text, highlight=False, markup=False
-        )
+        if self.live:
+            self.console.log(text, highlight=False)
+        else:
+            self.console.print(text, highlight=False, markup=False)
 
-    def event(self, device_id: str, kind: str, data: dict[str, Any]) -> None:
-        with self._lock:
-            task = self.tasks[device_id]
-            if kind == "status":
-                self.progress.update(task, description=data["text"])
-                if data["text"].startswith("warning"):
-                    self.log(f"{device_id}: {data['text']}")  # a warning must outlive the live display
-                elif not self.live and (
-                    data["text"] in {"done", "failed"} or data["text"].startswith(("cooling", "link"))
-                ):
-                    self.console.print(f"{device_id}: {data['text']}", highlight=False, markup=False)
-            elif kind == "job":
-                record = data["record"]
-                fps = self._last_fps(record)
-                self.progress.update(task, completed=data["done"], total=data["total"], fps=fps)
-                if not self.live:
-                    spec = record.spec
-                    line = (f"{device_id} [{data['done']}/{data['total']}] {spec.role} {spec.source.sequence_id} "
-                            f"@{spec.bitstream.rate_kbps:g}k r{spec.repeat}: {record.status}")  # fmt: skip
-                    if record.error:
-                        line += f" ({record.error})"
-                    self.console.print(line + (f" {fps}" if fps else ""), highlight=False, markup=False)
+    def plain(self, text: str) -> None:
+        if not self.live:
+            self.console.print(text, highlight=False, markup=False)
 
-    @staticmethod
-    def _last_fps(record: Any) -> str:
-        fps = getattr(record, "fps", None)
-        return f"{fps:.0f} fps" if isinstance(fps, float) else ""
+    def __call__(self, event: Event) -> None:
+        task = self.tasks[event.device_id]
+        if isinstance(event, Status):
+            self.progress.update(task, description=event.text)
+            if event.warning:
+                self.log(f"{event.device_id}: {event.text}")  # a warning must outlive the live display
+            elif event.phase not in QUIET_PHASES:
+                self.plain(f"{event.device_id}: {event.text}")
+        elif isinstance(event, JobDone):
+            fps = f"{event.fps:.0f} fps (mean)" if event.fps is not None else ""
+            self.progress.update(task, completed=event.done, total=event.total, fps=fps)
+            line = f"{event.device_id} [{event.done}/{event.total}] {event.job.key.label()}: {event.status}"
+            self.plain(line + (f" ({event.error})" if event.error else "") + (f" {fps}" if fps else ""))
+        elif isinstance(event, DeviceDone) and event.error:
+            self.log(f"{event.device_id}: {event.status}: {event.error}")

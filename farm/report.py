@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import statistics
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 from collections.abc import Sequence
@@ -20,16 +19,11 @@ from rich.table import Table
 
 from farm.gates import Verdict, load_view
 from farm.gates.consistency import decodes, groups
+from farm.gates.view import JobView
+from farm.measures import Column, aggregate, device_metrics, measure
 from farm.store import Store
 
 MISSING = "missing"
-
-
-def _median(values: Sequence[float | None]) -> float | None:
-    have = [v for v in values if v is not None]
-    if not have or len(have) < len(values):
-        return None
-    return statistics.median(have)
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
@@ -43,41 +37,67 @@ def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
     return MISSING if value is None else f"{value:{spec}}{suffix}"
 
 
+# the results' columns: row key (stable: --json consumers read it) -> declared metric, whose Column says how
+COLUMNS = (
+    ("fps_p50", "fps.p50"), ("frame_ms_p99", "frame_time_ms.p99"), ("bpp", "bpp"), ("psnr_yuv", "psnr_yuv"),
+    ("ssim", "ssim"), ("vmaf", "vmaf"), ("power_w", "power_w"), ("energy_per_frame_j", "energy_per_frame_j"),
+    ("temp_max_c", "temp_max_c"),
+)  # fmt: skip
+
+
+def _column(name: str) -> Column:
+    column = measure(name).column
+    assert column is not None, f"{name} declares no table column in farm/measures.py"
+    return column
+
+
+def _summary(name: str, ok: Sequence[JobView]) -> float | None:
+    """The metric over a row's successful jobs by its declared aggregation; rate-dependent metrics (quality)
+    are summarised per rate point first, then averaged over rate points, so rows with different rate points
+    stay comparable."""
+    if not _column(name).per_rate:
+        return aggregate(name, [j.metrics.get(name) for j in ok])
+    by_rate: dict[float, list[JobView]] = defaultdict(list)
+    for j in ok:
+        by_rate[j.rate_kbps].append(j)
+    return _mean([aggregate(name, [j.metrics.get(name) for j in js]) for js in by_rate.values()])
+
+
 def results_rows(store: Store, run_id: str) -> list[dict[str, Any]]:
-    """One row per device x bundle role x sequence: medians over repeats, means over rate points."""
+    """One row per device x bundle role x sequence: summaries over repeats, means over rate points."""
     view = load_view(store, run_id)
-    groups: dict[tuple[str, str, str], list[Any]] = defaultdict(list)
+    groups: dict[tuple[str, str, str], list[JobView]] = defaultdict(list)
     for job in view.jobs:
         groups[(job.device_id, job.role, job.sequence)].append(job)
     rows = []
     for (device, role, seq), jobs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "test", kv[0][2])):
         ok = [j for j in jobs if j.status == "ok"]
-        by_rate: dict[float, list[Any]] = defaultdict(list)
-        for j in ok:
-            by_rate[j.rate_kbps].append(j)
-
-        def per_rate(name: str, rate_jobs: dict[float, list[Any]] = by_rate) -> float | None:
-            return _mean([_median([j.metrics.get(name) for j in js]) for js in rate_jobs.values()])
-
+        throttled = aggregate("throttled", [j.metrics.get("throttled") for j in ok])
         rows.append({
             "device": device, "role": role, "sequence": seq, "jobs": len(jobs), "failed": len(jobs) - len(ok),
-            "fps_p50": _median([j.metrics.get("fps.p50") for j in ok]) if ok else None,
-            "frame_ms_p99": _median([j.metrics.get("frame_time_ms.p99") for j in ok]) if ok else None,
-            "bpp": per_rate("bpp") if ok else None, "psnr_yuv": per_rate("psnr_yuv") if ok else None,
-            "ssim": per_rate("ssim") if ok else None, "vmaf": per_rate("vmaf") if ok else None,
-            "power_w": _median([j.metrics.get("power_w") for j in ok]) if ok else None,
-            "energy_per_frame_j": _median([j.metrics.get("energy_per_frame_j") for j in ok]) if ok else None,
-            "temp_max_c": max((t for j in ok if (t := j.metrics.get("temp_max_c")) is not None), default=None),
-            "throttled_jobs": sum(1 for j in ok if j.metrics.get("throttled") == 1.0),
+            **{key: _summary(name, ok) for key, name in COLUMNS},
+            "throttled_jobs": int(throttled or 0),
         })  # fmt: skip
     return rows
+
+
+def _cells(r: dict[str, Any], simulated: set[str]) -> list[str]:
+    """A row's metric cells as the table shows them; power says when it is simulated, temperature when the
+    board throttled."""
+    cells = {key: _fmt(r[key], f".{_column(name).digits}f", _column(name).suffix) for key, name in COLUMNS}
+    if r["power_w"] is None:
+        cells["power_w"] = "[yellow]missing[/]"
+    elif r["device"] in simulated:
+        cells["power_w"] += " (sim)"
+    if r["throttled_jobs"]:
+        cells["temp_max_c"] += f" [red]{r['throttled_jobs']} throttled[/]"
+    return list(cells.values())
 
 
 def results_table(store: Store, run_id: str) -> Table:
     view = load_view(store, run_id)
     table = Table(title=f"results of run {run_id} (medians over repeats, means over rate points)")
-    for col in ("device", "bundle", "sequence", "jobs", "fps p50", "p99 ms", "bpp", "PSNR-YUV", "SSIM", "VMAF",
-                "power", "J/frame", "max °C"):  # fmt: skip
+    for col in ("device", "bundle", "sequence", "jobs", *(_column(name).heading for _, name in COLUMNS)):
         table.add_column(col, justify="left" if col in {"device", "bundle", "sequence"} else "right")
     run = store.run(run_id)
     labels = {
@@ -86,16 +106,10 @@ def results_table(store: Store, run_id: str) -> Table:
     }
     simulated = {d["device_id"] for d in store.devices(run_id) if "SIMULATED" in d["properties_json"]}
     for r in results_rows(store, run_id):
-        power = _fmt(r["power_w"], ".2f", " W") + (" (sim)" if r["device"] in simulated else "")
-        if r["power_w"] is None:
-            power = "[yellow]missing[/]"
         jobs = f"{r['jobs'] - r['failed']}/{r['jobs']}"
         table.add_row(
             r["device"], labels.get(r["role"], r["role"]), r["sequence"], f"[red]{jobs}[/]" if r["failed"] else jobs,
-            _fmt(r["fps_p50"], ".0f"), _fmt(r["frame_ms_p99"], ".2f"), _fmt(r["bpp"], ".4f"),
-            _fmt(r["psnr_yuv"], ".2f", " dB"), _fmt(r["ssim"], ".4f"), _fmt(r["vmaf"], ".2f"), power,
-            _fmt(r["energy_per_frame_j"], ".4f"),
-            _fmt(r["temp_max_c"], ".1f") + (f" [red]{r['throttled_jobs']} throttled[/]" if r["throttled_jobs"] else ""),
+            *_cells(r, simulated),
         )  # fmt: skip
     if simulated:
         table.caption = (
@@ -103,7 +117,7 @@ def results_table(store: Store, run_id: str) -> Table:
         )
     for device, metrics in sorted(view.device_metrics.items()):
         parts = []
-        for name in ("bd_rate.psnr_yuv", "bd_rate.vmaf"):
+        for name in device_metrics():
             value, detail = metrics.get(name, (None, None))
             shown = f"{value * 100:+.2f}%" if value is not None else escape(f"missing ({detail})")
             parts.append(f"{name.split('.')[1]} {shown}")

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from farm.measures import FRAME_QUANTILES, quantile_name
+
 
 @dataclass(frozen=True)
 class FrameStats:
@@ -29,14 +31,13 @@ class FrameStats:
     source: str  # "per-frame" | "wall-clock" | "none"
 
     def as_metrics(self) -> dict[str, float | None]:
+        """The values under their declared names (farm/measures.py), quantile names spelt by quantile_name."""
+        fps = (self.fps_p50, self.fps_p90, self.fps_p99)
+        ms = (self.frame_ms_p50, self.frame_ms_p90, self.frame_ms_p99)
         return {
             "fps": self.fps,
-            "fps.p50": self.fps_p50,
-            "fps.p90": self.fps_p90,
-            "fps.p99": self.fps_p99,
-            "frame_time_ms.p50": self.frame_ms_p50,
-            "frame_time_ms.p90": self.frame_ms_p90,
-            "frame_time_ms.p99": self.frame_ms_p99,
+            **{quantile_name("fps", q): v for q, v in zip(FRAME_QUANTILES, fps, strict=True)},
+            **{quantile_name("frame_time_ms", q): v for q, v in zip(FRAME_QUANTILES, ms, strict=True)},
             "deadline_misses": None if self.deadline_misses is None else float(self.deadline_misses),
             "wall_s": self.wall_s,
         }
@@ -53,7 +54,7 @@ def frame_stats(
     wall_s = wall_ns / 1e9 if wall_ns is not None and wall_ns > 0 else None
     steady = np.asarray(frame_times_ns[warmup:], dtype=np.float64)
     if steady.size and steady.sum() > 0:
-        q50, q90, q99 = (float(np.percentile(steady, q)) for q in (50, 90, 99))
+        q50, q90, q99 = (float(np.percentile(steady, q)) for q in FRAME_QUANTILES)
         deadline_ns = 1e9 / sequence_fps
         return FrameStats(
             fps=steady.size / (steady.sum() / 1e9),

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from farm.devices.posix import PosixDevice, parse_stats
+from farm.errors import CommandFailed
 from farm.fileio import sha256_file
 from farm.transports.base import TransportError
 from farm.transports.local import LocalTransport
@@ -61,8 +62,9 @@ def test_stage_pushes_once_then_reuses_and_repairs(device: PosixDevice, tmp_path
 def test_stage_refuses_a_copy_whose_hash_differs(device: PosixDevice, tmp_path: Path) -> None:
     src = tmp_path / "bits.bin"
     src.write_bytes(b"abc")
-    with pytest.raises(TransportError, match="sha256 mismatch"):
+    with pytest.raises(CommandFailed, match="sha256 mismatch") as failed:  # not a dropped link: never retried
         device.stage([(src, f"{device.workdir}/cas/x", "0" * 64)])
+    assert failed.value.exit_status == 1 and not isinstance(failed.value, TransportError)
     assert not Path(f"{device.workdir}/cas/x").exists()
 
 

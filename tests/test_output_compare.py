@@ -62,15 +62,23 @@ def test_outputs_of_different_shape_are_not_comparable(tmp_path: Path) -> None:
 
 
 def test_the_run_compares_each_pair_of_different_outputs_once_up_to_a_bound(tmp_path: Path) -> None:
-    from types import SimpleNamespace
+    import shutil
 
-    from farm.pipeline import MAX_DISTINCT_OUTPUTS, compare_differing_outputs
+    from farm.scoring import MAX_DISTINCT_OUTPUTS, compare_differing_outputs
     from farm.store import Store
 
-    def record(sha: str, path: Path, seq: str = "clip", role: str = "test") -> SimpleNamespace:
-        spec = SimpleNamespace(role=role, source=SimpleNamespace(sequence_id=seq),
-                               bitstream=SimpleNamespace(rate_kbps=100.0))  # fmt: skip
-        return SimpleNamespace(spec=spec, status="ok", output_sha=sha, local_output=path)
+    store = Store(tmp_path / "r.db")
+    store.start_run("r", suite_name="s", suite_digest="d", suite_json="{}", bundle_name="b", bundle_version="1",
+                    bundle_digest="x", host="h", farm_version="0", conventions={})  # fmt: skip
+    decoded = tmp_path / "decoded"
+    decoded.mkdir()
+
+    def job(sha: str, path: Path, seq: str = "clip", role: str = "test", repeat: int = 0) -> None:
+        shutil.copyfile(path, decoded / f"{sha}.y4m")
+        row = {"device_id": f"d-{sha}-{repeat}", "role": role, "sequence": seq, "rate_kbps": 100.0, "repeat": repeat,
+               "status": "ok", "bitstream_sha": "b", "bitstream_bytes": 1, "source_sha": "s", "output_sha": sha,
+               "started_at": 0.0, "finished_at": 1.0}  # fmt: skip
+        store.add_job("r", row, [])
 
     src = frames(2)
     outputs = []
@@ -78,15 +86,18 @@ def test_the_run_compares_each_pair_of_different_outputs_once_up_to_a_bound(tmp_
         changed = [f.copy() for f in src]
         changed[0][0] = 10 + i  # output i differs from output 0 by i in one sample
         outputs.append(y4m(tmp_path / f"{i}.y4m", changed))
-    store = Store(tmp_path / "r.db")
-    store.start_run("r", suite_name="s", suite_digest="d", suite_json="{}", bundle_name="b", bundle_version="1",
-                    bundle_digest="x", host="h", farm_version="0", conventions={})  # fmt: skip
-    records = [record("a", outputs[0]), record("a", outputs[0]), record("b", outputs[1]), record("c", outputs[2]),
-               record("z", outputs[3], role="anchor")]  # fmt: skip
-    records += [record(f"many{i}", path, seq="noisy") for i, path in enumerate(outputs)]
+    job("a", outputs[0])
+    job("a", outputs[0], repeat=1)
+    job("b", outputs[1])
+    job("c", outputs[2])
+    job("z", outputs[3], role="anchor")
+    for i, path in enumerate(outputs):
+        job(f"many{i}", path, seq="noisy")
     said: list[str] = []
-    compare_differing_outputs(store, "r", records, said.append)  # type: ignore[arg-type]
+    compare_differing_outputs(store, "r", decoded, said.append)
     rows = {(r["sequence"], r["a_sha"], r["b_sha"]): r["max_abs_diff"] for r in store.output_diffs("r")}
     assert len(rows) == 3  # a-b, a-c, b-c of the test role; the anchor and the 17-output bitstream are not paired
     assert (rows[("clip", "a", "b")], rows[("clip", "a", "c")], rows[("clip", "b", "c")]) == (1.0, 2.0, 1.0)
     assert said == [f"noisy@100kbps: {MAX_DISTINCT_OUTPUTS + 1} different outputs, not compared pairwise"]
+    compare_differing_outputs(store, "r", decoded, said.append)
+    assert len(store.output_diffs("r")) == 3  # a resumed run does not compare a stored pair again

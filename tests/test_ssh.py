@@ -13,6 +13,8 @@ import pytest
 from farm.config.inventory import SshTransport as SshSettings
 from farm.config.inventory import load_inventory
 from farm.devices.connect import connect
+from farm.devices.posix import PosixDevice
+from farm.errors import CommandFailed
 from farm.sim.fleet import Fleet
 from farm.sim.sshboard import SshBoard
 from farm.transports.base import TransportError, Unreachable
@@ -57,8 +59,11 @@ def test_push_and_pull_are_byte_identical_with_odd_names(link: SshLink, ssh_flee
     back = tmp_path / "back.bin"
     assert link.pull(remote, back) == 5 << 20
     assert back.read_bytes() == src.read_bytes()
-    with pytest.raises(TransportError, match="pull of"):
+    with pytest.raises(CommandFailed, match="pull of") as failed:  # the command failed, the link is fine
         link.pull("/nonexistent/file", tmp_path / "x")
+    assert failed.value.exit_status == 1 and "No such file" in failed.value.stderr_tail
+    assert not isinstance(failed.value, TransportError) and not (tmp_path / "x").exists()
+    assert link.reconnects == 0
 
 
 def test_remote_timeout_kills_the_whole_tree(link: SshLink) -> None:
@@ -202,3 +207,49 @@ def test_known_hosts_with_markers_and_comments_survive_trust(ssh_fleet: Fleet, t
     dev = connect(load_inventory(inventory).get("board-1"), tmp_path)
     assert dev.sh("echo ok").strip() == "ok"
     dev.transport.close()
+
+
+def test_a_refused_push_and_a_checksum_mismatch_are_command_failures_not_dropped_links(
+    ssh_fleet: Fleet, tmp_path: Path
+) -> None:
+    """A retry cannot fix either: they must not look like a dropped link (which the session retries once)."""
+    link = SshLink("board-1", settings(ssh_fleet))
+    dev = PosixDevice("board-1", link, str(ssh_fleet.board("board-1").workdir), command_timeout=20)
+    src = tmp_path / "bits.bin"
+    src.write_bytes(b"abc")
+    try:
+        with pytest.raises(CommandFailed, match="push to") as refused:
+            link.push(src, "/proc/version")  # the board takes the bytes over the link, then cannot write them
+        assert refused.value.exit_status == 1 and "error" in refused.value.stderr_tail.lower()
+        with pytest.raises(CommandFailed, match="sha256 mismatch") as mismatch:
+            dev.stage([(src, f"{dev.workdir}/cas/mismatch", "0" * 64)])
+        assert mismatch.value.device_id == "board-1" and mismatch.value.exit_status == 1
+        assert not isinstance(mismatch.value, TransportError) and link.reconnects == 0
+        with pytest.raises(CommandFailed, match=r"exit 3\): nope"):
+            dev.sh("echo nope >&2; exit 3")
+        assert dev.sh("echo still fine").strip() == "still fine"
+    finally:
+        link.close()
+
+
+@pytest.mark.timeout(90)
+def test_a_board_frozen_mid_command_is_reported_as_silent_within_the_bound(ssh_board: BoardFactory) -> None:
+    """A SIGSTOPped sshd keeps TCP up (its kernel ACKs); the heartbeat notices within answer_timeout_s + 2 s."""
+    board, link = private_link(ssh_board, "silent")
+    assert link.answer_timeout_s == 10.0  # the bound with the default io_timeout_s (60 s)
+    threading.Timer(1.0, board.freeze).start()
+    start = time.monotonic()
+    try:
+        with pytest.raises(TransportError, match=r"^silent: did not answer for 10 s") as silent:
+            link.run(["sleep", "60"], timeout=120)
+        took = time.monotonic() - start - 1.0
+        assert not isinstance(silent.value, Unreachable)
+        assert 9.5 < took < 10 + 2 + 2, took  # bound + one heartbeat period + scheduling slack
+        reconnect = time.monotonic()
+        with pytest.raises(Unreachable, match=r"^silent: did not answer for 5 s"):  # the connect timeout
+            link.run(["echo", "hi"], timeout=20)
+        assert time.monotonic() - reconnect < 5 + 3
+    finally:
+        board.thaw()
+    assert link.run(["echo", "back"], timeout=20).stdout == b"back\n"
+    link.close()

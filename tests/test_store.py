@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from farm.errors import FarmError
-from farm.store import Measurement, Store
+from farm.store import SCHEMA_VERSION, Measurement, Store
 
 
 def _run(store: Store, run_id: str = "r1") -> None:
@@ -105,7 +105,7 @@ def test_a_schema_2_database_is_migrated_in_place_and_loses_nothing(tmp_path: Pa
     with sqlite3.connect(path) as db:
         db.executescript(V2_SCHEMA)
     store = Store(path)
-    assert store._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "3"
+    assert store._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
     ms = store.measurements("old")[1]
     assert ms["fps"]["value"] == 59.5 and ms["power_w"]["value"] is None
     assert ms["power_w"]["missing_reason"] == "device has no power meter"

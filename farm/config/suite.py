@@ -15,48 +15,17 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, 
 
 from farm.config.source import load_yaml, validate
 from farm.errors import InputError, Problem
+from farm.measures import baseline_metrics, gate_metrics
 
 GENERATORS = ("testsrc", "testsrc2", "smptebars", "mandelbrot", "life", "cellauto", "rgbtestsrc", "gradients")
 
-# metric -> human description; gates may use these names (plus the suffixes in QUANTILE_METRICS)
-METRICS: dict[str, str] = {
-    "fps": "steady-state frames per second (frames after warm-up / their decode time)",
-    "fps.p50": "frames per second at the median frame time",
-    "fps.p90": "frames per second at the 90th percentile frame time (slow frames)",
-    "fps.p99": "frames per second at the 99th percentile frame time",
-    "frame_time_ms.p50": "median steady-state frame decode time, ms",
-    "frame_time_ms.p90": "90th percentile frame decode time, ms",
-    "frame_time_ms.p99": "99th percentile frame decode time, ms",
-    "deadline_misses": "steady-state frames slower than 1/sequence fps",
-    "wall_s": "decoder wall time including start-up, s",
-    "power_w": "mean power during the decode window, W",
-    "energy_j": "energy over the decode window, J",
-    "energy_per_frame_j": "(energy - baseline power x time) / frames, J",
-    "temp_max_c": "hottest thermal zone seen during the job, C",
-    "throttled": "1 if the board reached its throttling temperature during the job, else 0",
-    "bpp": "bits per pixel of the bitstream",
-    "psnr_y": "PSNR of luma, dB",
-    "psnr_u": "PSNR of Cb, dB",
-    "psnr_v": "PSNR of Cr, dB",
-    "psnr_yuv": "(6Y+U+V)/8 PSNR, dB",
-    "ssim": "SSIM (ffmpeg ssim filter, All)",
-    "vmaf": "VMAF v0.6.1 (libvmaf via ffmpeg)",
-    "bd_rate.psnr_yuv": "BD-rate vs the anchor on PSNR-YUV, fraction (-0.1 = 10% fewer bits)",
-    "bd_rate.vmaf": "BD-rate vs the anchor on VMAF, fraction",
-    "consistency": "bitexact when every decode of a bitstream produced the same output, else mismatch",
-    "consistency.max_abs_diff": "largest absolute sample difference between two decodes of one bitstream",
-    "consistency.psnr_db": "worst-frame PSNR-YUV between two decodes of one bitstream, dB (100 = identical)",
-    "failures": "number of failed jobs",
-}
+# metric -> meaning: the names a gate may use, from the one declaration of every metric (farm/measures.py)
+METRICS = gate_metrics()
 
 OPS = ("<", "<=", ">", ">=", "==", "!=")
 
 # per-job measurements with a continuous scale: the ones a baseline gate can test for a relative change
-BASELINE_METRICS = (
-    "fps", "fps.p50", "fps.p90", "fps.p99", "frame_time_ms.p50", "frame_time_ms.p90", "frame_time_ms.p99", "wall_s",
-    "power_w", "energy_j", "energy_per_frame_j", "temp_max_c", "bpp", "psnr_y", "psnr_u", "psnr_v", "psnr_yuv",
-    "ssim", "vmaf",
-)  # fmt: skip
+BASELINE_METRICS = baseline_metrics()
 
 
 # Bounds on every number that reaches a sleep, a timeout or ffmpeg: .inf or 1e9 there hangs a run or overflows

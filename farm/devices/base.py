@@ -38,6 +38,32 @@ class DecodeOutcome:
     temp_start_c: float | None = None  # hottest zone right before the decoder
     temp_end_c: float | None = None  # and right after it
     failure: str | None = None
+    free_bytes: int | None = None  # free space in the job folder right after a failed decode (None: unknown)
+
+
+class Tether(Protocol):
+    """Ties the device-side processes of a run to the controller (see ``FarmDevice.tether``)."""
+
+    def alive(self) -> bool:
+        """False once the tether broke (its link dropped) or was closed: the run folder is then being removed."""
+        ...
+
+    def close(self) -> None:
+        """Stop everything the run started on the device and remove its folder (within about a second)."""
+        ...
+
+
+@dataclass(frozen=True)
+class NullTether:
+    """The tether of a device with no shell to hold (iOS): ``why`` says who stops its processes instead."""
+
+    why: str
+
+    def alive(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        return None
 
 
 @dataclass
@@ -107,6 +133,21 @@ class FarmDevice(Protocol):
     def pull(self, remote: str, local: Path) -> int: ...
 
     def remove(self, path: str) -> None: ...
+
+    def tether(self, run_dir: str) -> Tether:
+        """Tie everything this run starts on the device to this controller's link, and create ``run_dir``.
+
+        When the tether is closed, or the link to the controller ends (the controller exited, crashed or was
+        SIGKILLed), the device itself kills every process group recorded in a ``*.pid`` file under ``run_dir``
+        (decoders, samplers: everything this device spawns while tethered) and removes ``run_dir``. A tether
+        does not survive a reconnect: after one, take a new one. Raises CommandFailed or TransportError.
+        """
+        ...
+
+    def free_bytes(self, path: str) -> int | None:
+        """Free bytes on the device's file system that holds ``path`` (or its nearest existing parent); None
+        when the device cannot tell. Raises TransportError when the link fails."""
+        ...
 
     def close(self) -> None: ...
 

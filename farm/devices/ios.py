@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from farm.config.inventory import ChargerSuspend, Device, PowerSettings, UsbmuxTransport
-from farm.devices.base import AppRef, DecodeOutcome, PowerMeter, PowerProbe, TransferCounter
+from farm.devices.base import AppRef, DecodeOutcome, NullTether, PowerMeter, PowerProbe, TransferCounter
 from farm.devices.ipa import IpaInfo, read_ipa
 from farm.devices.posix import parse_stats
 from farm.errors import FarmError, InfraError
@@ -537,6 +537,16 @@ class IosDevice:
             self._call(self._rm(lockdown, bundle_id, path), f"remove {path}")
         for remote in [r for r in self._pulled if r.startswith(path.rstrip("/") + "/")]:
             self._pulled.pop(remote).unlink(missing_ok=True)
+
+    def tether(self, run_dir: str) -> NullTether:
+        """iOS runs no shell a tether could hold, and an app cannot outlive its launch by DVT's process control:
+        the session's own cleanup kills the app through DVT (``kill_job``), and the app's container is removed
+        with the app. Nothing else of the run lives on the phone, so there is nothing for a watchdog to stop."""
+        return NullTether("iOS: the app is killed through DVT by the session's cleanup; there is no shell to hold")
+
+    def free_bytes(self, path: str) -> int | None:
+        """Unknown: AFC's device info (FSFreeBytes) needs an AFC session per call; not asked yet."""
+        return None
 
     async def _rm(self, lockdown: Any, bundle_id: str, path: str) -> None:
         afc = await self.services.house_arrest(lockdown, bundle_id)

@@ -8,6 +8,7 @@ all provide.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import posixpath
 import secrets
@@ -19,11 +20,11 @@ from typing import Any
 from farm.config.inventory import ChargerSuspend, PowerSettings
 from farm.devices import posix_power
 from farm.devices.base import AppRef, DecodeOutcome, PowerMeter, PowerProbe, TransferCounter
-from farm.errors import InfraError
+from farm.errors import CommandFailed, InfraError
 from farm.power import meters
 from farm.power.battery import BatteryState, Gauge
 from farm.power.sampler import PowerSample
-from farm.transports.base import Background, Transport, TransportError
+from farm.transports.base import Background, Held, Transport
 
 __all__ = ["DecodeOutcome", "PosixDevice", "TransferCounter", "parse_decode", "parse_stats"]
 
@@ -75,6 +76,7 @@ if [ -f out.y4m ]; then echo "@@$m sha $(sha256sum <out.y4m | cut -d' ' -f1) $(w
 echo "@@$m stats"
 if [ -f stats.jsonl ]; then cat stats.jsonl; fi
 echo
+if [ "$rc" != 0 ]; then set -- $(df -Pk . 2>/dev/null | tail -n 1); echo "@@$m free_kb ${4:--}"; fi
 echo "@@$m stderr"
 tail -c 4000 decoder.stderr
 """
@@ -83,6 +85,62 @@ _KILL_JOB_SCRIPT = r"""
 p=$(cat "$1/decoder.pid" 2>/dev/null) || exit 0
 case $p in '' | *[!0-9]*) exit 0 ;; esac
 kill -KILL "-$p" 2>/dev/null; kill -KILL "$p" 2>/dev/null; exit 0
+"""
+
+# Tether, part (a): $1 run dir, $2 the watchdog script. Starts the watchdog in a session of its own (so a device
+# that kills this command's process group when its stream closes spares it; see SPAWN_SCRIPT), waits until it
+# leads that session, says so, then reads stdin until the link ends: this shell's life is the link's.
+_TETHER_SCRIPT = r"""
+d=$1 w=$2
+mkdir -p "$d" || exit 1
+setsid sh -c "$w" farm-watchdog "$d" "$$" </dev/null >/dev/null 2>&1 &
+p=$!
+i=0
+while [ "$i" -lt 300 ]; do
+  s=$(cat "/proc/$p/stat" 2>/dev/null) || break
+  s=${s##*) }
+  set -- $s
+  [ "$4" = "$p" ] && break
+  sleep 0.01 2>/dev/null
+  i=$((i + 1))
+done
+echo "tethered $p"
+exec cat >/dev/null 2>&1
+"""
+
+# Tether, part (b): $1 run dir, $2 the pid of part (a). Once a second, is (a) still there (a zombie is gone)?
+# When it is not, kill every process group recorded under the run dir, twice (a process being started during
+# the first round records itself in time for the second), then remove the run dir.
+_WATCHDOG_SCRIPT = r"""
+d=$1 a=$2
+held() { s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1; s=${s##*) }; [ "${s%% *}" != Z ]; }
+while held "$a"; do sleep 1; done
+for round in 1 2; do
+  find "$d" -name '*.pid' -type f 2>/dev/null | while IFS= read -r f; do
+    p=$(cat "$f" 2>/dev/null)
+    case $p in '' | *[!0-9]*) continue ;; esac
+    kill -KILL "-$p" 2>/dev/null; kill -KILL "$p" 2>/dev/null
+  done
+done
+rm -rf "$d"
+"""
+
+# Record this process (the session leader SPAWN_SCRIPT made) in $1, then become argv: the recorded pid is the
+# process group a tether's watchdog kills.
+_RECORD_SCRIPT = r"""
+f=$1; shift
+mkdir -p "${f%/*}" && echo "$$" >"$f" || exit 126
+exec "$@"
+"""
+
+# Free space (KiB) of the file system holding $1, or of its nearest existing parent. -P: one line per file system.
+_FREE_SCRIPT = r"""
+p=$1
+while [ ! -e "$p" ]; do
+  case $p in */*) p=${p%/*} ;; *) p=. ;; esac
+  [ -n "$p" ] || p=/
+done
+df -Pk "$p" | tail -n 1
 """
 
 _INFO_SCRIPT = r"""
@@ -121,14 +179,20 @@ class PosixDevice:
     """The battery fuel gauge found by ``probe_power`` (phones), read by ``battery``."""
     charging_advice: str = "set power.charger_suspend on a rooted phone, or unplug it"
     power_sampled_on: str = "on device"
+    tethered_run: str | None = None
+    """The run folder of the open tether: ``spawn`` records each process there so the watchdog can kill it."""
 
     # -- basics ---------------------------------------------------------------------------------------
-    def sh(self, script: str, *args: str, timeout: float | None = None) -> str:
-        """Run a fixed script with positional args; raise TransportError when it fails."""
+    def sh(self, script: str, *args: str, timeout: float | None = None, name: str | None = None) -> str:
+        """Run a fixed script with positional args and return its stdout.
+
+        Raises CommandFailed when the script ran and failed (it would fail the same way again, so it must not be
+        retried as a dropped link), and TransportError (from the transport) only when the link itself failed.
+        ``name`` says what the script is in that error; by default its first line.
+        """
         res = self.transport.run(["sh", "-c", script, "farm", *args], timeout=timeout or self.command_timeout)
         if not res.ok:
-            why = "timed out" if res.timed_out else f"exit {res.exit_status}"
-            raise TransportError(f"{self.device_id}: device command {why}: {res.error_tail(400)}")
+            raise CommandFailed(self.device_id, name or script_name(script), res.exit_status, res.error_tail(400))
         return res.text()
 
     def prepare(self, *subdirs: str) -> None:
@@ -230,7 +294,12 @@ class PosixDevice:
         )
         if res.timed_out:
             return DecodeOutcome(None, True, None, None, None, None, (), "decode exceeded its timeout on the link")
-        return parse_decode(res.text(), res.exit_status, marker, timeout)
+        outcome = parse_decode(res.text(), res.exit_status, marker, timeout)
+        if out_of_space(outcome):
+            free = "?" if outcome.free_bytes is None else f"{outcome.free_bytes / 1e6:.1f}"
+            why = f"no space left on the device ({free} MB free in {self.workdir})"
+            return dataclasses.replace(outcome, failure=why)
+        return outcome
 
     def kill_job(self, job_dir: str) -> None:
         """Kill whatever a previous decode in ``job_dir`` left running (no error if nothing is left)."""
@@ -242,9 +311,39 @@ class PosixDevice:
     def remove(self, path: str) -> None:
         self.sh('rm -rf -- "$1"', path)
 
+    def free_bytes(self, path: str) -> int | None:
+        """``df -Pk`` on the device; None when it has no df or prints something unexpected."""
+        try:
+            fields = self.sh(_FREE_SCRIPT, path, name="df -Pk").split()
+        except CommandFailed:
+            return None
+        # Filesystem 1024-blocks Used Available Capacity Mounted-on
+        return int(fields[3]) * 1024 if len(fields) >= 6 and fields[3].isdigit() else None
+
     # -- background processes -------------------------------------------------------------------------
     def spawn(self, argv: Sequence[str]) -> Background:
-        return self.transport.spawn(argv)
+        """Start in the background; while tethered, the process records its group under the run folder."""
+        if self.tethered_run is None:
+            return self.transport.spawn(argv)
+        pid_file = f"{self.tethered_run}/pids/spawn-{secrets.token_hex(6)}.pid"
+        return self.transport.spawn(["sh", "-c", _RECORD_SCRIPT, "farm-record", pid_file, *argv])
+
+    def tether(self, run_dir: str) -> ShellTether:
+        """Hold a shell on the link (part a) with a detached watchdog (part b) that cleans ``run_dir`` up.
+
+        Bound after the controller dies: the link's end reaches the device (at once for a local device or a TCP
+        peer whose kernel closes the socket; after the sshd/adbd keepalive otherwise), then at most one second of
+        polling, then the kills. Decoders record themselves in ``decoder.pid`` of their job folder, and
+        ``spawn`` records everything else, so both must live under ``run_dir``.
+        """
+        argv = ["sh", "-c", _TETHER_SCRIPT, "farm-tether", run_dir, _WATCHDOG_SCRIPT]
+        held = self.transport.hold(argv, timeout=self.command_timeout)
+        word, _, pid = held.first_line.partition(" ")
+        if word != "tethered" or not pid.isdigit():
+            held.close()
+            raise CommandFailed(self.device_id, "tether", None, f"unexpected answer {held.first_line[:200]!r}")
+        self.tethered_run = run_dir
+        return ShellTether(self, held, run_dir, int(pid))
 
     def kill(self, proc: Background) -> None:
         self.transport.kill(proc)
@@ -276,7 +375,48 @@ class PosixDevice:
         return posix_power.window(self, meter, zones, folder, name, hz, lifetime_s, during)
 
 
+@dataclass
+class ShellTether:
+    """A held shell on the device's link plus its watchdog's pid (``watchdog_pid``: tests look for it)."""
+
+    device: PosixDevice
+    held: Held
+    run_dir: str
+    watchdog_pid: int
+
+    def alive(self) -> bool:
+        return self.held.alive()
+
+    def close(self) -> None:
+        """End the held shell: the watchdog sees it gone within a second and cleans up. Never raises."""
+        if self.device.tethered_run == self.run_dir:
+            self.device.tethered_run = None
+        self.held.close()
+
+
+NO_SPACE = ("No space left on device", "ENOSPC", "Disk quota exceeded")
+LOW_SPACE_BYTES = 1 << 20
+
+
+def out_of_space(outcome: DecodeOutcome) -> bool:
+    """A failed decode that said ENOSPC, or that left less than 1 MiB free: a full disk, not a broken decoder.
+
+    Decoders do not always print strerror (a bare exit 1 from a failed fwrite), hence the free-space check; a
+    failed decode's partial output is still on the disk, so a full one reads as (nearly) 0 free.
+    """
+    if outcome.exit_status in (0, None) or outcome.timed_out:
+        return False
+    said = any(text in outcome.stderr_tail for text in NO_SPACE)
+    return said or (outcome.free_bytes is not None and outcome.free_bytes < LOW_SPACE_BYTES)
+
+
 _ARCH_ALIASES = ({"x86_64", "amd64"}, {"aarch64", "arm64"}, {"armv7", "armv7l", "armhf"}, {"x86", "i386", "i686"})
+
+
+def script_name(script: str) -> str:
+    """A fixed script's first line, to name it in a CommandFailed (the scripts are anonymous strings)."""
+    first = next((line.strip() for line in script.splitlines() if line.strip()), "sh")
+    return f"`{first[:60]}`"
 
 
 def _same_arch(arch: str, machine: str) -> bool:
@@ -294,6 +434,7 @@ def parse_decode(text: str, shell_status: int | None, marker: str, timeout_s: fl
     start = end = status = None
     sha: str | None = None
     size: int | None = None
+    free_kb: int | None = None
     body: dict[str, list[str]] = {"stats": [], "stderr": []}
     temps: dict[str, float | None] = {}
     for line in text.splitlines():
@@ -303,6 +444,8 @@ def parse_decode(text: str, shell_status: int | None, marker: str, timeout_s: fl
                 start, end, status = _int(parts[1]), _int(parts[2]), _int(parts[3])
             elif parts[:1] == ["sha"] and len(parts) == 3 and section == "":
                 sha, size = parts[1], _int(parts[2])
+            elif parts[:1] == ["free_kb"] and len(parts) == 2 and section == "":
+                free_kb = _int(parts[1])
             elif parts[:1] in (["temps_start"], ["temps_end"]) and section == "":
                 temps[parts[0]] = hottest_millidegrees(parts[1:])
             elif parts in (["stats"], ["stderr"]):
@@ -325,6 +468,7 @@ def parse_decode(text: str, shell_status: int | None, marker: str, timeout_s: fl
         stats_error=stats_error,
         temp_start_c=temps.get("temps_start"),
         temp_end_c=temps.get("temps_end"),
+        free_bytes=None if free_kb is None else free_kb * 1024,
     )
 
 

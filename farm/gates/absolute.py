@@ -16,8 +16,10 @@ import numpy as np
 from farm.config.suite import Gate
 from farm.gates.verdict import Measured
 from farm.gates.view import RunView
+from farm.measures import device_metrics
 
-DEVICE_METRICS = ("bd_rate.psnr_yuv", "bd_rate.vmaf")
+# gate metrics with one value per device and run (BD-rate): read from the run's device rows, not from jobs
+DEVICE_METRICS = device_metrics()
 
 
 def statistic(values: Sequence[float], stat: str) -> float:

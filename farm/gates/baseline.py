@@ -64,8 +64,8 @@ class StoreBaselines:
         if run_id not in self._views:
             self._views[run_id] = load_view(self.store, run_id)
         base = self._views[run_id]
-        if base.status == "running":
-            return f"baseline {label} never finished (status running)"
+        if base.status in ("running", "interrupted"):
+            return f"baseline {label} never finished (status {base.status})"
         return Baseline(run_id, label, base)
 
 

@@ -16,6 +16,9 @@ from farm.gates.consistency import consistency
 from farm.gates.verdict import Measured, Verdict, meets
 from farm.gates.view import RunView
 
+PARTIAL = ("running", "interrupted")
+"""Run statuses whose results are partial: a resume (or nothing) completes them, so no gate may pass."""
+
 
 def scopes(gate: Gate, view: RunView) -> list[tuple[str, list[str]]]:
     if gate.scope == "each":
@@ -33,9 +36,9 @@ def evaluate(gates: Sequence[Gate], view: RunView, baselines: Baselines | None =
         for key, devices in scopes(gate, view):
             m = _measure(gate, view, devices, baselines)
             value, detail, decided = m.value, m.detail, m.verdict
-            if view.status == "running":
-                # the farm died mid-run: whatever was measured is partial and must not pass a gate
-                value, detail, decided = None, f"run did not finish (status running); partial: {detail}", None
+            if view.status in PARTIAL:
+                # stopped or died mid-run: whatever was measured is partial and must not pass a gate
+                value, detail, decided = None, f"run did not finish (status {view.status}); partial: {detail}", None
             if decided is None:
                 decided = "missing" if value is None else "pass" if meets(gate, value) else "fail"
             threshold = gate.target if gate.baseline is not None else gate.value

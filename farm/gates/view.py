@@ -41,7 +41,7 @@ class RunView:
     devices: dict[str, list[str]]  # device id -> tags (every planned device, reached or not)
     jobs: list[JobView]
     device_metrics: dict[str, dict[str, tuple[float | None, str | None]]] = field(default_factory=dict)
-    status: str = "complete"  # running (never finished: nothing can pass) | complete | incomplete
+    status: str = "complete"  # complete | incomplete | running or interrupted (partial: nothing can pass)
     planned_test_jobs: dict[str, int] = field(default_factory=dict)  # device -> bundle jobs planned
     diffs: dict[tuple[str, str], OutputDiff] = field(default_factory=dict)  # (a_sha, b_sha), a_sha < b_sha
     run_id: str = ""
@@ -52,14 +52,16 @@ class RunView:
 
 
 def load_view(store: Store, run_id: str) -> RunView:
+    """The run as gates see it. A job run again by a resumed run counts once: its latest row supersedes."""
     run = store.run(run_id)
     plan = json.loads(run["plan_json"]) if run is not None else {}
     devices = {d: info["tags"] for d, info in plan.get("devices", {}).items()}
     devices.update({row["device_id"]: json.loads(row["tags_json"]) for row in store.devices(run_id)})
     planned = {d: int(info["test_jobs"]) for d, info in plan.get("devices", {}).items()}
     measurements = store.measurements(run_id)
-    jobs = [
-        JobView(
+    latest: dict[tuple[str, str, str, float, int], JobView] = {}
+    for row in store.jobs(run_id):  # in id order: a resumed run's later attempt supersedes an earlier row
+        job = JobView(
             device_id=row["device_id"],
             role=row["role"],
             sequence=row["sequence"],
@@ -70,8 +72,8 @@ def load_view(store: Store, run_id: str) -> RunView:
             error=row["error"],
             metrics={name: m["value"] for name, m in measurements.get(int(row["id"]), {}).items()},
         )
-        for row in store.jobs(run_id)
-    ]
+        latest[(job.device_id, job.role, job.sequence, job.rate_kbps, job.repeat)] = job
+    jobs = list(latest.values())
     device_metrics: dict[str, dict[str, tuple[float | None, str | None]]] = defaultdict(dict)
     for row in store.run_metrics(run_id):
         device_metrics[row["device_id"]][row["name"]] = (row["value"], row["detail"])

@@ -20,19 +20,7 @@ from prometheus_client.samples import Sample
 
 from farm.metrics import names
 from farm.metrics.poller import Health
-from farm.metrics.results import ResultIndex
-
-# measurement name in the store -> result gauge (PSNR planes are one family with a plane label)
-_GAUGES = {
-    "fps": names.DECODE_FPS,
-    "power_w": names.POWER,
-    "energy_per_frame_j": names.ENERGY_PER_FRAME,
-    "bpp": names.BYTES_PER_PIXEL,
-    "ssim": names.SSIM,
-    "vmaf": names.VMAF,
-}
-_PSNR = {f"psnr_{plane}": plane for plane in names.PLANES}
-_SCALE = {"bpp": 1 / 8}  # store units -> the exposed base unit
+from farm.metrics.results import RESULT_GAUGES, ResultIndex
 
 
 def _gauge(spec: names.Spec) -> GaugeMetricFamily:
@@ -62,25 +50,23 @@ class StoreCollector(Collector):
         return families
 
     def _result_families(self) -> list[Metric]:
-        gauges = {name: _gauge(spec) for name, spec in _GAUGES.items()}
-        psnr = _gauge(names.PSNR)
+        """One gauge per result family (PSNR planes share one, told apart by their label), in names' order."""
+        gauges = {spec.name: _gauge(spec) for spec in names.RESULT_SPECS if spec.kind == "gauge"}
         frames = SummaryMetricFamily(names.FRAME_SECONDS.name, names.FRAME_SECONDS.help, labels=names.RESULT_LABELS)
         quantile_name = names.FRAME_SECONDS.name
         for key, result in self._index.results.items():
             labels = list(key)
             for name, value in result.values.items():
-                family = gauges.get(name)
-                if family is not None:
-                    family.add_metric(labels, value * _SCALE.get(name, 1.0))
-                elif name in _PSNR:
-                    psnr.add_metric([*labels, _PSNR[name]], value)
+                export = RESULT_GAUGES.get(name)
+                if export is not None:
+                    extra = [] if export.label is None else [export.label]
+                    gauges[export.family.name].add_metric([*labels, *extra], value * export.scale)
             if result.frames is not None:
                 base = dict(zip(names.RESULT_LABELS, key, strict=True))
                 for q, seconds in zip(names.QUANTILES, result.frames.quantiles, strict=True):
                     frames.samples.append(Sample(quantile_name, {**base, "quantile": f"{q:g}"}, seconds))
                 frames.add_metric(labels, result.frames.count, result.frames.total_s)
-        return [gauges["fps"], frames, gauges["power_w"], gauges["energy_per_frame_j"], gauges["bpp"], psnr,
-                gauges["ssim"], gauges["vmaf"]]  # fmt: skip
+        return [frames if spec == names.FRAME_SECONDS else gauges[spec.name] for spec in names.RESULT_SPECS]
 
     def _counter_families(self) -> list[Metric]:
         energy, frames = (

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import statistics
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from farm.measures import BD_RATE, ENERGY_TOTAL, MEASURES, Export, aggregate, exported_as
 from farm.metrics.names import QUANTILES
 
 T = TypeVar("T")
@@ -35,7 +35,15 @@ T = TypeVar("T")
 ResultKey = tuple[str, str, str, str, str, str]
 """(device, suite, bundle, role, sequence, rate_kbps): the values of names.RESULT_LABELS."""
 
-MEASUREMENTS = ("fps", "power_w", "energy_per_frame_j", "bpp", "psnr_y", "psnr_u", "psnr_v", "psnr_yuv", "ssim", "vmaf")
+# job measurements the exporter shows as result gauges, and how: every exported gauge of a measurement row
+RESULT_GAUGES: dict[str, Export] = {
+    m.name: m.export
+    for m in MEASURES.values()
+    if m.stored == "measurement" and m.export is not None and m.export.family.kind == "gauge"
+}
+MEASUREMENTS = tuple(RESULT_GAUGES)
+ENERGY = next(m.name for m in exported_as(ENERGY_TOTAL))  # the job measurement the energy counter sums
+BD_RATES = {m.name: m.export.label or "" for m in exported_as(BD_RATE) if m.export is not None}  # name -> quality
 
 
 @dataclass(frozen=True)
@@ -199,9 +207,9 @@ class ResultIndex:
             return False
         rows = self._db.execute(
             "SELECT j.run_id, j.device_id, j.role, j.sequence, j.rate_kbps, j.frames, m.value FROM jobs j"
-            " LEFT JOIN measurements m ON m.job_id = j.id AND m.name = 'energy_j'"
+            " LEFT JOIN measurements m ON m.job_id = j.id AND m.name = ?"
             " WHERE j.id > ? AND j.id <= ? AND j.status = 'ok'",
-            (self._job_watermark, top),
+            (ENERGY, self._job_watermark, top),
         )
         changed = False
         for run_id, device, role, sequence, rate, frames, energy in rows:
@@ -294,15 +302,16 @@ class ResultIndex:
             args,
         ):
             level.last_run[(device, suite, bundle)] = float(finished)
+        bd_names = ",".join("?" * len(BD_RATES))
         for device, suite, bundle, anchor, name, value, _ in self._db.execute(
             "SELECT m.device_id, r.suite_name, r.bundle_name, r.anchor_name, m.name, m.value, MAX(r.started_at)"
             " FROM run_metrics m JOIN runs r ON r.id = m.run_id"
-            f" WHERE r.finished_at IS NOT NULL AND m.name LIKE 'bd_rate.%' {only}"
+            f" WHERE r.finished_at IS NOT NULL AND m.name IN ({bd_names}) {only}"
             " GROUP BY m.device_id, r.suite_name, r.bundle_name, m.name",
-            args,
+            (*BD_RATES, *args),
         ):
             if value is not None and anchor:
-                quality = str(name).removeprefix("bd_rate.")
+                quality = BD_RATES[str(name)]
                 level.bd_rates[(device, suite, bundle, bundle_name(anchor) or "", quality)] = float(value)
         return level
 
@@ -342,14 +351,15 @@ def _number(text: str | None) -> float | None:
 
 
 def _medians(ok: list[int], values: dict[int, dict[str, float]]) -> dict[str, float]:
-    """Median over the key's successful repeats, only where every one of them measured it (as farm report)."""
+    """Each metric's declared summary (median) over the key's successful repeats, only where every one of them
+    measured it (as farm report)."""
     out: dict[str, float] = {}
     if not ok:
         return out
     for name in MEASUREMENTS:
-        have = [values[j][name] for j in ok if name in values.get(j, {})]
-        if len(have) == len(ok):
-            out[name] = statistics.median(have)
+        summary = aggregate(name, [values.get(j, {}).get(name) for j in ok])
+        if summary is not None:
+            out[name] = summary
     return out
 
 

@@ -277,55 +277,9 @@ def score(
         raise ValueError(f"threads must be >= 0, got {threads}")
     wanted = [m for m in METRICS if m in metrics]
     distorted, reference = Path(distorted).resolve(), Path(reference).resolve()
-    info = _check_inputs(distorted, reference)
-    frames = info.frames
-
-    psnr: list[tuple[float, float, float]] | None = None
-    ssim: list[float] | None = None
-    vmaf: list[float] | None = None
-    conventions: dict[str, str] = {}
-    if wanted:
-        vmaf_threads = threads or os.cpu_count() or 1
-        graph, outputs = _filtergraph(wanted, vmaf_threads)
-        argv = [ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "warning"]
-        if threads:
-            argv += ["-filter_threads", str(threads)]
-        # "file:" keeps ffmpeg from reading a path with a colon in it as a protocol name.
-        argv += ["-i", f"file:{distorted}", "-i", f"file:{reference}", "-filter_complex", graph]
-        for label in outputs:
-            argv += ["-map", label]
-        argv += ["-f", "null", "-"]
-        libvmaf_version = ""
-        with tempfile.TemporaryDirectory(prefix="farm-quality-") as tmp:
-            stderr = _run_ffmpeg(argv, cwd=tmp)
-            context = f"{distorted} vs {reference}; ffmpeg said:\n{_tail(stderr) or '(nothing)'}"
-            logs = Path(tmp)
-            if "psnr" in wanted:
-                psnr = _covering(_parse_psnr, logs / "psnr.log", "psnr", frames, context)
-            if "ssim" in wanted:
-                ssim = _covering(_parse_ssim, logs / "ssim.log", "ssim", frames, context)
-            if "vmaf" in wanted:
-                vmaf = _covering(_parse_vmaf, logs / "vmaf.json", "vmaf", frames, context)
-                libvmaf_version = _libvmaf_version(logs / "vmaf.json")
-        for metric in wanted:
-            conventions.update(CONVENTIONS[metric])
-        conventions["pairing"] = PAIRING
-        if libvmaf_version:
-            conventions["libvmaf"] = libvmaf_version
-
-    per_frame = []
-    for i in range(frames):
-        y, u, v = psnr[i] if psnr is not None else (None, None, None)
-        per_frame.append(
-            FrameScores(
-                psnr_y=y,
-                psnr_u=u,
-                psnr_v=v,
-                psnr_yuv=(6 * y + u + v) / 8 if y is not None and u is not None and v is not None else None,
-                ssim=ssim[i] if ssim is not None else None,
-                vmaf=vmaf[i] if vmaf is not None else None,
-            )
-        )
+    frames = _check_inputs(distorted, reference).frames
+    logs = _run_metrics(wanted, distorted, reference, ffmpeg, threads, frames) if wanted else _Logs()
+    per_frame = _per_frame(frames, logs)
     return QualityScores(
         frames=frames,
         psnr_y=_mean([f.psnr_y for f in per_frame]),
@@ -335,5 +289,61 @@ def score(
         ssim=_mean([f.ssim for f in per_frame]),
         vmaf=_mean([f.vmaf for f in per_frame]),
         per_frame=tuple(per_frame),
-        conventions=conventions,
+        conventions=logs.conventions,
     )
+
+
+@dataclass
+class _Logs:
+    """Per-frame values parsed from ffmpeg's metric logs (None: the metric was not asked for)."""
+
+    psnr: list[tuple[float, float, float]] | None = None
+    ssim: list[float] | None = None
+    vmaf: list[float] | None = None
+    conventions: dict[str, str] = field(default_factory=dict)
+
+
+def _ffmpeg_argv(wanted: list[str], distorted: Path, reference: Path, ffmpeg: str, threads: int) -> list[str]:
+    graph, outputs = _filtergraph(wanted, threads or os.cpu_count() or 1)
+    argv = [ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "warning"]
+    if threads:
+        argv += ["-filter_threads", str(threads)]
+    # "file:" keeps ffmpeg from reading a path with a colon in it as a protocol name.
+    argv += ["-i", f"file:{distorted}", "-i", f"file:{reference}", "-filter_complex", graph]
+    for label in outputs:
+        argv += ["-map", label]
+    return [*argv, "-f", "null", "-"]
+
+
+def _run_metrics(wanted: list[str], distorted: Path, reference: Path, ffmpeg: str, threads: int, frames: int) -> _Logs:
+    """One ffmpeg invocation for every wanted metric; its logs must cover every frame."""
+    logs = _Logs()
+    libvmaf_version = ""
+    with tempfile.TemporaryDirectory(prefix="farm-quality-") as tmp:
+        stderr = _run_ffmpeg(_ffmpeg_argv(wanted, distorted, reference, ffmpeg, threads), cwd=tmp)
+        context = f"{distorted} vs {reference}; ffmpeg said:\n{_tail(stderr) or '(nothing)'}"
+        folder = Path(tmp)
+        if "psnr" in wanted:
+            logs.psnr = _covering(_parse_psnr, folder / "psnr.log", "psnr", frames, context)
+        if "ssim" in wanted:
+            logs.ssim = _covering(_parse_ssim, folder / "ssim.log", "ssim", frames, context)
+        if "vmaf" in wanted:
+            logs.vmaf = _covering(_parse_vmaf, folder / "vmaf.json", "vmaf", frames, context)
+            libvmaf_version = _libvmaf_version(folder / "vmaf.json")
+    for metric in wanted:
+        logs.conventions.update(CONVENTIONS[metric])
+    logs.conventions["pairing"] = PAIRING
+    if libvmaf_version:
+        logs.conventions["libvmaf"] = libvmaf_version
+    return logs
+
+
+def _per_frame(frames: int, logs: _Logs) -> list[FrameScores]:
+    out = []
+    for i in range(frames):
+        y, u, v = logs.psnr[i] if logs.psnr is not None else (None, None, None)
+        yuv = (6 * y + u + v) / 8 if y is not None and u is not None and v is not None else None
+        ssim = logs.ssim[i] if logs.ssim is not None else None
+        vmaf = logs.vmaf[i] if logs.vmaf is not None else None
+        out.append(FrameScores(psnr_y=y, psnr_u=u, psnr_v=v, psnr_yuv=yuv, ssim=ssim, vmaf=vmaf))
+    return out

@@ -15,6 +15,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 __all__ = ["EIGHT_BIT_420", "QualityError", "Y4MInfo", "read_y4m_info"]
 
@@ -145,29 +146,7 @@ def read_y4m_info(path: Path) -> Y4MInfo:
             raise QualityError(f"{path}: byte 0: unknown chroma tag C{chroma}")
         header_len = end + 1
 
-        frames = 0
-        pos = header_len
-        while pos < size:
-            f.seek(pos)
-            marker = f.read(len(FRAME) + 1)
-            if not marker.startswith(FRAME) or marker[len(FRAME) :] not in (b" ", b"\n"):
-                what = "truncated FRAME marker" if len(marker) < len(FRAME) + 1 else "expected FRAME marker"
-                raise QualityError(f"{path}: byte {pos}: {what} (frame {frames}), found {marker!r}")
-            marker_len = len(marker)
-            if marker.endswith(b" "):  # frame parameters follow; find the newline
-                rest = f.read(MAX_FRAME_MARKER)
-                nl = rest.find(b"\n")
-                if nl < 0:
-                    raise QualityError(f"{path}: byte {pos}: FRAME marker not terminated (frame {frames})")
-                marker_len += nl + 1
-            data_start = pos + marker_len
-            if data_start + frame_size > size:
-                raise QualityError(
-                    f"{path}: byte {pos}: truncated frame {frames}: {frame_size} bytes of planes expected, "
-                    f"{size - data_start} present"
-                )
-            frames += 1
-            pos = data_start + frame_size
+        frames = _count_frames(path, f, header_len, frame_size, size)
     return Y4MInfo(
         width=width,
         height=height,
@@ -178,3 +157,29 @@ def read_y4m_info(path: Path) -> Y4MInfo:
         header_len=header_len,
         frame_size=frame_size,
     )
+
+
+def _count_frames(path: Path, f: BinaryIO, pos: int, frame_size: int, size: int) -> int:
+    """Walk the FRAME markers from ``pos``; every frame must be whole."""
+    frames = 0
+    while pos < size:
+        f.seek(pos)
+        marker = f.read(len(FRAME) + 1)
+        if not marker.startswith(FRAME) or marker[len(FRAME) :] not in (b" ", b"\n"):
+            what = "truncated FRAME marker" if len(marker) < len(FRAME) + 1 else "expected FRAME marker"
+            raise QualityError(f"{path}: byte {pos}: {what} (frame {frames}), found {marker!r}")
+        marker_len = len(marker)
+        if marker.endswith(b" "):  # frame parameters follow; find the newline
+            nl = f.read(MAX_FRAME_MARKER).find(b"\n")
+            if nl < 0:
+                raise QualityError(f"{path}: byte {pos}: FRAME marker not terminated (frame {frames})")
+            marker_len += nl + 1
+        data_start = pos + marker_len
+        if data_start + frame_size > size:
+            raise QualityError(
+                f"{path}: byte {pos}: truncated frame {frames}: {frame_size} bytes of planes expected, "
+                f"{size - data_start} present"
+            )
+        frames += 1
+        pos = data_start + frame_size
+    return frames

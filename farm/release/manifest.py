@@ -72,7 +72,7 @@ def bound_to_store(store: Store, run_id: str, evaluation: int) -> dict[str, Any]
         }
         for row in store.gate_verdicts(run_id, evaluation)
     ]  # fmt: skip
-    return {
+    manifest = {
         "format": FORMAT,
         "run": {
             "id": run_id, "status": run["status"], "started_at": run["started_at"],
@@ -89,6 +89,21 @@ def bound_to_store(store: Store, run_id: str, evaluation: int) -> dict[str, Any]
         ],
         "gates": {"evaluation": evaluation, "verdicts": verdicts},
         "results": results_digests(store, run_id),
+    }  # fmt: skip
+    return manifest | _resumed(store, run_id)
+
+
+def _resumed(store: Store, run_id: str) -> dict[str, Any]:
+    """A resumed run says so, with each attempt (a run that ran once has no such section, as before)."""
+    attempts = store.attempts(run_id)
+    if len(attempts) < 2:
+        return {}
+    return {
+        "resumed": [
+            {"attempt": a.attempt, "host": a.controller_host, "started_at": a.started_at,
+             "finished_at": a.finished_at, "status": a.status}
+            for a in attempts
+        ]
     }  # fmt: skip
 
 

@@ -765,17 +765,34 @@ def _sync_list(out: _SyncWriter, path: str) -> None:
     out.put(struct.pack("<5I", ID_DONE, 0, 0, 0, 0))
 
 
-def _sync_send(stream: _Stream, out: _SyncWriter, spec: str) -> None:
+def _send_spec(spec: str) -> tuple[str, int, str | None]:
+    """SEND's "path,mode" argument: the path, the mode, and what is wrong with it (reported after DONE)."""
     path, sep, mode_text = spec.rpartition(",")
-    error: str | None = None
-    mode = 0o644
     if not sep:
-        path, error = spec, "missing mode in SEND"
-    else:
-        try:
-            mode = int(mode_text)
-        except ValueError:
-            error = f"bad mode {mode_text!r} in SEND"
+        return spec, 0o644, "missing mode in SEND"
+    try:
+        return path, int(mode_text), None
+    except ValueError:
+        return path, 0o644, f"bad mode {mode_text!r} in SEND"
+
+
+def _finish_send(path: str, mode: int, mtime: int, link_target: bytes | None) -> str | None:
+    """Make the received file what SEND asked for (a symlink, or its mode and mtime); the error, if any."""
+    try:
+        if link_target is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            os.symlink(link_target.decode("utf-8", "surrogateescape"), path)
+        else:
+            os.chmod(path, stat.S_IMODE(mode))
+            os.utime(path, (mtime, mtime))
+    except OSError as exc:
+        return f"couldn't finish {path}: {exc.strerror}"
+    return None
+
+
+def _sync_send(stream: _Stream, out: _SyncWriter, spec: str) -> None:
+    path, mode, error = _send_spec(spec)
     fh: IO[bytes] | None = None
     link_target = bytearray()
     is_link = stat.S_ISLNK(mode)
@@ -813,16 +830,7 @@ def _sync_send(stream: _Stream, out: _SyncWriter, spec: str) -> None:
             fh.close()
             fh = None
         if error is None:
-            try:
-                if is_link:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(path)
-                    os.symlink(bytes(link_target).decode("utf-8", "surrogateescape"), path)
-                else:
-                    os.chmod(path, stat.S_IMODE(mode))
-                    os.utime(path, (mtime, mtime))
-            except OSError as exc:
-                error = f"couldn't finish {path}: {exc.strerror}"
+            error = _finish_send(path, mode, mtime, bytes(link_target) if is_link else None)
         if error is None:
             out.put(struct.pack("<II", ID_OKAY, 0))
         else:

@@ -158,6 +158,37 @@ def _read_state(state_dir: Path) -> dict[str, Any]:
     return state
 
 
+def _boards(
+    n: int, state_dir: Path, key_path: Path, params: LoadParams, period_s: float, exit_with_parent: bool
+) -> list[SshBoard]:
+    """The boards of a fleet, all trusting one client key made for the fleet."""
+    generate_key(key_path, "farm-sim client")
+    public_key = key_path.with_name(key_path.name + ".pub").read_text()
+    return [
+        SshBoard(name=f"board-{i}", base_dir=state_dir / "boards" / f"board-{i}", client_public_key=public_key,
+                 params=params, period_s=period_s, exit_with_parent=exit_with_parent)
+        for i in range(1, n + 1)
+    ]  # fmt: skip
+
+
+def _phones(
+    n: int, state_dir: Path, adb_key: Path, params: LoadParams, period_s: float, exit_with_parent: bool
+) -> list[SimPhone]:
+    """The phones of a fleet; odd and even ones use the two fuel-gauge conventions (see start_fleet)."""
+    if not n:
+        return []
+    from farm.transports.adb import keygen
+
+    keygen(adb_key)
+    return [
+        SimPhone(name=f"phone-{i}", base_dir=state_dir / "phones" / f"phone-{i}",
+                 trusted_key=adb_key.with_name(adb_key.name + ".pub"), params=params,
+                 battery=BatteryParams() if i % 2 else OTHER_GAUGE, period_s=period_s,
+                 exit_with_parent=exit_with_parent)
+        for i in range(1, n + 1)
+    ]  # fmt: skip
+
+
 def start_fleet(
     n: int,
     state_dir: Path = DEFAULT_STATE_DIR,
@@ -185,37 +216,9 @@ def start_fleet(
         raise SimError(f"virtual boards {', '.join(running)} are still running in {state_dir}; `farm sim down` first")
     state_dir.mkdir(parents=True, exist_ok=True)
     key_path = state_dir / "id_ed25519"
-    generate_key(key_path, "farm-sim client")
-    public_key = key_path.with_name(key_path.name + ".pub").read_text()
-    boards = [
-        SshBoard(
-            name=f"board-{i}",
-            base_dir=state_dir / "boards" / f"board-{i}",
-            client_public_key=public_key,
-            params=params or LoadParams(),
-            period_s=period_s,
-            exit_with_parent=exit_with_parent,
-        )
-        for i in range(1, n + 1)
-    ]
+    boards = _boards(n, state_dir, key_path, params or LoadParams(), period_s, exit_with_parent)
     adb_key = state_dir / "adbkey"
-    sims: list[SimPhone] = []
-    if phones:
-        from farm.transports.adb import keygen
-
-        keygen(adb_key)
-        sims = [
-            SimPhone(
-                name=f"phone-{i}",
-                base_dir=state_dir / "phones" / f"phone-{i}",
-                trusted_key=adb_key.with_name(adb_key.name + ".pub"),
-                params=params or LoadParams(),
-                battery=BatteryParams() if i % 2 else OTHER_GAUGE,
-                period_s=period_s,
-                exit_with_parent=exit_with_parent,
-            )
-            for i in range(1, phones + 1)
-        ]
+    sims = _phones(phones, state_dir, adb_key, params or LoadParams(), period_s, exit_with_parent)
     fleet = Fleet(
         state_dir=state_dir,
         boards=boards,

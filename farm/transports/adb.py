@@ -44,7 +44,7 @@ from adb_shell.transport.tcp_transport import TcpTransport
 
 from farm.config.inventory import AdbTransport as AdbSettings
 from farm.config.inventory import adb_key_problem
-from farm.errors import InputError
+from farm.errors import CommandFailed, InputError
 from farm.transports import adb_checksum
 from farm.transports.base import KILL_SCRIPT, SPAWN_SCRIPT, Background, Completed, TransportError, Unreachable
 
@@ -179,6 +179,27 @@ class _Tcp(TcpTransport):  # type: ignore[misc]
 
 class _Deadline(Exception):
     """A command overran its host-side deadline (the connection has been dropped)."""
+
+
+class AdbHeld:
+    """A held command on a connection of its own (adb-shell runs one stream at a time on a connection).
+
+    adbd (and the farm's emulator) kill a shell stream's process group when the stream or its connection closes:
+    by ``close``, or when the controller dies and its kernel closes the socket.
+    """
+
+    def __init__(self, link: AdbLink, stream: Iterator[bytes], first_line: str) -> None:
+        self.link = link
+        self._stream = stream  # kept referenced: a collected generator would close the stream on its own
+        self.first_line = first_line
+
+    def alive(self) -> bool:
+        tcp = self.link._tcp
+        return tcp is not None and not tcp.looks_closed()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.link.close()
 
 
 class AdbLink:
@@ -413,6 +434,32 @@ class AdbLink:
 
     def kill(self, proc: Background) -> None:
         self._exec(["sh", "-c", KILL_SCRIPT, "farm-kill", str(proc.handle)], None, 30.0)
+
+    def hold(self, argv: Sequence[str], *, timeout: float) -> AdbHeld:
+        """Run argv on a second connection to the phone and return once it printed its first line."""
+        if not self.settings.address:
+            # one USB handle carries one connection; a second stream on it needs adb-shell to multiplex streams
+            raise CommandFailed(self.device_id, f"holding {argv[0]!r}", None, "not supported over USB yet (TCP only)")
+        link = AdbLink(self.device_id, self.settings)
+        link.connect()
+        dev = link._dev
+        assert dev is not None
+        first = b""
+        try:
+            stream = dev.streaming_shell(
+                shlex.join(argv), transport_timeout_s=timeout, read_timeout_s=timeout, decode=False
+            )
+            for chunk in stream:
+                first += chunk
+                if b"\n" in first:
+                    break
+        except (*_LINK_ERRORS, *_TIMEOUTS) as exc:
+            link.close()
+            raise link._err(f"connection failed while starting {argv[0]!r}: {type(exc).__name__}: {exc}") from None
+        if b"\n" not in first:
+            link.close()
+            raise CommandFailed(self.device_id, f"holding {argv[0]!r}", None, first.decode(errors="replace")[-300:])
+        return AdbHeld(link, stream, first.split(b"\n", 1)[0].decode(errors="replace").strip())
 
     # -- transfers ------------------------------------------------------------------------------------
     def push(self, local: Path, remote: str) -> int:

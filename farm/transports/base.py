@@ -1,7 +1,7 @@
 """The transport protocol: the only things the device layer may ask of a link to a device.
 
-Kept deliberately small (run, spawn, kill, push, pull) so that local, SSH and ADB links are interchangeable
-and the device layer above builds everything else (staging, hashing, timing) out of these five verbs.
+Kept deliberately small (run, spawn, kill, hold, push, pull) so that local, SSH and ADB links are interchangeable
+and the device layer above builds everything else (staging, hashing, timing, tethers) out of these verbs.
 Commands are always argv lists; a transport that needs a shell string quotes every element itself.
 """
 
@@ -75,6 +75,25 @@ class Background:
     handle: int
 
 
+class Held(Protocol):
+    """A foreground command whose life is the link's: its stdin (or its stream) closes when the link does.
+
+    This is what lets the device notice that the controller is gone, even after a SIGKILL that runs no cleanup:
+    the kernel closes the controller's end of the pipe or socket, and the command on the device sees end of input.
+    """
+
+    first_line: str
+    """The first line the command printed (it signals that it is ready)."""
+
+    def alive(self) -> bool:
+        """False once the command ended or its link was lost."""
+        ...
+
+    def close(self) -> None:
+        """End the command by closing its input (idempotent, callable from any thread, never raises)."""
+        ...
+
+
 class Transport(Protocol):
     description: str
 
@@ -88,6 +107,13 @@ class Transport(Protocol):
 
     def kill(self, proc: Background) -> None:
         """Kill the process group started by ``spawn``; killing a finished process is not an error."""
+        ...
+
+    def hold(self, argv: Sequence[str], *, timeout: float) -> Held:
+        """Start argv in the foreground, its stdin tied to this link, and return once it printed its first line.
+
+        Raises CommandFailed if it ends before printing a line, TransportError if the link fails meanwhile.
+        """
         ...
 
     def push(self, local: Path, remote: str) -> int:

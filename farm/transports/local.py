@@ -8,19 +8,46 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from farm.errors import CommandFailed
 from farm.transports.base import Background, Completed, TransportError
 
 
 def _kill_group(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
+
+
+class LocalHeld:
+    """A held command on this machine: its stdin is a pipe only this process writes to.
+
+    When this process dies, even by SIGKILL, the kernel closes the pipe and the command reads end of input.
+    """
+
+    def __init__(self, proc: subprocess.Popen[bytes], first_line: str) -> None:
+        self.proc = proc
+        self.first_line = first_line
+        self._lock = threading.Lock()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def close(self) -> None:
+        with self._lock:
+            for pipe in (self.proc.stdin, self.proc.stdout):
+                if pipe is not None:
+                    with contextlib.suppress(OSError):
+                        pipe.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=5)  # reaped, so nothing on the device mistakes a zombie for a live holder
 
 
 class LocalTransport:
@@ -79,6 +106,25 @@ class LocalTransport:
         if child is not None:
             child.wait()
 
+    def hold(self, argv: Sequence[str], *, timeout: float) -> LocalHeld:
+        try:
+            proc = subprocess.Popen(
+                list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                start_new_session=True,
+            )  # fmt: skip
+        except OSError as exc:
+            raise TransportError(f"local: cannot start {argv[0]!r}: {exc}") from exc
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], timeout)
+        line = proc.stdout.readline() if ready else b""
+        if not line.endswith(b"\n"):
+            _kill_group(proc.pid)
+            _, err = proc.communicate()
+            raise CommandFailed("local", f"holding {argv[0]!r}", proc.returncode, err.decode(errors="replace")[-400:])
+        assert proc.stderr is not None
+        proc.stderr.close()  # a held command says nothing more; an unread pipe must not block it
+        return LocalHeld(proc, line.decode(errors="replace").strip())
+
     def push(self, local: Path, remote: str) -> int:
         return self._copy(local, Path(remote))
 
@@ -90,8 +136,8 @@ class LocalTransport:
         try:
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dst)
-        except OSError as exc:
-            raise TransportError(f"local: copy {src} -> {dst} failed: {exc}") from exc
+        except OSError as exc:  # there is no link to lose here: a failed copy is the command failing
+            raise CommandFailed("local", f"copy {src} -> {dst}", exc.errno, exc.strerror or str(exc)) from exc
         return dst.stat().st_size
 
     def close(self) -> None:

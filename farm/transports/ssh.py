@@ -25,13 +25,14 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import paramiko
 
 from farm.config.inventory import SshTransport as SshSettings
+from farm.errors import CommandFailed
 from farm.fileio import write_atomic
 from farm.transports.base import KILL_SCRIPT, SPAWN_SCRIPT, Background, Completed, TransportError, Unreachable
 
@@ -42,6 +43,45 @@ WINDOW = 64 << 20
 # fallbacks for boards without GCM.
 PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 KILL_GRACE_S = 5
+ANSWER_TIMEOUT_S = 10.0
+"""A board that leaves a heartbeat unanswered this long (or ``io_timeout_s`` if shorter) is declared dead."""
+HEARTBEAT_S = 2.0
+
+
+class _Heartbeat:
+    """Asks the board for a reply every few seconds and calls ``on_silence`` when one is overdue.
+
+    paramiko's own keepalive asks for no reply, and TCP keepalive is answered by the board's kernel even when sshd
+    (or the whole userland) is stopped, so neither notices a frozen board: a long decode would wait for its full
+    deadline. OpenSSH answers an unknown global request with REQUEST_FAILURE, and any answer proves sshd is alive.
+    paramiko's ``global_request`` waits without a limit, so the request runs in one thread and a second one watches.
+    """
+
+    def __init__(self, transport: paramiko.Transport, bound_s: float, on_silence: Callable[[], None]) -> None:
+        self._transport = transport
+        self._bound_s = bound_s
+        self._on_silence = on_silence
+        self._stop = threading.Event()
+        self._pending_since: float | None = None
+        for target in (self._ping, self._watch):
+            threading.Thread(target=target, name="farm-ssh-heartbeat", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _ping(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S) and self._transport.is_active():
+            self._pending_since = time.monotonic()
+            with contextlib.suppress(Exception):  # a dead transport is the watcher's (or the caller's) business
+                self._transport.global_request("keepalive@openssh.com", wait=True)
+            self._pending_since = None
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.25):
+            since = self._pending_since
+            if since is not None and time.monotonic() - since > self._bound_s:
+                self._stop.set()
+                self._on_silence()
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -141,6 +181,25 @@ def load_known_hosts(client: paramiko.SSHClient, known_hosts: Path, name: str) -
         client.load_host_keys(tmp.name)
 
 
+class SshHeld:
+    """A held command on its own channel. The board ends it when the channel closes: by ``close``, when the
+    connection drops, or when the controller dies and its kernel closes the socket (sshd then closes the pipes)."""
+
+    def __init__(self, chan: paramiko.Channel, first_line: str) -> None:
+        self.chan = chan
+        self.first_line = first_line
+
+    def alive(self) -> bool:
+        transport = self.chan.get_transport()
+        return not self.chan.closed and transport is not None and transport.is_active()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.chan.shutdown_write()  # end of input first: the command ends cleanly even if CLOSE is lost
+        with contextlib.suppress(Exception):
+            self.chan.close()
+
+
 class SshLink:
     """One board's SSH connection; thread-safe for the device session that owns it."""
 
@@ -153,11 +212,23 @@ class SshLink:
         self._has_timeout: bool | None = None
         self.reconnects = 0
         self._connected_once = False
+        self.answer_timeout_s = min(settings.io_timeout_s, ANSWER_TIMEOUT_S)
+        self._heartbeat: _Heartbeat | None = None
+        self._silent_s: float | None = None  # set when the board stopped answering: errors then say so
 
-    # -- connection -----------------------------------------------------------------------------------
     def _err(self, what: str, unreachable: bool = False) -> TransportError:
         cls = Unreachable if unreachable else TransportError
+        if self._silent_s is not None:
+            return cls(f"{self.device_id}: did not answer for {self._silent_s:g} s ({self.description}; {what})")
         return cls(f"{self.device_id}: {self.description}: {what}")
+
+    def _went_silent(self, client: paramiko.SSHClient, seconds: float) -> None:
+        """Close a connection whose board stopped answering: every call blocked on it wakes with an error."""
+        self._silent_s = seconds
+        with contextlib.suppress(Exception):
+            client.close()
+
+    # -- connection -----------------------------------------------------------------------------------
 
     def connect(self) -> None:
         s = self.settings
@@ -192,15 +263,23 @@ class SshLink:
                     f"'farm devices trust {self.device_id}'.",
                     unreachable=True,
                 ) from None
+            if "No existing session" in str(exc) or "banner" in str(exc):
+                # paramiko's way of saying the server accepted TCP (a kernel does that for a frozen sshd) and
+                # then said nothing within the connect timeout
+                self._silent_s = s.connect_timeout_s
+                raise self._err("no SSH handshake while connecting", unreachable=True) from None
             raise self._err(f"SSH failed: {exc}", unreachable=True) from None
         except (OSError, EOFError) as exc:
             sock.close()
             raise self._err(f"connection failed: {exc}", unreachable=True) from None
         transport = client.get_transport()
         assert transport is not None
-        transport.set_keepalive(5)
         transport.default_window_size = WINDOW
         self._client = client
+        self._silent_s = None
+        self._heartbeat = _Heartbeat(
+            transport, self.answer_timeout_s, lambda: self._went_silent(client, self.answer_timeout_s)
+        )
         self._connected_once = True
 
     def _transport(self) -> paramiko.Transport:
@@ -229,11 +308,12 @@ class SshLink:
         """
         fired = threading.Event()
 
+        client = self._client
+
         def expire() -> None:
             fired.set()
-            with contextlib.suppress(Exception):
-                if self._client is not None:
-                    self._client.close()
+            if client is not None:
+                self._went_silent(client, seconds)
 
         timer = threading.Timer(seconds, expire)
         timer.daemon = True
@@ -251,7 +331,10 @@ class SshLink:
     def _exit_status(chan: paramiko.Channel, seconds: float) -> int:
         if not chan.status_event.wait(seconds):
             raise EOFError(f"no exit status within {seconds:g}s")
-        return int(chan.recv_exit_status())
+        status = int(chan.recv_exit_status())
+        if status == -1:  # paramiko's value when the channel closed without one: the link died, not the command
+            raise EOFError("the connection closed before the exit status")
+        return status
 
     def _session(self) -> paramiko.Channel:
         try:
@@ -266,6 +349,9 @@ class SshLink:
     def drop(self) -> None:
         """Forget the connection (after a failure) so the next call reconnects."""
         with self._lock:
+            if self._heartbeat is not None:
+                self._heartbeat.stop()
+                self._heartbeat = None
             if self._client is not None:
                 self._client.close()
                 self._client = None
@@ -331,11 +417,39 @@ class SshLink:
         res = self._exec(shlex.join(["sh", "-c", SPAWN_SCRIPT, "farm-spawn", *argv]), None, 30.0, tuple(argv))
         pid = res.stdout.decode().strip()
         if res.exit_status != 0 or not pid.isdigit():
-            raise self._err(f"cannot start {argv[0]!r} in the background: {res.error_tail(300)}")
+            raise CommandFailed(
+                self.device_id, f"starting {argv[0]!r} in the background", res.exit_status, res.error_tail(300)
+            )
         return Background(argv=tuple(argv), handle=int(pid))
 
     def kill(self, proc: Background) -> None:
         self._exec(shlex.join(["sh", "-c", KILL_SCRIPT, "farm-kill", str(proc.handle)]), None, 30.0)
+
+    def hold(self, argv: Sequence[str], *, timeout: float) -> SshHeld:
+        """Not under ``timeout -k``: a held command lives as long as its channel, which is the point."""
+        chan = self._session()
+        line = b""
+        try:
+            with self._watchdog(self.settings.io_timeout_s, "a held command start"):
+                chan.exec_command(shlex.join(argv))
+            deadline = time.monotonic() + timeout
+            while not line.endswith(b"\n") and time.monotonic() < deadline:
+                if chan.recv_ready():
+                    line += chan.recv(1)  # one byte at a time: nothing after the first line is consumed
+                elif chan.eof_received or chan.closed:
+                    break
+                else:
+                    select.select([chan], [], [], 0.2)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            chan.close()
+            self.drop()
+            raise self._err(f"connection dropped while starting {argv[0]!r}: {exc}") from None
+        if not line.endswith(b"\n"):
+            err = chan.recv_stderr(CHUNK) if chan.recv_stderr_ready() else b""
+            status = chan.recv_exit_status() if chan.exit_status_ready() else None
+            chan.close()
+            raise CommandFailed(self.device_id, f"holding {argv[0]!r}", status, err.decode(errors="replace")[-300:])
+        return SshHeld(chan, line.decode(errors="replace").strip())
 
     # -- transfers ------------------------------------------------------------------------------------
     def push(self, local: Path, remote: str) -> int:
@@ -361,8 +475,8 @@ class SshLink:
             raise self._err(f"connection dropped while pushing {local.name}: {exc}") from None
         finally:
             chan.close()
-        if status != 0:
-            raise self._err(f"push to {remote!r} failed (exit {status}): {err.decode(errors='replace')[-300:]}")
+        if status != 0:  # the link carried every byte: the board refused them (permissions, a full disk)
+            raise CommandFailed(self.device_id, f"push to {remote!r}", status, err.decode(errors="replace")[-300:])
         return sent
 
     def pull(self, remote: str, local: Path) -> int:
@@ -381,11 +495,15 @@ class SshLink:
                     f.write(chunk)
                     received += len(chunk)
             status = self._exit_status(chan, self.settings.io_timeout_s)
+            err = b""
+            while chan.recv_stderr_ready():
+                err += chan.recv_stderr(CHUNK)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             self.drop()
             raise self._err(f"connection dropped while pulling {remote!r}: {exc}") from None
         finally:
             chan.close()
         if status != 0:
-            raise self._err(f"pull of {remote!r} failed (exit {status})")
+            local.unlink(missing_ok=True)  # never leave a partial file that looks like a result
+            raise CommandFailed(self.device_id, f"pull of {remote!r}", status, err.decode(errors="replace")[-300:])
         return received

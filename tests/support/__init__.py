@@ -1,1 +1,1 @@
-"""Helpers shared by test modules (tests import this package, never each other)."""
+"""Helpers shared by several test modules (test modules import this package, never each other)."""

@@ -1,0 +1,194 @@
+"""Step 5 and 6 on the host: score each distinct decoded output once, BD-rate per device, compare differing outputs.
+
+Everything is read from the store, not from memory, so an interrupted run's finished jobs are scored, and a
+resumed run scores only the jobs it adds while its BD-rates and comparisons cover the whole run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from farm.config.suite import Suite
+from farm.fileio import write_atomic
+from farm.gates.view import JobView, load_view
+from farm.measures import Measurement
+from farm.media import Source, host_ffmpeg, tool_identity
+from farm.quality.bdrate import BDRateError, bd_rate
+from farm.quality.compare import compare_outputs
+from farm.quality.score import QualityError, QualityScores, bits_per_pixel, score
+from farm.store import Store
+
+SCORING_VERSION = 1  # bump when scoring changes in a way that invalidates cached scores
+TOLERANCE_METRICS = ("consistency.max_abs_diff", "consistency.psnr_db")  # gates that need outputs compared
+MAX_DISTINCT_OUTPUTS = 16  # per bitstream: at most 120 pairs
+SUMMARY_FIELDS = ("psnr_y", "psnr_u", "psnr_v", "psnr_yuv", "ssim", "vmaf")
+ScoreKey = tuple[str, str]  # (decoded output sha, source sha)
+
+
+def score_run(
+    store: Store, run_id: str, suite: Suite, sources: Mapping[str, Source], decoded: Path, cache: Path
+) -> None:
+    """Score every job of the run that has no quality measurements yet (all of them on a first attempt)."""
+    by_sha = {s.sha256: s for s in sources.values()}
+    have = store.measurements(run_id)
+    rows = [r for r in store.jobs(run_id) if "bpp" not in have.get(int(r["id"]), {})]
+    todo = {
+        (r["output_sha"], r["source_sha"]): (decoded / f"{r['output_sha']}.y4m", by_sha[r["source_sha"]].path)
+        for r in rows
+        if r["status"] == "ok" and r["output_sha"] and (decoded / f"{r['output_sha']}.y4m").is_file()
+    }
+    scored = score_outputs(todo, suite, cache)
+    for r in rows:
+        store.add_measurements(int(r["id"]), quality_measurements(dict(r), by_sha[r["source_sha"]], scored))
+
+
+def score_outputs(
+    todo: Mapping[ScoreKey, tuple[Path, Path]], suite: Suite, cache: Path
+) -> dict[ScoreKey, QualityScores | str]:
+    """Each distinct decoded output is scored once; scores are cached on the host by digest."""
+    metrics = tuple(suite.metrics)
+    ffmpeg = host_ffmpeg()
+    identity = [SCORING_VERSION, tool_identity(ffmpeg), metrics]
+
+    def one(item: tuple[ScoreKey, tuple[Path, Path]]) -> tuple[ScoreKey, QualityScores | str]:
+        key, (decoded, source) = item
+        memo = cache / "scores" / (hashlib.sha256(json.dumps([*key, *identity]).encode()).hexdigest() + ".json")
+        try:
+            return key, _scores_from_json(json.loads(memo.read_text()))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # not cached, or a damaged cache file: score again
+        try:
+            result = score(decoded, source, ffmpeg=ffmpeg, metrics=metrics)
+        except QualityError as exc:
+            return key, str(exc)
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(memo, json.dumps(_scores_to_json(result)))
+        return key, result
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(pool.map(one, todo.items()))
+
+
+def _scores_to_json(s: QualityScores) -> dict[str, Any]:
+    return {"frames": s.frames, **{f: getattr(s, f) for f in SUMMARY_FIELDS}, "conventions": s.conventions}
+
+
+def _scores_from_json(d: dict[str, Any]) -> QualityScores:
+    return QualityScores(
+        frames=d["frames"], per_frame=(), conventions=d["conventions"], **{f: d[f] for f in SUMMARY_FIELDS}
+    )
+
+
+def quality_measurements(
+    row: Mapping[str, Any], src: Source, scored: Mapping[ScoreKey, QualityScores | str]
+) -> list[Measurement]:
+    bpp = bits_per_pixel(int(row["bitstream_bytes"]), src.width, src.height, src.frames)
+    out = [Measurement("bpp", bpp, "bit/pixel", "bitstream bytes x 8 / (W x H x frames)")]
+    if row["status"] != "ok" or row["output_sha"] is None:
+        return out
+    result = scored.get((row["output_sha"], src.sha256), "decoded output is not on the host")
+    units = {"ssim": "", "vmaf": ""}
+    for name in SUMMARY_FIELDS:
+        if isinstance(result, str):
+            out.append(Measurement(name, None, units.get(name, "dB"), "", f"not scored: {result}"))
+            continue
+        value = getattr(result, name)
+        conv = result.conventions.get(name) or result.conventions.get(name.split("_")[0], "")
+        out.append(
+            Measurement(name, value, units.get(name, "dB"), str(conv), None if value is not None else "not requested")
+        )
+    return out
+
+
+def bd_rates(store: Store, run_id: str, devices: list[str], has_anchor: bool, sources: Mapping[str, Source]) -> None:
+    """BD-rate of the bundle against the anchor, per device, averaged over sequences (whole run)."""
+    view = load_view(store, run_id)
+    for device in devices:
+        jobs = [j for j in view.jobs if j.device_id == device]
+        for metric in ("psnr_yuv", "vmaf"):
+            conv = f"PCHIP on ({metric}, ln kbps), exact integral over overlap, mean over sequences"
+            if not has_anchor:
+                store.add_run_metric(run_id, device, f"bd_rate.{metric}", None, "ratio", conv, "no anchor bundle given")
+                continue
+            value, detail = device_bd_rate(jobs, metric, sources)
+            store.add_run_metric(run_id, device, f"bd_rate.{metric}", value, "ratio", conv, detail)
+
+
+def _kbps(job: JobView, src: Source) -> float | None:
+    """The rate the encoder really hit (bpp x pixels x fps), which BD-rate integrates over, not the target."""
+    bpp = job.metrics.get("bpp")
+    return None if bpp is None else bpp * src.width * src.height * src.fps / 1000
+
+
+def device_bd_rate(jobs: list[JobView], metric: str, sources: Mapping[str, Source]) -> tuple[float | None, str]:
+    curves: dict[tuple[str, str], dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    rates: dict[tuple[str, str, float], float] = {}
+    expected: dict[tuple[str, str], set[float]] = defaultdict(set)
+    for job in jobs:
+        key = (job.role, job.sequence)
+        expected[key].add(job.rate_kbps)
+        kbps = _kbps(job, sources[job.sequence])
+        if kbps is not None:
+            rates[(*key, job.rate_kbps)] = kbps
+        value = job.metrics.get(metric)
+        if job.status == "ok" and value is not None:
+            curves[key][job.rate_kbps].append(value)
+    values: list[float] = []
+    notes: list[str] = []
+    for seq in sorted({seq for _, seq in expected}):
+        pts: dict[str, list[tuple[float, float]]] = {}
+        for role in ("anchor", "test"):
+            have = curves.get((role, seq), {})
+            missing = sorted(expected[(role, seq)] - set(have))
+            if missing:
+                return None, f"{seq}: no {metric} for {role} at {', '.join(f'{r:g}' for r in missing)} kbps"
+            pts[role] = [(rates[(role, seq, r)], sum(q) / len(q)) for r, q in sorted(have.items())]
+        try:
+            bd = bd_rate(pts["anchor"], pts["test"])
+        except BDRateError as exc:
+            return None, f"{seq}: {exc}"
+        values.append(bd.value)
+        notes.append(f"{seq} {bd.value * 100:+.2f}%" + (f" ({'; '.join(bd.warnings)})" if bd.warnings else ""))
+    if not values:
+        return None, "no sequences"
+    return sum(values) / len(values), ", ".join(notes)
+
+
+def compare_differing_outputs(
+    store: Store, run_id: str, decoded: Path, log: Callable[[str], None] = lambda _: None
+) -> None:
+    """When decodes of one bitstream differ, measure by how much (for consistency tolerances).
+
+    Bit-exact decoders produce one digest per bitstream and cost nothing here. Each pair of different digests
+    is compared once, from the decoded files pulled to the host. A bitstream with more than MAX_DISTINCT_OUTPUTS
+    different outputs is not compared pairwise (its tolerance gates are then missing): such a decoder is not a
+    float path that rounds differently, and the pairs would grow quadratically. Pairs already stored (by an
+    earlier attempt of a resumed run) are not compared again.
+    """
+    outputs: dict[tuple[str, float], dict[str, Path]] = defaultdict(dict)
+    for job in load_view(store, run_id).jobs:
+        local = decoded / f"{job.output_sha}.y4m"
+        if job.role == "test" and job.status == "ok" and job.output_sha and local.is_file():
+            outputs[(job.sequence, job.rate_kbps)][job.output_sha] = local
+    known = {(r["a_sha"], r["b_sha"]) for r in store.output_diffs(run_id)}
+    for (seq, rate), files in sorted(outputs.items()):
+        if len(files) > MAX_DISTINCT_OUTPUTS:
+            log(f"{seq}@{rate:g}kbps: {len(files)} different outputs, not compared pairwise")
+    tasks = [
+        (seq, rate, a, b, files[a], files[b])
+        for (seq, rate), files in sorted(outputs.items())
+        if len(files) <= MAX_DISTINCT_OUTPUTS
+        for a, b in itertools.combinations(sorted(files), 2)
+        if (a, b) not in known
+    ]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(lambda t: compare_outputs(t[4], t[5]), tasks))
+    for (seq, rate, a, b, _, _), c in zip(tasks, results, strict=True):
+        store.add_output_diff(run_id, seq, rate, a, b, c.frames, c.max_abs_diff, c.psnr_min_db, c.detail)

@@ -1,0 +1,35 @@
+"""Results: runs, jobs, measurements, gate evaluations and releases, behind one ``Store`` interface.
+
+``Store`` is the embedded SQLite backend (sqlite.py); the schema and its migrations (schema.py), the typed
+records (records.py), the controller identity used to reap dead runs (controller.py) and the errors
+(errors.py) do not depend on SQLite, so another backend (PostgreSQL for a lab) can sit beside it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from farm.store.errors import NewerStoreError, RunStateError, StoreError
+from farm.store.records import RESUMABLE_STATUSES, RUN_STATUSES, JobKey, Measurement, RunAttempt
+from farm.store.schema import SCHEMA_VERSION
+from farm.store.sqlite import Store
+
+
+def default_store_path() -> Path:
+    return Path(os.environ.get("FARM_STORE", ".farm/results.db"))
+
+
+__all__ = [
+    "RESUMABLE_STATUSES",
+    "RUN_STATUSES",
+    "SCHEMA_VERSION",
+    "JobKey",
+    "Measurement",
+    "NewerStoreError",
+    "RunAttempt",
+    "RunStateError",
+    "Store",
+    "StoreError",
+    "default_store_path",
+]

@@ -1,0 +1,122 @@
+"""The store's schema and its migrations, as versioned SQL that only ever adds.
+
+Hand-written SQL rather than an ORM: a dozen tables, and every statement must be readable in a review of what a
+release was granted on. SQLite's dialect; a PostgreSQL backend keeps the same versions and tables with its own
+types. A newer farm migrates an older store in place by adding tables and nullable columns (NULL = recorded
+before the column existed), so every result already stored stays readable and no row is rewritten.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+SCHEMA_VERSION = 4
+BASE_VERSION = 2  # what SCHEMA below creates; MIGRATIONS bring it to SCHEMA_VERSION
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    suite_name TEXT NOT NULL, suite_digest TEXT NOT NULL, suite_json TEXT NOT NULL,
+    bundle_name TEXT NOT NULL, bundle_version TEXT NOT NULL, bundle_digest TEXT NOT NULL,
+    anchor_name TEXT, anchor_digest TEXT,
+    started_at REAL NOT NULL, finished_at REAL,
+    status TEXT NOT NULL,             -- running | complete | incomplete | interrupted (schema 4)
+    host TEXT NOT NULL, farm_version TEXT NOT NULL,
+    conventions_json TEXT NOT NULL,
+    plan_json TEXT NOT NULL,          -- devices (with tags) and planned test jobs per device
+    summary_json TEXT                 -- bytes pushed, encodes reused, ... (set once at the end)
+);
+CREATE TABLE IF NOT EXISTS run_devices (
+    run_id TEXT NOT NULL REFERENCES runs(id), device_id TEXT NOT NULL,
+    platform TEXT NOT NULL, target TEXT NOT NULL, tags_json TEXT NOT NULL,
+    properties_json TEXT NOT NULL, status TEXT NOT NULL, error TEXT,
+    recorded_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL REFERENCES runs(id), device_id TEXT NOT NULL,
+    role TEXT NOT NULL,               -- test | anchor
+    sequence TEXT NOT NULL, rate_kbps REAL NOT NULL, repeat INTEGER NOT NULL,
+    status TEXT NOT NULL,             -- ok | failed
+    error TEXT,
+    bitstream_sha TEXT NOT NULL, bitstream_bytes INTEGER NOT NULL, source_sha TEXT NOT NULL,
+    output_sha TEXT, frames INTEGER,
+    frame_times_json TEXT,            -- raw per-frame decode ns, for quantiles elsewhere
+    stderr_tail TEXT,
+    started_at REAL NOT NULL, finished_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_run ON jobs(run_id);
+CREATE TABLE IF NOT EXISTS measurements (
+    job_id INTEGER NOT NULL REFERENCES jobs(id),
+    name TEXT NOT NULL, value REAL, unit TEXT NOT NULL,
+    convention TEXT NOT NULL, missing_reason TEXT,
+    UNIQUE (job_id, name)
+);
+CREATE TABLE IF NOT EXISTS run_metrics (
+    run_id TEXT NOT NULL REFERENCES runs(id), device_id TEXT NOT NULL,
+    name TEXT NOT NULL, value REAL, unit TEXT NOT NULL, convention TEXT NOT NULL, detail TEXT,
+    recorded_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS gates (
+    run_id TEXT NOT NULL REFERENCES runs(id), evaluation INTEGER NOT NULL,
+    gate_index INTEGER NOT NULL, metric TEXT NOT NULL, op TEXT NOT NULL, threshold TEXT NOT NULL,
+    scope TEXT NOT NULL, scope_key TEXT NOT NULL, stat TEXT NOT NULL,
+    value TEXT, verdict TEXT NOT NULL,  -- pass | fail | missing | inconclusive
+    detail TEXT NOT NULL, inputs_json TEXT NOT NULL, evaluated_at REAL NOT NULL
+);
+"""
+
+# version reached -> statements that bring a database of the previous version there. Only additions: an older
+# farm's rows keep every column they had, and new columns are nullable (NULL = recorded before they existed).
+MIGRATIONS: dict[int, str] = {
+    3: """
+ALTER TABLE gates ADD COLUMN gate_json TEXT;      -- the gate as declared (baseline, alpha, min_change, ...)
+CREATE TABLE IF NOT EXISTS output_diffs (         -- decoded outputs of one bitstream that differ, compared
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    sequence TEXT NOT NULL, rate_kbps REAL NOT NULL,
+    a_sha TEXT NOT NULL, b_sha TEXT NOT NULL,     -- a_sha < b_sha
+    frames INTEGER,
+    max_abs_diff REAL,                            -- largest |a - b| over every sample of every plane
+    psnr_min_db REAL,                             -- worst frame's PSNR-YUV of b against a (capped at 100 dB)
+    detail TEXT,                                  -- why they could not be compared (then both values NULL)
+    recorded_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS output_diffs_run ON output_diffs(run_id);
+CREATE TABLE IF NOT EXISTS releases (
+    tag TEXT NOT NULL, version TEXT NOT NULL,
+    run_id TEXT NOT NULL REFERENCES runs(id), suite_name TEXT NOT NULL, bundle_digest TEXT NOT NULL,
+    evaluation INTEGER NOT NULL,                  -- the gate evaluation the release was granted on
+    repo TEXT NOT NULL, commit_sha TEXT NOT NULL,
+    manifest_json TEXT NOT NULL, manifest_sha256 TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+""",
+    4: """
+ALTER TABLE runs ADD COLUMN controller_host TEXT;   -- the process that runs it now (see farm.store.controller)
+ALTER TABLE runs ADD COLUMN controller_pid INTEGER;
+ALTER TABLE runs ADD COLUMN controller_start TEXT;  -- BOOT_ID:STARTTIME, so a recycled pid is not the controller
+CREATE TABLE IF NOT EXISTS run_attempts (           -- 1 = the original run, 2.. = resumes
+    run_id TEXT NOT NULL REFERENCES runs(id), attempt INTEGER NOT NULL,
+    controller_host TEXT, controller_pid INTEGER,
+    started_at REAL NOT NULL, finished_at REAL,
+    status TEXT NOT NULL,                           -- as runs.status, for this attempt
+    detail TEXT,                                    -- why it was interrupted, when the store knows
+    PRIMARY KEY (run_id, attempt)
+);
+""",
+}
+
+
+def statements(script: str) -> list[str]:
+    """Split a DDL script into statements (executescript would commit the migration's transaction early)."""
+    out: list[str] = []
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            out.append(pending.strip())
+            pending = ""
+    if pending.strip():
+        out.append(pending.strip())
+    return out
