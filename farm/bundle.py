@@ -8,6 +8,7 @@ anything is written, and extraction then also uses tarfile's ``data`` filter as 
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -15,6 +16,9 @@ import os
 import shutil
 import tarfile
 import tempfile
+import time
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -23,7 +27,14 @@ from farm.errors import InputError, Problem
 from farm.fileio import sha256_file
 
 SUMS = "SHA256SUMS"
-MAX_UNPACKED = 8 << 30  # refuse archives that claim more than this (gzip bombs fill the disk otherwise)
+MAX_UNPACKED = 8 << 30  # refuse archives that unpack to more than this (gzip bombs fill the disk otherwise)
+# Model weights and executables compress 1-5x, text 10-20x; a bomb compresses ~1000x. Small archives may compress
+# hard (a zero-filled test fixture), so the ratio only bites past the floor.
+MAX_RATIO = 200.0
+RATIO_FLOOR = 64 << 20
+MAX_MEMBERS = 10_000
+CACHE_MAX_BYTES = 4 << 30  # unpacked archives kept on the host; least recently used go first
+CACHE_KEEP_RECENT_S = 6 * 3600.0  # an entry used this recently may be in use by a running run: never evicted
 MANIFEST = "bundle.yaml"
 
 
@@ -135,27 +146,94 @@ def _check_member(member: tarfile.TarInfo, archive: str) -> Problem | None:
         return Problem(archive, None, member.name, "member would be written outside the target directory")
     if member.issym() or member.islnk():
         return Problem(archive, None, member.name, "links are not allowed in a bundle")
-    if not (member.isfile() or member.isdir()):
+    if member.issparse() or not (member.isfile() or member.isdir()):
         return Problem(archive, None, member.name, "only regular files and folders are allowed")
     return None
 
 
-def extract(archive: Path, dest: Path) -> Path:
-    """Extract ``archive`` into ``dest`` after checking every member; returns the bundle root."""
+@dataclass(frozen=True)
+class Caps:
+    """How far an archive may expand. Checked while streaming, so a bomb costs what it takes to cross a cap."""
+
+    total: int = MAX_UNPACKED
+    ratio: float = MAX_RATIO
+    ratio_floor: int = RATIO_FLOOR
+    members: int = MAX_MEMBERS
+
+    def unpacked_limit(self, archive_size: int) -> int:
+        return min(self.total, max(self.ratio_floor, int(self.ratio * archive_size)))
+
+    def stream_limit(self, archive_size: int) -> int:
+        """Bytes of tar stream allowed: the files plus each member's header and padding (1.5 kB), and 1 MiB."""
+        return self.unpacked_limit(archive_size) + self.members * 1536 + (1 << 20)
+
+
+class _Capped(io.RawIOBase):
+    """A decompressed stream that fails once more bytes came out than the caps allow.
+
+    The member headers are checked first and give the precise message; this catches what they cannot see
+    (tar metadata such as a PAX header of gigabytes, which tarfile reads into memory).
+    """
+
+    def __init__(self, raw: io.BufferedIOBase, limit: int, archive: str) -> None:
+        self._raw = raw
+        self._left = limit
+        self._archive = archive
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data = self._raw.read(min(len(buffer), max(self._left + 1, 1)))
+        self._left -= len(data)
+        if self._left < 0:
+            raise InputError([Problem(self._archive, None, "", "expands past its cap (tar metadata): refused")])
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _checked_members(tar: tarfile.TarFile, display: str, limit: int, caps: Caps) -> Iterator[tarfile.TarInfo]:
+    """Yield members one by one as the stream reaches them; stop at the first bad one or crossed cap."""
+    total = 0
+    for count, member in enumerate(tar, 1):
+        problem = _check_member(member, display)
+        if problem is not None:
+            raise InputError([problem])
+        total += member.size if member.isfile() else 0
+        if count > caps.members:
+            raise InputError([Problem(display, None, "", f"has more than {caps.members} members: refused")])
+        if total > limit:
+            why = f"unpacks to more than {limit} bytes (cap: {caps.total} bytes, or {caps.ratio:g}x the archive)"
+            raise InputError([Problem(display, None, member.name, f"{why}: refused")])
+        yield member
+
+
+def extract(archive: Path, dest: Path, caps: Caps | None = None) -> Path:
+    """Extract ``archive`` into ``dest`` (absent or empty), checking each member before it is written.
+
+    The archive is streamed, never listed first: listing decompresses all of it, so a bomb would cost its whole
+    expansion before the first check. Nothing is left in ``dest`` when the archive is refused.
+    """
+    caps = caps or Caps()
     display = str(archive)
+    size = archive.stat().st_size if archive.is_file() else 0
+    limit = caps.unpacked_limit(size)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest.parent))
     try:
-        with tarfile.open(archive, "r:gz") as tar:
-            members = tar.getmembers()
-            problems = [p for m in members if (p := _check_member(m, display)) is not None]
-            total = sum(m.size for m in members if m.isfile())
-            if total > MAX_UNPACKED:
-                problems.append(Problem(display, None, "", f"unpacks to {total} bytes, over the {MAX_UNPACKED} limit"))
-            if problems:
-                raise InputError(problems)
-            dest.mkdir(parents=True, exist_ok=True)
-            tar.extractall(dest, members=members, filter="data")
-    except (tarfile.TarError, gzip.BadGzipFile, EOFError, OSError) as exc:
+        with archive.open("rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as gz:
+            stream = io.BufferedReader(_Capped(gz, caps.stream_limit(size), display))
+            with tarfile.open(fileobj=stream, mode="r|") as tar:
+                tar.extractall(work, members=_checked_members(tar, display, limit, caps), filter="data")
+        if dest.exists() and any(dest.iterdir()):
+            raise InputError([Problem(str(dest), None, "", "not empty: a bundle is unpacked into an empty folder")])
+        with contextlib.suppress(FileNotFoundError):
+            dest.rmdir()
+        os.replace(work, dest)
+    except (tarfile.TarError, gzip.BadGzipFile, EOFError, OSError, zlib.error) as exc:
         raise InputError([Problem(display, None, "", f"not a readable .tar.gz: {exc}")]) from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return dest
 
 
@@ -181,6 +259,53 @@ def pack(root: Path, out: Path) -> Bundle:
     return bundle
 
 
+def _tree_size(root: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += (Path(dirpath) / name).lstat().st_size
+    return total
+
+
+def evict(
+    folder: Path, keep: Path, max_bytes: int = CACHE_MAX_BYTES, keep_recent_s: float = CACHE_KEEP_RECENT_S
+) -> list[Path]:
+    """Remove least recently used unpacked bundles until the folder fits ``max_bytes``; returns what went.
+
+    Without it every archive ever run stays unpacked for ever. ``keep`` (just opened) and anything used within
+    ``keep_recent_s`` stay even over the cap: another run may be encoding with or staging from them right now.
+    A removed entry is only a cache: the next run of that archive unpacks it again.
+    """
+    entries: list[tuple[float, int, Path]] = []
+    try:
+        listing = list(folder.iterdir())
+    except OSError:
+        return []
+    for entry in listing:
+        with contextlib.suppress(OSError):  # another farm process may be evicting it right now
+            if entry.is_dir() and not entry.is_symlink():
+                entries.append((entry.stat().st_mtime, _tree_size(entry), entry))
+    total = sum(size for _, size, _ in entries)
+    now = time.time()
+    removed: list[Path] = []
+    for mtime, size, entry in sorted(entries, key=lambda e: e[0]):
+        if total <= max_bytes:
+            break
+        if entry == keep or now - mtime < keep_recent_s:
+            continue
+        # renamed first, so no reader ever sees a half-deleted bundle under its digest
+        doomed = entry.with_name(f".evicted-{entry.name}-{os.getpid()}")
+        try:
+            os.replace(entry, doomed)
+        except OSError:
+            continue
+        shutil.rmtree(doomed, ignore_errors=True)
+        total -= size
+        removed.append(entry)
+    return removed
+
+
 def open_bundle(path: Path, cache_dir: Path) -> Bundle:
     """A run accepts a directory or a packed bundle; archives are unpacked once into the host cache."""
     if path.is_dir():
@@ -203,5 +328,8 @@ def open_bundle(path: Path, cache_dir: Path) -> Bundle:
                     raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        os.utime(dest)  # the entry's mtime is its last use: what eviction orders by
+    evict(cache_dir / "bundles", keep=dest)
     bundle = verify_dir(dest, str(path))
     return Bundle(root=dest, manifest=bundle.manifest, digest=bundle.digest, files=bundle.files, source=str(path))

@@ -23,6 +23,7 @@ from farm.config.suite import Generate, Sequence
 from farm.errors import InputError, Problem
 from farm.fileio import sha256_file, write_atomic
 from farm.quality.y4m import read_y4m_info
+from farm.sandbox import confine
 
 _SEEDED = {"life": "seed=1", "cellauto": "seed=1:rule=110"}
 
@@ -172,6 +173,7 @@ def encode(bundle: Bundle, source: Source, rate_kbps: float, cache: Path) -> Bit
                 "fps": f"{source.fps:g}",
                 "bundle": str(bundle.root),
             }
-            argv = substitute(enc.argv, values)
+            # a bundle is code: its encoder sees its input, its bundle and runtimes, and writes only tmpdir
+            argv = confine(substitute(enc.argv, values), [source.path, bundle.root], Path(tmpdir), [*runtime.values()])
             _atomic_run(argv, out, tmp, f"{bundle.label} encode of {source.sequence_id} at {rate_kbps:g} kbps")
     return Bitstream(out, _sha_cached(out, cache), out.stat().st_size, rate_kbps, reused)

@@ -212,11 +212,9 @@ def test_an_adb_key_readable_by_others_is_refused_with_the_chmod_to_run(tmp_path
     key = tmp_path / "my keys" / "adbkey"
     key.parent.mkdir()
     assert keygen(key)
-    inv = write(
-        tmp_path / "devices.yaml",
-        "devices:\n" + _entry("phone", f"\n      kind: adb\n      address: '127.0.0.1:1'\n      key: {key}", platform="android")
-        .replace("linux-x86_64", "android-arm64"),
-    )  # fmt: skip
+    transport = f"\n      kind: adb\n      address: '127.0.0.1:1'\n      key: {key}"
+    entry = _entry("phone", transport, platform="android").replace("linux-x86_64", "android-arm64")
+    inv = write(tmp_path / "devices.yaml", "devices:\n" + entry)
     assert farm("devices", "--inventory", inv, store=tmp_path / "results.db").code == 0  # 0600 from keygen
     key.chmod(mode)
     res = farm("devices", "--inventory", inv, store=tmp_path / "results.db")

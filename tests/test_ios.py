@@ -318,7 +318,8 @@ def test_smoke_suite_on_a_real_iphone(tmp_path: Path) -> None:
         pytest.fail("FARM_IOS_BUNDLE must name a bundle with an ios-arm64 decoder app (docs/ios.md)")
     entry = ios_entry(transport={"kind": "usbmux", "udid": os.environ["FARM_IOS_UDID"]})
     inv = inventory(tmp_path, entry)
-    code, out = farm(tmp_path, "run", str(ROOT / "suites/smoke.yaml"), "--bundle", bundle, "--inventory", str(inv),
-                     "--devices", "iphone-1")  # fmt: skip
+    # the bundle is its own anchor: smoke.yaml gates BD-rate, and a BD-rate gate without an anchor is refused
+    code, out = farm(tmp_path, "run", str(ROOT / "suites/smoke.yaml"), "--bundle", bundle, "--anchor", bundle,
+                     "--inventory", str(inv), "--devices", "iphone-1")  # fmt: skip
     assert code in (0, 1), out
     assert all(s == "ok" for s, _ in jobs(tmp_path, "iphone-1")), out

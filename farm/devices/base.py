@@ -52,6 +52,13 @@ class Tether(Protocol):
         """Stop everything the run started on the device and remove its folder (within about a second)."""
         ...
 
+    def settle(self, timeout_s: float) -> None:
+        """After ``close`` (or a dropped link): wait, bounded, until that clean-up has finished on the device.
+
+        A new tether of the same run must not have its folder removed under it by the old watchdog.
+        """
+        ...
+
 
 @dataclass(frozen=True)
 class NullTether:
@@ -63,6 +70,9 @@ class NullTether:
         return True
 
     def close(self) -> None:
+        return None
+
+    def settle(self, timeout_s: float) -> None:
         return None
 
 

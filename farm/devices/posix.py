@@ -126,6 +126,13 @@ done
 rm -rf "$d"
 """
 
+# $1 a watchdog's pid, $2 how many tenths of a second to wait for it to end.
+_SETTLE_SCRIPT = r"""
+i=0
+while kill -0 "$1" 2>/dev/null && [ "$i" -lt "$2" ]; do sleep 0.1; i=$((i + 1)); done
+exit 0
+"""
+
 # Record this process (the session leader SPAWN_SCRIPT made) in $1, then become argv: the recorded pid is the
 # process group a tether's watchdog kills.
 _RECORD_SCRIPT = r"""
@@ -398,6 +405,10 @@ class ShellTether:
         if self.device.tethered_run == self.run_dir:
             self.device.tethered_run = None
         self.held.close()
+
+    def settle(self, timeout_s: float) -> None:
+        """Wait until the watchdog is gone (it exits right after removing the run folder), at most ``timeout_s``."""
+        self.device.sh(_SETTLE_SCRIPT, str(self.watchdog_pid), str(max(1, int(timeout_s * 10))), name="settle")
 
 
 NO_SPACE = ("No space left on device", "ENOSPC", "Disk quota exceeded")

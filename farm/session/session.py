@@ -19,7 +19,7 @@ from typing import Protocol
 
 from farm.config.inventory import Device
 from farm.config.manifest import substitute
-from farm.devices.base import AppRef, DecodeOutcome, FarmDevice, PowerMeter
+from farm.devices.base import AppRef, DecodeOutcome, FarmDevice, NullTether, PowerMeter, Tether
 from farm.devices.connect import connect, disconnect
 from farm.errors import CommandFailed, FarmError
 from farm.power import energy as power_energy
@@ -35,6 +35,9 @@ from farm.transports.base import TransportError, Unreachable
 
 APP_ARGS = ("{input}", "{output}", "{stats}")
 """An app target without a ``decode`` template gets the decoder contract's three paths as its arguments."""
+
+RETETHER_WAIT_S = 5.0
+"""How long a retry waits for the dropped link's watchdog to finish cleaning (it polls once a second)."""
 
 SAMPLER_SPARE_S = 120
 """A sampler whose kill is lost still ends on its own this long after its window could have ended."""
@@ -83,6 +86,7 @@ class _Session:
         self.charger_suspended = False
         self.warned_charging = False
         self.no_meter_reason: str | None = None
+        self.tether: Tether = NullTether("not connected yet")
         self.counters = Counters()
 
     # -- the session ----------------------------------------------------------------------------------
@@ -111,9 +115,9 @@ class _Session:
     def _on_device(self, dev: FarmDevice) -> None:
         layout = Layout(dev.workdir, self.spec.run_id)
         dev.prepare(layout.run_subdir)
-        tether = dev.tether(layout.run_dir)
+        self.tether = dev.tether(layout.run_dir)
         try:
-            with self.env.cancel.on_cancel(tether.close):
+            with self.env.cancel.on_cancel(lambda: self.tether.close()):
                 meter, zones = self._set_up(dev, layout)
                 baseline_w = self._baseline(dev, layout, meter, zones)
                 ctx = self._power_context(dev, meter, baseline_w)
@@ -123,7 +127,13 @@ class _Session:
                     attempt = functools.partial(self._job, dev, layout, job, meter, zones, ctx)
                     self._emit_job(self._retrying(dev, layout, job, attempt))
         finally:
-            tether.close()
+            self.tether.close()
+
+    def _re_tether(self, dev: FarmDevice, layout: Layout) -> None:
+        """After a dropped link the old tether's watchdog cleans the run folder: let it finish, then tie again."""
+        self.tether.close()
+        self.tether.settle(RETETHER_WAIT_S)
+        self.tether = dev.tether(layout.run_dir)
 
     def _emit_job(self, done: JobDone) -> None:
         if done.status != "ok" and self.env.cancel.is_set():
@@ -269,6 +279,7 @@ class _Session:
             raise
         except TransportError:
             self._status("retry", "link dropped while staging, retrying")
+            self._re_tether(dev, layout)
             self._stage(dev, layout)
 
     # -- power ------------------------------------------------------------------------------------------
@@ -330,7 +341,7 @@ class _Session:
             self._check()
             self._status("retry", f"link dropped, retrying job {job.index + 1}")
             try:
-                dev.kill_job(layout.job_dir(job.index, 0))
+                self._re_tether(dev, layout)  # its watchdog killed what the dropped link left running
                 return attempt(1)
             except CommandFailed as exc:
                 return self._failed(job, f"link failed, then on retry: {exc}", t0)

@@ -33,6 +33,10 @@ class FakeTether:
     def close(self) -> None:
         self.closed = True
         self.device.killed.set()  # what the device's watchdog does: kill the decoder
+        self.device.calls.append("untether")
+
+    def settle(self, timeout_s: float) -> None:
+        self.device.killed.clear()  # the watchdog has finished: a new decode is not killed
 
 
 @dataclass
@@ -124,6 +128,7 @@ class FakeDevice:
     def tether(self, run_dir: str) -> FakeTether:
         t = FakeTether(self)
         self.tethers.append(t)
+        self.calls.append("tether")
         return t
 
     def free_bytes(self, path: str) -> int | None:
