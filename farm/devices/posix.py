@@ -73,10 +73,10 @@ echo "@@$m timing $t0 $t1 $rc"
 echo "@@$m temps_start$z0"
 echo "@@$m temps_end$z1"
 if [ -f out.y4m ]; then echo "@@$m sha $(sha256sum <out.y4m | cut -d' ' -f1) $(wc -c <out.y4m)"; fi
+if [ "$rc" != 0 ]; then set -- $(df -Pk . 2>/dev/null | tail -n 1); echo "@@$m free_kb ${4:--}"; fi
 echo "@@$m stats"
 if [ -f stats.jsonl ]; then cat stats.jsonl; fi
 echo
-if [ "$rc" != 0 ]; then set -- $(df -Pk . 2>/dev/null | tail -n 1); echo "@@$m free_kb ${4:--}"; fi
 echo "@@$m stderr"
 tail -c 4000 decoder.stderr
 """
