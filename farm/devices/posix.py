@@ -192,7 +192,8 @@ class PosixDevice:
         """
         res = self.transport.run(["sh", "-c", script, "farm", *args], timeout=timeout or self.command_timeout)
         if not res.ok:
-            raise CommandFailed(self.device_id, name or script_name(script), res.exit_status, res.error_tail(400))
+            what = name or script_name(script)
+            raise CommandFailed(self.device_id, what, res.exit_status, res.error_tail(400), timed_out=res.timed_out)
         return res.text()
 
     def prepare(self, *subdirs: str) -> None:
