@@ -57,8 +57,12 @@ def _kill_controller_mid_decode(inventory: Path, device_id: str, state: Path, ma
         assert child.stdout is not None
         run = child.stdout.readline().strip()
         assert run, child.stderr.read() if child.stderr else ""
-        assert wait_for(lambda: bool(alive(marker + "1")) and bool(alive(marker + "2")), 20), alive(marker)
-        assert Path(run, "0", "decoder.pid").is_file() and list(Path(run, "pids").glob("*.pid"))
+
+        def started() -> bool:  # the decode script's argv holds the marker before its decoder runs: see the pids
+            pids = Path(run, "0", "decoder.pid").is_file() and bool(list(Path(run, "pids").glob("*.pid")))
+            return pids and bool(alive(marker + "1")) and bool(alive(marker + "2"))
+
+        assert wait_for(started, 20), alive(marker)
         child.send_signal(signal.SIGKILL)
         killed = time.monotonic()
         child.wait(10)
