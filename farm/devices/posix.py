@@ -109,8 +109,8 @@ exec cat >/dev/null 2>&1
 """
 
 # Tether, part (b): $1 run dir, $2 the pid of part (a). Once a second, is (a) still there (a zombie is gone)?
-# When it is not, kill every process group recorded under the run dir, twice (a process being started during
-# the first round records itself in time for the second), then remove the run dir.
+# When it is not, kill every process group recorded under the run dir, twice (in case a pid file appeared while
+# the first round ran), then remove the run dir.
 _WATCHDOG_SCRIPT = r"""
 d=$1 a=$2
 held() { s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1; s=${s##*) }; [ "${s%% *}" != Z ]; }
