@@ -58,12 +58,15 @@ class CommandFailed(FarmError):
 
     exit_code = 3
 
-    def __init__(self, device_id: str, command: str, exit_status: int | None, stderr_tail: str = "") -> None:
+    def __init__(
+        self, device_id: str, command: str, exit_status: int | None, stderr_tail: str = "", *, timed_out: bool = False
+    ) -> None:
         self.device_id = device_id
         self.command = command
-        self.exit_status = exit_status
+        self.exit_status = exit_status  # None: killed at its deadline, or refused with no status (an ADB sync FAIL)
         self.stderr_tail = stderr_tail
-        why = "timed out" if exit_status is None else f"exit {exit_status}"
+        self.timed_out = timed_out
+        why = "timed out" if timed_out else ("refused" if exit_status is None else f"exit {exit_status}")
         detail = f": {stderr_tail}" if stderr_tail else ""
         super().__init__(f"{device_id}: {command} failed on the device ({why}){detail}")
 

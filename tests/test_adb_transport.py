@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import signal
 import socket
 import stat
 import threading
@@ -21,10 +22,12 @@ import pytest
 
 from farm.config.inventory import AdbTransport
 from farm.devices.posix import PosixDevice
+from farm.errors import CommandFailed
 from farm.sim.adbd import AdbDevice
 from farm.transports.adb import AdbLink, keygen
 from farm.transports.base import TransportError, Unreachable
 from tests.conftest import alive, wait_for
+from tests.sim_fixtures import PhoneFactory
 
 MiB = 1024 * 1024
 
@@ -112,8 +115,9 @@ def test_push_pull_8mib_byte_identical_with_odd_names(link: AdbLink, phone: AdbD
     assert link.pull(str(remote), back) == 8 * MiB
     assert back.read_bytes() == payload
     assert not list(phone.root.rglob("pwned*"))
-    with pytest.raises(TransportError):
+    with pytest.raises(CommandFailed, match="pulling") as refused:  # the phone said no: not a dropped link
         link.pull(str(phone.root / "missing"), tmp_path / "missing")
+    assert not isinstance(refused.value, TransportError)
     assert not (tmp_path / "missing").exists()
 
 
@@ -312,3 +316,24 @@ def test_usb_without_the_usb_extra_names_it(tmp_path: Path) -> None:
     link = AdbLink("usb-phone", AdbTransport(kind="adb", serial="0123456789ABCDEF", key=str(key)))
     with pytest.raises(Unreachable, match=r"codec-farm\[usb\]"):
         link.connect()
+
+
+@pytest.mark.timeout(60)
+def test_a_frozen_phone_is_a_silent_link_not_a_timed_out_command(sim_phone: PhoneFactory) -> None:
+    """The phone's own `timeout -k` ends a command in time; past the host's deadline only the link can be dead."""
+    phone = sim_phone("frozen")
+    assert phone.proc is not None
+    entry = phone.inventory_entry(sim_phone.key)["transport"]
+    link = AdbLink("frozen", AdbTransport.model_validate(entry))
+    link.connect()
+    assert link.run(["echo", "up"], timeout=5).stdout == b"up\n"  # learns that the phone has `timeout`
+    threading.Timer(0.5, os.kill, (phone.proc.pid, signal.SIGSTOP)).start()
+    start = time.monotonic()
+    try:
+        # the host's budget: 1 s + KILL_GRACE_S (2 s) + DEADLINE_MARGIN_S (10 s)
+        with pytest.raises(TransportError, match=r"^frozen: .*did not answer for 13 s while running 'sleep'"):
+            link.run(["sleep", "30"], timeout=1)
+        assert time.monotonic() - start < 13 + 3
+    finally:
+        os.kill(phone.proc.pid, signal.SIGCONT)
+    link.close()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -138,3 +140,43 @@ def test_decoder_output_cannot_forge_the_report(device: PosixDevice, tmp_path: P
     assert outcome.exit_status == 1 and outcome.output_sha is None
     assert outcome.stats_error is not None  # the imitation lines are stats garbage, not a timing record
     assert "@@stderr fake" in outcome.stderr_tail
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 2 MiB file system (tmpfs) to fill up; unmounted afterwards."""
+    mount = tmp_path / "small disk"
+    mount.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {res.stderr.decode(errors='replace').strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_free_bytes_reads_df_on_the_device(small_disk: Path) -> None:
+    dev = PosixDevice("t", LocalTransport(), str(small_disk / "work"), command_timeout=20)
+    assert dev.free_bytes(str(small_disk)) == 2 << 20
+    assert dev.free_bytes(f"{small_disk}/not/yet/made") == 2 << 20  # the nearest existing parent counts
+    (small_disk / "half").write_bytes(b"\0" * (1 << 20))
+    assert dev.free_bytes(str(small_disk)) == 1 << 20
+
+
+def test_a_decode_that_fills_the_disk_says_so(small_disk: Path) -> None:
+    dev = PosixDevice("t", LocalTransport(), str(small_disk / "work"), command_timeout=20)
+    dev.prepare()
+    # a full disk swallows the decoder's own complaint (its stderr file cannot grow): the free space tells
+    fill = 'head -c 4000000 /dev/zero >"$1"'
+    full = dev.decode(["sh", "-c", fill, "dec", f"{dev.workdir}/jobs/0/out.y4m"], f"{dev.workdir}/jobs/0", 30)
+    assert full.exit_status != 0 and full.free_bytes == 0
+    assert full.failure == f"no space left on the device (0.0 MB free in {dev.workdir})", full
+    dev.remove(f"{dev.workdir}/jobs/0")
+    # a decoder whose scratch space (elsewhere) ran out says ENOSPC itself
+    said = dev.decode(["sh", "-c", "echo 'tmp: No space left on device' >&2; exit 1"], f"{dev.workdir}/jobs/1", 30)
+    assert said.failure is not None and said.failure.startswith("no space left on the device ("), said
+    dev.remove(f"{dev.workdir}/jobs/1")
+    other = dev.decode(["sh", "-c", "echo bad input >&2; exit 3"], f"{dev.workdir}/jobs/2", 30)
+    assert other.exit_status == 3 and other.failure is None  # plenty of space: an ordinary failure
+    assert other.free_bytes is not None and other.free_bytes > 1 << 20

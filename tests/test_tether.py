@@ -18,10 +18,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from farm.devices.base import NullTether
+from farm.config.inventory import Device, load_inventory
+from farm.devices import ios
+from farm.devices.base import FarmDevice, NullTether
+from farm.devices.connect import connect
 from farm.devices.posix import PosixDevice
 from farm.transports.local import LocalTransport
 from tests.conftest import ROOT, alive, wait_for
+from tests.ios_fakes import FakePhone, FakeServices, ios_entry
 from tests.sim_fixtures import BoardFactory, PhoneFactory
 
 BOUND_S = 5.0
@@ -53,8 +57,12 @@ def _kill_controller_mid_decode(inventory: Path, device_id: str, state: Path, ma
         assert child.stdout is not None
         run = child.stdout.readline().strip()
         assert run, child.stderr.read() if child.stderr else ""
-        assert wait_for(lambda: bool(alive(marker + "1")) and bool(alive(marker + "2")), 20), alive(marker)
-        assert Path(run, "0", "decoder.pid").is_file() and list(Path(run, "pids").glob("*.pid"))
+
+        def started() -> bool:  # the decode script's argv holds the marker before its decoder runs: see the pids
+            pids = Path(run, "0", "decoder.pid").is_file() and bool(list(Path(run, "pids").glob("*.pid")))
+            return pids and bool(alive(marker + "1")) and bool(alive(marker + "2"))
+
+        assert wait_for(started, 20), alive(marker)
         child.send_signal(signal.SIGKILL)
         killed = time.monotonic()
         child.wait(10)
@@ -119,7 +127,39 @@ def test_emulated_phone_is_clean_soon_after_the_controller_is_sigkilled(
     assert took < BOUND_S, took
 
 
-def test_ios_tether_is_a_no_op_that_says_why() -> None:
-    tether = NullTether("iOS: the app is killed through DVT")
-    tether.close()
-    assert tether.alive() and "DVT" in tether.why
+def test_ios_tether_is_a_no_op_that_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakePhone(tmp_path / "iphone")
+    monkeypatch.setattr(ios, "SERVICES", lambda: FakeServices(fake))
+    dev = ios.connect_ios(Device.model_validate(ios_entry()), tmp_path)
+    try:
+        tether = dev.tether(f"{dev.workdir}/jobs/r1")
+        assert isinstance(tether, NullTether) and "DVT" in tether.why and tether.alive()
+        tether.close()
+        assert dev.free_bytes(dev.workdir) is None
+    finally:
+        dev.close()
+        fake.stop()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("kind", ["local", "ssh", "phone"])
+def test_every_shell_device_tethers_and_tells_its_free_space(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """The same two calls on every shell device kind: a tether made and closed, and df read on the device."""
+    if kind == "local":
+        dev: FarmDevice = PosixDevice("here", LocalTransport(), str(tmp_path / "work"), command_timeout=20)
+    else:
+        fleet = request.getfixturevalue("ssh_fleet" if kind == "ssh" else "phone_fleet")
+        device_id = "board-1" if kind == "ssh" else "phone-1"
+        dev = connect(load_inventory(fleet.inventory_path).get(device_id), tmp_path / "state")
+    try:
+        free = dev.free_bytes(dev.workdir)
+        assert free is not None and free > 0
+        run = f"{dev.workdir}/jobs/contract-{kind}"
+        tether = dev.tether(run)
+        assert tether.alive() and Path(run).is_dir()
+        tether.close()
+        assert wait_for(lambda: not Path(run).exists(), 5) and not tether.alive()
+    finally:
+        dev.close()

@@ -530,9 +530,9 @@ class IosDevice:
             self._pulled.pop(remote).unlink(missing_ok=True)
 
     def tether(self, run_dir: str) -> NullTether:
-        """iOS runs no shell a tether could hold, and an app cannot outlive its launch by DVT's process control:
-        the session's own cleanup kills the app through DVT (``kill_job``), and the app's container is removed
-        with the app. Nothing else of the run lives on the phone, so there is nothing for a watchdog to stop."""
+        """iOS runs no shell a tether could hold, and no watchdog could be left on the phone. The run's only process
+        there is the decoding app, which the session's own cleanup kills through DVT (``kill_job``); after a
+        SIGKILL of the controller the app runs until its decode ends (docs/tethers.md)."""
         return NullTether("iOS: the app is killed through DVT by the session's cleanup; there is no shell to hold")
 
     def free_bytes(self, path: str) -> int | None:

@@ -74,10 +74,10 @@ echo "@@$m timing $t0 $t1 $rc"
 echo "@@$m temps_start$z0"
 echo "@@$m temps_end$z1"
 if [ -f out.y4m ]; then echo "@@$m sha $(sha256sum <out.y4m | cut -d' ' -f1) $(wc -c <out.y4m)"; fi
+if [ "$rc" != 0 ]; then set -- $(df -Pk . 2>/dev/null | tail -n 1); echo "@@$m free_kb ${4:--}"; fi
 echo "@@$m stats"
 if [ -f stats.jsonl ]; then cat stats.jsonl; fi
 echo
-if [ "$rc" != 0 ]; then set -- $(df -Pk . 2>/dev/null | tail -n 1); echo "@@$m free_kb ${4:--}"; fi
 echo "@@$m stderr"
 tail -c 4000 decoder.stderr
 """
@@ -110,8 +110,8 @@ exec cat >/dev/null 2>&1
 """
 
 # Tether, part (b): $1 run dir, $2 the pid of part (a). Once a second, is (a) still there (a zombie is gone)?
-# When it is not, kill every process group recorded under the run dir, twice (a process being started during
-# the first round records itself in time for the second), then remove the run dir.
+# When it is not, kill every process group recorded under the run dir, twice (in case a pid file appeared while
+# the first round ran), then remove the run dir.
 _WATCHDOG_SCRIPT = r"""
 d=$1 a=$2
 held() { s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1; s=${s##*) }; [ "${s%% *}" != Z ]; }
@@ -200,7 +200,8 @@ class PosixDevice:
         """
         res = self.transport.run(["sh", "-c", script, "farm", *args], timeout=timeout or self.command_timeout)
         if not res.ok:
-            raise CommandFailed(self.device_id, name or script_name(script), res.exit_status, res.error_tail(400))
+            what = name or script_name(script)
+            raise CommandFailed(self.device_id, what, res.exit_status, res.error_tail(400), timed_out=res.timed_out)
         return res.text()
 
     def prepare(self, *subdirs: str) -> None:

@@ -342,6 +342,10 @@ class AdbLink:
                         if fired.is_set():
                             raise _Deadline from None
                         raise
+            except (adb_exc.AdbCommandFailureException, adb_exc.PushFailedError) as exc:
+                # the phone's sync service answered FAIL (no such file, permission denied): the link carried it
+                self.drop()  # adb-shell's stream state after a FAIL is not worth trusting: reconnect next time
+                raise CommandFailed(self.device_id, what, None, str(exc)[-300:]) from None
             except _TIMEOUTS as exc:
                 self.drop()
                 if deadline_s is not None:
@@ -402,6 +406,9 @@ class AdbLink:
                 deadline_s=deadline_s,
             )
         except _Deadline:
+            if self._has_timeout:
+                # the phone's own `timeout -k` should have ended the command long before: the link is dead
+                raise self._err(f"did not answer for {deadline_s:g} s while running {argv[0]!r}") from None
             return Completed(argv, None, b"", b"", True, time.monotonic() - start)
         status, out, err = self._parse(raw, marker, argv)
         return Completed(argv, status, out, err, False, time.monotonic() - start)
@@ -487,7 +494,7 @@ class AdbLink:
                 f"pulling {remote!r}",
                 lambda dev: dev.pull(remote, str(local), transport_timeout_s=io_s, read_timeout_s=io_s),
             )
-        except TransportError:
+        except (TransportError, CommandFailed):
             local.unlink(missing_ok=True)  # never leave a partial file that looks like a result
             raise
         return local.stat().st_size

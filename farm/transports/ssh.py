@@ -6,8 +6,11 @@
   link dies; the host keeps its own deadline on top. stdout and stderr are drained while the command runs,
   so a chatty command can never fill the channel window and deadlock before its exit status arrives.
 - ``spawn`` uses ``setsid`` so ``kill`` can take down the whole process group on the board.
-- Connections use short connect timeouts, TCP keepalive and SSH keepalives; a dropped connection is reopened
-  on the next call (once), so one flaky board costs a retry, not the run.
+- Connections use short connect timeouts, TCP keepalive and a heartbeat the board must answer (a frozen board
+  is reported as "did not answer for N s"); a dropped connection is reopened on the next call (once), so one
+  flaky board costs a retry, not the run. A command that ran and failed raises CommandFailed, never a
+  TransportError: retrying it cannot help.
+- ``hold`` keeps a command on its own channel for as long as the link lives (the device's tether).
 - Transfers stream through ``cat`` on an exec channel with a large window and AES-GCM preferred (faster than
   paramiko's SFTP, and than scp, here: see bench/bench_ssh_push.py); integrity is checked by sha256 on the
   board by the device layer.
@@ -77,7 +80,7 @@ class _Heartbeat:
             self._pending_since = None
 
     def _watch(self) -> None:
-        while not self._stop.wait(0.25):
+        while not self._stop.wait(0.25) and self._transport.is_active():  # a dead transport needs no watching
             since = self._pending_since
             if since is not None and time.monotonic() - since > self._bound_s:
                 self._stop.set()
