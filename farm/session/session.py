@@ -152,7 +152,8 @@ class _Session:
         """Every job not yet run becomes a failed job with the reason, so the run shows what was lost."""
         now = time.time()
         for job in self.spec.jobs[self.finished :]:
-            self._emit_job(self._failed(job, error, now))
+            self.env.emit(self._failed(job, error, now))  # the device broke: real failures, even during a stop
+            self.finished += 1
 
     def _failed(self, job: JobSpec, error: str, t0: float) -> JobDone:
         n = len(self.spec.jobs)
