@@ -161,19 +161,21 @@ def encode(bundle: Bundle, source: Source, rate_kbps: float, cache: Path) -> Bit
     reused = out.is_file()
     if not reused:
         out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=out.parent) as tmpdir:
+        # absolute paths: the sandbox binds each one where it is, and has no working directory of ours
+        with tempfile.TemporaryDirectory(dir=out.parent.resolve()) as tmpdir:
             tmp = Path(tmpdir) / f"out.{enc.output_ext}"
+            src, root = source.path.resolve(), bundle.root.resolve()
             values = {
                 **runtime,
-                "input": str(source.path),
+                "input": str(src),
                 "output": str(tmp),
                 "rate": f"{rate_kbps:g}",
                 "width": str(source.width),
                 "height": str(source.height),
                 "fps": f"{source.fps:g}",
-                "bundle": str(bundle.root),
+                "bundle": str(root),
             }
             # a bundle is code: its encoder sees its input, its bundle and runtimes, and writes only tmpdir
-            argv = confine(substitute(enc.argv, values), [source.path, bundle.root], Path(tmpdir), [*runtime.values()])
+            argv = confine(substitute(enc.argv, values), [src, root], Path(tmpdir), [*runtime.values()])
             _atomic_run(argv, out, tmp, f"{bundle.label} encode of {source.sequence_id} at {rate_kbps:g} kbps")
     return Bitstream(out, _sha_cached(out, cache), out.stat().st_size, rate_kbps, reused)

@@ -157,3 +157,22 @@ def test_bad_meter_settings_are_input_errors(tmp_path: Path) -> None:
     )
     code, out = farm(tmp_path, "run", suite(tmp_path), *bundle_args(), "--inventory", str(inv))
     assert code == 2 and f"{inv}:7: devices[0].power: nodes: 'relative/path' is not an absolute path" in out
+
+
+def test_relative_paths_and_the_default_store_as_the_readme_runs_it(tmp_path: Path) -> None:
+    """The README's command runs from a checkout with relative paths and the default `.farm/` state: the
+    sandboxed encoder, the device and the store must all work from there (absolute temp paths hide that)."""
+    import os
+    import subprocess
+    import sys
+
+    shutil.copytree(EXAMPLES, tmp_path / "examples" / "bundles")
+    shutil.copy(ROOT / "devices.yaml", tmp_path / "devices.yaml")
+    suite(tmp_path, '  - {metric: failures, op: "==", value: 0, scope: all}', name="tiny.yaml")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FARM_")}
+    res = subprocess.run(
+        [sys.executable, "-m", "farm", "run", "tiny.yaml", "--bundle", "examples/bundles/av1-svt"],
+        cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert (tmp_path / ".farm" / "results.db").is_file() and "PASSED" in res.stdout
