@@ -25,7 +25,7 @@ from farm.power import probe
 from farm.power.battery import BatteryState, Gauge
 from farm.power.instrument import Instrument, Window
 from farm.power.sampler import PowerSample
-from farm.transports.base import Background, Held, Transport
+from farm.transports.base import AWAIT_SESSION_LEADER, Background, Held, Transport
 
 __all__ = ["DecodeOutcome", "PosixDevice", "TransferCounter", "parse_decode", "parse_stats"]
 
@@ -91,23 +91,17 @@ kill -KILL "-$p" 2>/dev/null; kill -KILL "$p" 2>/dev/null; exit 0
 # Tether, part (a): $1 run dir, $2 the watchdog script. Starts the watchdog in a session of its own (so a device
 # that kills this command's process group when its stream closes spares it; see SPAWN_SCRIPT), waits until it
 # leads that session, says so, then reads stdin until the link ends: this shell's life is the link's.
-_TETHER_SCRIPT = r"""
+_TETHER_SCRIPT = (
+    r"""
 d=$1 w=$2
 mkdir -p "$d" || exit 1
 setsid sh -c "$w" farm-watchdog "$d" "$$" </dev/null >/dev/null 2>&1 &
-p=$!
-i=0
-while [ "$i" -lt 300 ]; do
-  s=$(cat "/proc/$p/stat" 2>/dev/null) || break
-  s=${s##*) }
-  set -- $s
-  [ "$4" = "$p" ] && break
-  sleep 0.01 2>/dev/null
-  i=$((i + 1))
-done
-echo "tethered $p"
+p=$!"""
+    + AWAIT_SESSION_LEADER
+    + """echo "tethered $p"
 exec cat >/dev/null 2>&1
 """
+)
 
 # Tether, part (b): $1 run dir, $2 the pid of part (a). Once a second, is (a) still there (a zombie is gone)?
 # When it is not, kill every process group recorded under the run dir, twice (in case a pid file appeared while

@@ -18,9 +18,7 @@ from farm.errors import InfraError
 # leads its own session (or is gone): until setsid has run, the child is still in the calling shell's process
 # group, and a device that kills that group when the command's stream closes (adbd with a pty; the farm's
 # emulator always) would take the background job with it. $4 of /proc/PID/stat after the ")" is the session id.
-SPAWN_SCRIPT = r"""
-setsid "$@" </dev/null >/dev/null 2>&1 &
-p=$!
+AWAIT_SESSION_LEADER = r"""
 i=0
 while [ "$i" -lt 300 ]; do
   s=$(cat "/proc/$p/stat" 2>/dev/null) || break
@@ -30,8 +28,17 @@ while [ "$i" -lt 300 ]; do
   sleep 0.01 2>/dev/null
   i=$((i + 1))
 done
-echo "$p"
 """
+"""Shell lines that wait (up to 3 s) until the background process ``$p`` leads its own session, or is gone."""
+
+SPAWN_SCRIPT = (
+    r"""
+setsid "$@" </dev/null >/dev/null 2>&1 &
+p=$!"""
+    + AWAIT_SESSION_LEADER
+    + """echo "$p"
+"""
+)
 
 # setsid made the pid a process group leader: kill the group, then the pid in case setsid forked (no --: dash)
 KILL_SCRIPT = 'kill -KILL "-$1" 2>/dev/null; kill -KILL "$1" 2>/dev/null; exit 0'
