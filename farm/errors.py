@@ -71,6 +71,12 @@ class CommandFailed(FarmError):
         super().__init__(f"{device_id}: {command} failed on the device ({why}){detail}")
 
 
+class Stopped(FarmError):
+    """The user stopped the farm (Ctrl-C, SIGTERM) before a run had anything to keep: exit 130 like any stop."""
+
+    exit_code = 130
+
+
 class Refused(FarmError):
     """The farm's answer is no: a gate did not pass, a bundle or a stored result does not match (exit 1).
 

@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -20,10 +21,14 @@ from pathlib import Path
 from farm.bundle import Bundle
 from farm.config.manifest import substitute
 from farm.config.suite import Generate, Sequence
-from farm.errors import InputError, Problem
+from farm.errors import InputError, Problem, Stopped
 from farm.fileio import sha256_file, write_atomic
 from farm.quality.y4m import read_y4m_info
 from farm.sandbox import confine
+from farm.session.cancel import Cancel
+
+TOOL_TIMEOUT_S = 3600.0
+POLL_S = 0.2
 
 _SEEDED = {"life": "seed=1", "cellauto": "seed=1:rule=110"}
 
@@ -71,19 +76,39 @@ def _key(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _atomic_run(argv: list[str], dest: Path, tmp: Path, what: str) -> None:
+def _atomic_run(argv: list[str], dest: Path, tmp: Path, what: str, cancel: Cancel | None = None) -> None:
     try:
-        res = subprocess.run(argv, capture_output=True, timeout=3600, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    except OSError as exc:
         raise InputError(f"{what}: could not run {argv[0]!r}: {exc}") from None
-    if res.returncode != 0 or not tmp.is_file() or tmp.stat().st_size == 0:
+    returncode, stderr = _wait(proc, what, cancel)
+    if returncode != 0 or not tmp.is_file() or tmp.stat().st_size == 0:
         tmp.unlink(missing_ok=True)
-        tail = res.stderr.decode("utf-8", "replace")[-800:].strip()
-        raise InputError(f"{what} failed (exit {res.returncode}): {tail}")
+        tail = stderr.decode("utf-8", "replace")[-800:].strip()
+        raise InputError(f"{what} failed (exit {returncode}): {tail}")
     os.replace(tmp, dest)
 
 
-def render(seq: Sequence, cache: Path) -> Source:
+def _wait(proc: subprocess.Popen[bytes], what: str, cancel: Cancel | None) -> tuple[int, bytes]:
+    """Wait for a host tool, killing it when the run is stopped: an encode can take minutes, and a sandboxed
+    one sits in a session of its own, out of reach of the terminal's Ctrl-C (bwrap --die-with-parent follows)."""
+    deadline = time.monotonic() + TOOL_TIMEOUT_S
+    while True:
+        try:
+            _, stderr = proc.communicate(timeout=POLL_S)
+            return proc.returncode, stderr
+        except subprocess.TimeoutExpired:
+            stopped = cancel is not None and cancel.is_set()
+            if not stopped and time.monotonic() < deadline:
+                continue
+            proc.kill()
+            proc.communicate()
+            if stopped:
+                raise Stopped(f"{what}: stopped") from None
+            raise InputError(f"{what}: still running after {TOOL_TIMEOUT_S:g}s, killed") from None
+
+
+def render(seq: Sequence, cache: Path, cancel: Cancel | None = None) -> Source:
     """A sequence as a Y4M file on the host: a given file as is, or a generated one, rendered once."""
     if seq.path is not None:
         path = seq.path
@@ -96,7 +121,7 @@ def render(seq: Sequence, cache: Path) -> Source:
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".part.y4m")
-            _atomic_run(_render_argv(ffmpeg, gen, tmp), path, tmp, f"render sequence {seq.id!r}")
+            _atomic_run(_render_argv(ffmpeg, gen, tmp), path, tmp, f"render sequence {seq.id!r}", cancel)
     info = read_y4m_info(path)
     if info.chroma not in {"420", "420jpeg", "420mpeg2", "420paldv"}:
         raise InputError([Problem(str(path), None, "", f"only 8-bit 4:2:0 Y4M is supported (C{info.chroma})")])
@@ -146,7 +171,7 @@ def host_runtime(names: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-def encode(bundle: Bundle, source: Source, rate_kbps: float, cache: Path) -> Bitstream:
+def encode(bundle: Bundle, source: Source, rate_kbps: float, cache: Path, cancel: Cancel | None = None) -> Bitstream:
     enc = bundle.manifest.encoder
     runtime = host_runtime(enc.requires)
     key = _key(
@@ -177,5 +202,5 @@ def encode(bundle: Bundle, source: Source, rate_kbps: float, cache: Path) -> Bit
             }
             # a bundle is code: its encoder sees its input, its bundle and runtimes, and writes only tmpdir
             argv = confine(substitute(enc.argv, values), [src, root], Path(tmpdir), [*runtime.values()])
-            _atomic_run(argv, out, tmp, f"{bundle.label} encode of {source.sequence_id} at {rate_kbps:g} kbps")
+            _atomic_run(argv, out, tmp, f"{bundle.label} encode of {source.sequence_id} at {rate_kbps:g} kbps", cancel)
     return Bitstream(out, _sha_cached(out, cache), out.stat().st_size, rate_kbps, reused)

@@ -23,7 +23,7 @@ from typing import Any
 
 from farm import __version__
 from farm.artifacts import DecodedCache
-from farm.errors import FarmError, InfraError, InputError
+from farm.errors import FarmError, InfraError, InputError, Stopped
 from farm.executors.threads import ThreadExecutor
 from farm.gates import StoreBaselines, Verdict, evaluate, load_view
 from farm.plan import Media, Plan, artifacts, plan_jobs, prepare_media, session_specs
@@ -122,10 +122,23 @@ def _resumable(plan: Plan, store: Store, run_id: str) -> set[tuple[str, JobKey]]
     return {(d, JobKey(role, seq, rate, rep)) for d, role, seq, rate, rep in store.completed_job_keys(run_id)}
 
 
+def _media(plan: Plan, opts: RunOptions) -> Media:
+    """Render and encode; a stop meanwhile (which also kills the encoders: they share the terminal) ends here."""
+    stopped = Stopped("stopped while encoding, before any job ran; the encodes that finished are cached")
+    try:
+        media = prepare_media(plan, opts.state_dir / "cache", opts.log, opts.cancel)
+    except FarmError:
+        if opts.cancel.is_set():
+            raise stopped from None
+        raise
+    if opts.cancel.is_set():
+        raise stopped
+    return media
+
+
 def execute(plan: Plan, store: Store, opts: RunOptions) -> RunOutcome:
     """Run (or resume) ``plan`` and gate it. The run is never left ``running``, whatever happens."""
-    cache = opts.state_dir / "cache"
-    media = prepare_media(plan, cache, opts.log)
+    media = _media(plan, opts)
     jobs = plan_jobs(plan, media)
     done: set[tuple[str, JobKey]] = set()
     if opts.resume is not None:

@@ -17,6 +17,7 @@ from farm.config.inventory import Device, Inventory, load_inventory, select
 from farm.config.suite import Suite, anchor_problems, load_suite
 from farm.errors import InputError, Problem
 from farm.media import Bitstream, Source, encode, render
+from farm.session.cancel import Cancel
 from farm.session.spec import BundleRef, FileRef, JobKey, JobSpec, SessionSpec
 
 T = TypeVar("T")
@@ -86,17 +87,17 @@ def _fit(bundle: Bundle, device: Device, inventory_path: Path) -> list[Problem]:
     return []
 
 
-def prepare_media(plan: Plan, cache: Path, log: Callable[[str], None]) -> Media:
-    """Step 3: render sources and encode on the host, two encodes at a time."""
+def prepare_media(plan: Plan, cache: Path, log: Callable[[str], None], cancel: Cancel | None = None) -> Media:
+    """Step 3: render sources and encode on the host, two encodes at a time; a stop kills what is running."""
     sources = {}
     for seq in plan.suite.sequences:
         log(f"rendering {seq.id}")
-        sources[seq.id] = render(seq, cache)
+        sources[seq.id] = render(seq, cache, cancel)
     roles = [("test", plan.bundle)] + ([("anchor", plan.anchor)] if plan.anchor else [])
     tasks = [(role, b, sid, rate) for role, b in roles for sid in sources for rate in plan.suite.rates_kbps]
     log(f"encoding {len(tasks)} bitstreams")
     with ThreadPoolExecutor(max_workers=2) as pool:
-        results = list(pool.map(lambda t: encode(t[1], sources[t[2]], t[3], cache), tasks))
+        results = list(pool.map(lambda t: encode(t[1], sources[t[2]], t[3], cache, cancel), tasks))
     bitstreams = {(t[0], t[2], t[3]): bs for t, bs in zip(tasks, results, strict=True)}
     reused = sum(1 for bs in results if bs.reused)
     return Media(sources, bitstreams, len(results) - reused, reused)

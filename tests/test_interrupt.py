@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -17,10 +18,12 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
+from farm.bundle import write_sums
 from farm.sim.sshboard import SshBoard
 from farm.store import Store
-from tests.conftest import ROOT, alive, wait_for, write
+from tests.conftest import EXAMPLES, ROOT, alive, wait_for, write
 from tests.sim_fixtures import BoardFactory
 from tests.support.runs import TINY_SUITE, variant
 
@@ -160,3 +163,27 @@ def test_two_runs_on_one_board_take_turns(ssh_board: BoardFactory, tmp_path: Pat
     for (_, end, run_a), (start, _, run_b) in itertools.pairwise(windows):
         assert start >= end or run_a == run_b, "decode windows of two runs overlap on one board"
     assert wait_for(lambda: _clean(board), CLEAN_BOUND_S)  # a run's watchdog may outlive it by a second
+
+
+def test_ctrl_c_while_encoding_exits_130_and_starts_no_run(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C reaches the whole process group, the encoders too: that is a stop, not a bad bundle."""
+    bundle = tmp_path / "slow-encoder"
+    shutil.copytree(EXAMPLES / "av1-svt", bundle)
+    manifest = yaml.safe_load((bundle / "bundle.yaml").read_text())
+    manifest["encoder"]["argv"] = ["sh", "-c", 'sleep 37.25; exec "$@"', "enc", *manifest["encoder"]["argv"]]
+    (bundle / "bundle.yaml").write_text(yaml.safe_dump(manifest))
+    write_sums(bundle)
+    store = tmp_path / "state" / "results.db"
+    env = {**os.environ, "FARM_STORE": str(store), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "farm", "run", _suite(tmp_path), "--bundle", str(bundle), "--inventory",
+         str(ROOT / "devices.yaml")],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    assert wait_for(lambda: bool(alive("sleep 37.25")), 60)
+    t0 = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert time.monotonic() - t0 < STOP_BOUND_S and "stopped while encoding" in out
+    assert not _jobs(store) and not alive("sleep 37.25")
