@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import tempfile
 import time
@@ -78,7 +79,11 @@ def _key(*parts: object) -> str:
 
 def _atomic_run(argv: list[str], dest: Path, tmp: Path, what: str, cancel: Cancel | None = None) -> None:
     try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # a session of its own: the terminal's Ctrl-C must not reach bwrap half-way (its monitor can outlive the
+        # sandbox holding our pipe); the stop kills the whole group instead
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        )
     except OSError as exc:
         raise InputError(f"{what}: could not run {argv[0]!r}: {exc}") from None
     returncode, stderr = _wait(proc, what, cancel)
@@ -101,11 +106,17 @@ def _wait(proc: subprocess.Popen[bytes], what: str, cancel: Cancel | None) -> tu
             stopped = cancel is not None and cancel.is_set()
             if not stopped and time.monotonic() < deadline:
                 continue
-            proc.kill()
-            proc.communicate()
+            _kill_group(proc)
             if stopped:
                 raise Stopped(f"{what}: stopped") from None
             raise InputError(f"{what}: still running after {TOOL_TIMEOUT_S:g}s, killed") from None
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.communicate(timeout=5)  # bounded: nothing may keep the farm waiting on a killed tool's pipe
 
 
 def render(seq: Sequence, cache: Path, cancel: Cancel | None = None) -> Source:

@@ -180,10 +180,15 @@ def test_ctrl_c_while_encoding_exits_130_and_starts_no_run(tmp_path: Path) -> No
          str(ROOT / "devices.yaml")],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
-    assert wait_for(lambda: bool(alive("sleep 37.25")), 60)
-    t0 = time.monotonic()
-    os.killpg(proc.pid, signal.SIGINT)
-    out, _ = proc.communicate(timeout=60)
+    try:
+        assert wait_for(lambda: bool(alive("sleep 37.25")), 60)
+        t0 = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:  # a test that starts a farm stops it, whatever failed
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     assert proc.returncode == 130, out
     assert time.monotonic() - t0 < STOP_BOUND_S and "stopped while encoding" in out
     assert not _jobs(store) and not alive("sleep 37.25")
