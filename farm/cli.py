@@ -396,6 +396,7 @@ def report(
     run_id: Annotated[str, typer.Argument(help="run id (a unique prefix is enough)")],
     store: StoreOpt = None,
     json_out: Annotated[Path | None, typer.Option("--json")] = None,
+    html_out: Annotated[Path | None, typer.Option("--html", help="also write a self-contained HTML report")] = None,
 ) -> None:
     """Print a stored run's results and its latest gate verdicts."""
     from farm.report import agreement_table, results_table, verdict_table, verdicts_from_store, write_json
@@ -412,6 +413,11 @@ def report(
         out.print(verdict_table(verdicts, title=f"gates of run {rid}"))
         if json_out:
             write_json(json_out, db, rid, verdicts)
+        if html_out:
+            from farm.report.html import write_html
+
+            size = write_html(html_out, db, rid, verdicts)
+            out.print(f"wrote {html_out} ({size / 1024:.0f} KiB)", highlight=False, markup=False)
 
 
 @bundle_app.command("sums")
