@@ -118,7 +118,8 @@ def _rd_section(store: Store, data: RunData, devices: Sequence[str]) -> str:
     out = [
         '<h2 id="rd">Rate-quality curves</h2><p class="note">Bundle solid, anchor dashed, one colour per device; '
         "points are the mean over repeats of the actual rate (bitstream bytes x 8 / duration, not the target) "
-        "and of the quality. BD-rate: PCHIP over the overlapping quality range (negative = fewer bits).</p>"
+        "and of the quality. Devices that decoded bit-exactly draw the same curve, on top of each other. BD-rate: "
+        "PCHIP over the overlapping quality range (negative = fewer bits).</p>"
     ]
     for seq in sorted({j.sequence for j in data.jobs}):
         charts = "".join(_rd_chart(data, seq, metric, devices) for metric in QUALITY_METRICS)
@@ -237,7 +238,7 @@ def _power_section(store: Store, data: RunData, devices: Sequence[str], simulate
                   _job_series(data, device, ("energy_per_frame_j",), start), css_class="chart energy"),
             Chart(f"{device}: temperature{sim}", "s since first job", "°C",
                   _job_series(data, device, ("temp_start_c", "temp_max_c", "temp_end_c"), start),
-                  css_class="chart temperature"),
+                  css_class="chart temperature", legend_at="bottom"),
         ]  # fmt: skip
         if sim:
             out.append(f'<p class="sim">{escape(device)}: power and temperature are SIMULATED by the virtual-board '
