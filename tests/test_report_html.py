@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from farm.sim.fleet import Fleet
 from farm.store import Store
 from tests.conftest import require_tool
-from tests.support.runs import bundle_args, farm, suite
+from tests.support.runs import bundle_args, farm, inventory_with_local, sim_suite, suite
 
 CHROMIUM = Path("/usr/bin/chromium")
 MAX_BYTES = 5 * 1024 * 1024
@@ -138,3 +139,25 @@ def test_chromium_renders_the_report(run: tuple[Path, str], tmp_path: Path) -> N
     assert len(re.findall(r'<svg class="chart rd"', dom.stdout)) == 2
     assert 'data-name="local bundle"' in dom.stdout and "<polyline" in dom.stdout
     assert 'id="overall">PASSED<' in dom.stdout
+
+
+def test_fleet_page_shows_power_against_baseline_and_labels_simulated_sensors(ssh_fleet: Fleet, tmp_path: Path) -> None:
+    """Two virtual boards (simulated power and temperature) and the local device (no meter) in one run."""
+    inv = inventory_with_local(ssh_fleet.inventory_path, tmp_path / "devices.yaml")
+    code, out = farm(tmp_path, "run", sim_suite(tmp_path), *bundle_args(), "--inventory", str(inv))
+    assert code == 0, out
+    html, _ = _report(tmp_path, re.findall(r"run (\d{8}-\d{6}-[0-9a-f]+): ", out)[-1])
+    for board in ("board-1", "board-2"):
+        power = re.search(rf'<svg class="chart power"[^>]*aria-label="{board}: power per job \(SIMULATED\)".*?</svg>',
+                          html, re.S)  # fmt: skip
+        assert power, board
+        assert power.group(0).count("<circle") == 12  # 8 bundle jobs + 4 anchor jobs (not repeated), one point each
+        assert "idle baseline" in power.group(0)
+        label = f"{board}: temperature \\(SIMULATED\\)"
+        temp = re.search(rf'<svg class="chart temperature"[^>]*aria-label="{label}".*?</svg>', html, re.S)
+        assert temp and "<circle" in temp.group(0)
+        assert f"{board}: power and temperature are SIMULATED" in html
+    assert "local: power per job<" in html and "no measured values to plot" in html
+    # consistency matrix: 3 x 3, every pair decoded the 8 bitstreams identically (same decoder everywhere)
+    matrix = html[html.index('id="consistency"') : html.index('id="devices"')]
+    assert matrix.count("<td>8/8</td>") == 9
