@@ -55,6 +55,7 @@ def test_verdicts_come_first_then_the_plots(run: tuple[Path, str]) -> None:
     for gate in ("fps &gt;= 1 [local]", "consistency == bitexact [all]", "failures == 0 [all]"):
         assert gate in html
     assert 'id="overall">PASSED<' in html
+    assert re.search(r"<td>bd_rate.psnr_yuv &lt; 1 \[local\]</td><td>PASS</td><td>-\d+\.\d\d%</td>", html)  # in %
     assert html.index('id="verdicts"') < html.index('id="rd"') < html.index('id="speed"') < html.index('id="power"')
     # one rate-quality chart per quality metric for the one sequence, each with the bundle and anchor curves
     rd = re.findall(r'<svg class="chart rd".*?</svg>', html, re.S)

@@ -71,12 +71,19 @@ def _header(store: Store, run_id: str, verdicts: Sequence[Verdict]) -> str:
     )
 
 
+def _verdict_value(v: Verdict) -> str:
+    """BD-rates and baseline shifts are fractions in the store and % for people; inconclusive has no value."""
+    if v.value is None:
+        return "-" if v.verdict == "inconclusive" else "missing"
+    if isinstance(v.value, str):
+        return v.value
+    if v.metric.startswith("bd_rate") or v.gate.get("baseline") is not None:
+        return _pct(float(v.value))
+    return _num(float(v.value))
+
+
 def _verdicts(verdicts: Sequence[Verdict]) -> str:
-    rows = []
-    for v in verdicts:
-        value = "-" if v.value is None and v.verdict == "inconclusive" else _num(v.value, 4) if not isinstance(
-            v.value, str) else v.value  # fmt: skip
-        rows.append((v.label, v.verdict.upper(), value, v.detail))
+    rows = [(v.label, v.verdict.upper(), _verdict_value(v), v.detail) for v in verdicts]
     if not rows:
         return '<h2 id="verdicts">Verdicts</h2><p>no gate evaluation stored for this run</p>'
     return '<h2 id="verdicts">Verdicts</h2>' + table(
