@@ -133,13 +133,17 @@ def _series(s: Series, sx: _Scale, sy: _Scale, log_x: bool) -> list[str]:
 def _legend(chart: Chart) -> list[str]:
     out = []
     shown = chart.series[:8]
-    first = TOP + 12 if chart.legend_at == "top" else HEIGHT - BOTTOM - 6 - 13 * (len(shown) - 1)
+    lines = min(len(chart.series), len(shown) + 1)
+    first = TOP + 12 if chart.legend_at == "top" else HEIGHT - BOTTOM - 6 - 13 * (lines - 1)
     for i, s in enumerate(shown):
         y = first + 13 * i
         dash = ' stroke-dasharray="6 3"' if s.dashed else ""
         out.append(f'<line x1="{WIDTH - RIGHT - 150}" y1="{y - 4}" x2="{WIDTH - RIGHT - 132}" y2="{y - 4}" '
                    f'stroke="{s.color}" stroke-width="2"{dash}/>')  # fmt: skip
         out.append(f'<text x="{WIDTH - RIGHT - 128}" y="{y}">{escape(s.name[:26])}</text>')
+    if len(chart.series) > len(shown):  # the rest are named on hover (each series has a <title>)
+        y = first + 13 * len(shown)
+        out.append(f'<text x="{WIDTH - RIGHT - 128}" y="{y}">+{len(chart.series) - len(shown)} more (hover)</text>')
     return out
 
 
