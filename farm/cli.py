@@ -396,6 +396,7 @@ def report(
     run_id: Annotated[str, typer.Argument(help="run id (a unique prefix is enough)")],
     store: StoreOpt = None,
     json_out: Annotated[Path | None, typer.Option("--json")] = None,
+    html_out: Annotated[Path | None, typer.Option("--html", help="also write a self-contained HTML report")] = None,
 ) -> None:
     """Print a stored run's results and its latest gate verdicts."""
     from farm.report import agreement_table, results_table, verdict_table, verdicts_from_store, write_json
@@ -412,6 +413,48 @@ def report(
         out.print(verdict_table(verdicts, title=f"gates of run {rid}"))
         if json_out:
             write_json(json_out, db, rid, verdicts)
+        if html_out:
+            from farm.report.html import write_html
+
+            size = write_html(html_out, db, rid, verdicts)
+            out.print(f"wrote {html_out} ({size / 1024:.0f} KiB)", highlight=False, markup=False)
+
+
+@app.command()
+def compare(
+    run_a: Annotated[str, typer.Argument(help="the earlier run, A (a unique prefix is enough)")],
+    run_b: Annotated[str, typer.Argument(help="the run compared against A, B")],
+    store: StoreOpt = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write the comparison as JSON")] = None,
+    html_out: Annotated[Path | None, typer.Option("--html", help="also write a self-contained HTML page")] = None,
+) -> None:
+    """What changed from run A to run B per device x sequence x metric, decided as baseline gates decide."""
+    import json
+
+    from farm.report import compare as cmp
+
+    with _errors():
+        db = _open_store(store, readonly=True)
+        result = cmp.compare_runs(db, _run_id(db, run_a), _run_id(db, run_b))
+        table = Table(title=f"run {result.run_b} (B) against run {result.run_a} (A)")
+        for col in cmp.CHANGE_HEAD:
+            table.add_column(col, overflow="fold")
+        for c in result.changes:
+            table.add_row(*(escape(cell) for cell in cmp.change_cells(c)))
+        out.print(table)
+        bd = Table(title="BD-rate of B against A (negative = B needs fewer bits)")
+        for col in cmp.BD_HEAD:
+            bd.add_column(col, overflow="fold")
+        for x in result.bd_rates:
+            bd.add_row(*(escape(cell) for cell in cmp.bd_cells(x)))
+        out.print(bd)
+        out.print(f"changes: {cmp.summary(result.changes)}", highlight=False, markup=False)
+        if json_out:
+            json_out.parent.mkdir(parents=True, exist_ok=True)
+            json_out.write_text(json.dumps(result.as_dict(), indent=2) + "\n")
+        if html_out:
+            html_out.parent.mkdir(parents=True, exist_ok=True)
+            html_out.write_text(cmp.render_html(db, result))
 
 
 @bundle_app.command("sums")
