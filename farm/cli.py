@@ -11,7 +11,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
 import typer
 from rich.console import Console
@@ -23,6 +23,7 @@ from farm.errors import FarmError, InputError
 
 if TYPE_CHECKING:  # the CLI imports heavy modules inside commands, so `farm --help` stays fast
     from farm.bundle import Bundle
+    from farm.gates import Verdict
     from farm.pipeline import RunOutcome
     from farm.store import Store
 
@@ -39,6 +40,27 @@ InventoryOpt = Annotated[Path | None, typer.Option("--inventory", help="devices 
 StoreOpt = Annotated[Path | None, typer.Option("--store", help="results database [env FARM_STORE]")]
 RepoOpt = Annotated[Path | None, typer.Option("--repo", help="git repository to tag (default: the current one)")]
 SignOpt = Annotated[bool, typer.Option("--sign", help="sign the tag (git tag -s: GPG or SSH, per git config)")]
+
+
+JsonOpt = Annotated[
+    Path | None, typer.Option("--json", help="write it as JSON to FILE; '-' writes to stdout (tables go to stderr)")
+]
+
+CsvOpt = Annotated[Path | None, typer.Option("--csv", help="write one row per rate point as CSV ('-': stdout)")]
+JunitOpt = Annotated[Path | None, typer.Option("--junit", help="write the gate verdicts as JUnit XML")]
+
+
+@contextmanager
+def _stdout_for(*documents: Path | None) -> Iterator[None]:
+    """With ``--json -`` standard output carries the document alone, so the human output moves to stderr."""
+    if not any(d is not None and str(d) == "-" for d in documents):
+        yield
+        return
+    out.file = sys.stderr
+    try:
+        yield
+    finally:
+        out._file = None  # back to whatever sys.stdout is then (rich reads it lazily)
 
 
 def _inventory(path: Path | None) -> Path:
@@ -112,7 +134,10 @@ app.add_typer(devices_app, name="devices")
 def devices(
     ctx: typer.Context,
     inventory: InventoryOpt = None,
-    check: Annotated[bool, typer.Option("--check")] = False,
+    check: Annotated[
+        bool, typer.Option("--check", help="connect to each device (exit 3 if any is unreachable)")
+    ] = False,
+    json_out: JsonOpt = None,
     usbmux: Annotated[
         bool, typer.Option("--usbmux", help="also list every iOS device usbmuxd sees (UDID, model, iOS version)")
     ] = False,
@@ -124,21 +149,29 @@ def devices(
     if ctx.invoked_subcommand is not None:
         return
     from farm.config.inventory import load_inventory
+    from farm.report.machine import dumps, emit
 
-    with _errors():
+    with _errors(), _stdout_for(json_out):
         inv = load_inventory(_inventory(inventory))
+        listed: list[dict[str, Any]] = []
         table = Table(title=f"devices in {_inventory(inventory)}")
         for col in ("id", "platform", "transport", "target", "tags") + (("reachable", "properties") if check else ()):
             table.add_column(col)
         unreachable = 0
         for d in inv.devices:
             row = [d.id, d.platform, d.transport.kind, d.target, ",".join(d.tags)]
+            entry: dict[str, Any] = {"id": d.id, "platform": d.platform, "transport": d.transport.kind,
+                                     "target": d.target, "tags": list(d.tags), "host": d.host}  # fmt: skip
             if check:
                 ok, detail = _check_device(d)
                 unreachable += not ok
                 row += ["[green]yes[/]" if ok else "[red]no[/]", escape(detail)]
+                entry |= {"reachable": ok, "detail": detail}
             table.add_row(*row)
+            listed.append(entry)
         out.print(table)
+        if json_out:
+            emit(json_out, dumps({"inventory": str(_inventory(inventory)), "devices": listed}))
         if usbmux or any(d.platform == "ios" for d in inv.devices):
             _list_usbmux()
         if unreachable:
@@ -245,8 +278,9 @@ def run(
     ] = None,
     inventory: InventoryOpt = None,
     store: StoreOpt = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="write the run as JSON")] = None,
-    junit: Annotated[Path | None, typer.Option("--junit", help="write gate verdicts as JUnit XML")] = None,
+    json_out: JsonOpt = None,
+    csv_out: CsvOpt = None,
+    junit: JunitOpt = None,
     pushgateway: Annotated[
         str | None, typer.Option("--pushgateway", help="push the run's results to this Prometheus Pushgateway URL")
     ] = None,
@@ -269,7 +303,7 @@ def run(
     from farm.progress import LiveView
     from farm.session.cancel import Cancel
 
-    with _errors():
+    with _errors(), _stdout_for(json_out, csv_out):
         if pushgateway is not None:
             from farm.metrics.push import check_url
 
@@ -285,7 +319,7 @@ def run(
         opts = RunOptions(state, cancel, [view], view.log, rid, lease_timeout)
         with stop_on_signals(cancel), view:
             outcome = execute(plan, db, opts)
-        code = _print_outcome(db, outcome, plan.suite.name, json_out, junit)
+        code = _print_outcome(db, outcome, plan.suite.name, _Outputs(json_out, csv_out, junit))
         code, pushed = _push(store_path, outcome.run_id, pushgateway, code)
         _say_verdict(outcome, code, pushed)
         if release is not None and repo_root is not None:
@@ -296,8 +330,26 @@ def run(
     raise typer.Exit(code)
 
 
-def _print_outcome(db: Store, outcome: RunOutcome, suite_name: str, json_out: Path | None, junit: Path | None) -> int:
-    from farm.report import agreement_table, results_table, verdict_table, write_json, write_junit
+class _Outputs(NamedTuple):
+    json: Path | None
+    csv: Path | None
+    junit: Path | None
+
+
+def _write_outputs(db: Store, run_id: str, suite_name: str, verdicts: list[Verdict], files: _Outputs) -> None:
+    from farm.report import write_csv, write_json, write_junit
+    from farm.report.points import bd_warnings
+
+    if files.json:
+        write_json(files.json, db, run_id, verdicts)
+    if files.csv:
+        write_csv(files.csv, db, run_id)
+    if files.junit:
+        write_junit(files.junit, run_id, suite_name, verdicts, db, bd_warnings(db, run_id))
+
+
+def _print_outcome(db: Store, outcome: RunOutcome, suite_name: str, files: _Outputs) -> int:
+    from farm.report import agreement_table, results_table, verdict_table
 
     out.print(results_table(db, outcome.run_id))
     if (agreement := agreement_table(db, outcome.run_id)) is not None:
@@ -312,10 +364,7 @@ def _print_outcome(db: Store, outcome: RunOutcome, suite_name: str, json_out: Pa
     )
     for device_id, why in s["devices_failed"].items():
         err.print(f"device {device_id} failed: {why}", highlight=False, markup=False, style="red")
-    if json_out:
-        write_json(json_out, db, outcome.run_id, outcome.verdicts)
-    if junit:
-        write_junit(junit, outcome.run_id, suite_name, outcome.verdicts)
+    _write_outputs(db, outcome.run_id, suite_name, list(outcome.verdicts), files)
     return outcome.exit_code
 
 
@@ -349,12 +398,12 @@ def _say_verdict(outcome: RunOutcome, code: int, pushed: str) -> None:
 def gate(
     run_id: Annotated[str, typer.Argument(help="run id (a unique prefix is enough)")],
     store: StoreOpt = None,
-    junit: Annotated[Path | None, typer.Option("--junit")] = None,
+    junit: JunitOpt = None,
 ) -> None:
     """Re-evaluate a stored run's gates from the store (appends a new evaluation; never rewrites)."""
     from farm.config.suite import Suite
     from farm.gates import StoreBaselines, evaluate, load_view
-    from farm.report import verdict_table, write_junit
+    from farm.report import verdict_table
 
     with _errors():
         db = _open_store(store)
@@ -365,19 +414,25 @@ def gate(
         verdicts = evaluate(suite.gates, load_view(db, rid), StoreBaselines(db))
         db.add_gate_evaluation(rid, [v.as_dict() for v in verdicts])
         out.print(verdict_table(verdicts, title=f"gates of run {rid}"))
-        if junit:
-            write_junit(junit, rid, suite.name, verdicts)
+        _write_outputs(db, rid, suite.name, verdicts, _Outputs(None, None, junit))
         code = 0 if all(v.verdict == "pass" for v in verdicts) else 1
     raise typer.Exit(code)
 
 
 @app.command()
-def runs(store: StoreOpt = None, limit: Annotated[int, typer.Option("--limit")] = 20) -> None:
+def runs(
+    store: StoreOpt = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="how many runs to list")] = 20,
+    json_out: JsonOpt = None,
+) -> None:
     """The run history, newest first."""
     import time
 
-    with _errors():
+    from farm.report.machine import dumps, emit
+
+    with _errors(), _stdout_for(json_out):
         db = _open_store(store, readonly=True)
+        history = []
         table = Table(title=f"runs in {db.path}")
         for col in ("run", "started (UTC)", "suite", "bundle", "status", "gates"):
             table.add_column(col)
@@ -388,19 +443,29 @@ def runs(store: StoreOpt = None, limit: Annotated[int, typer.Option("--limit")] 
             started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["started_at"]))
             table.add_row(r["id"], started, r["suite_name"], f"{r['bundle_name']}@{r['bundle_version']}",
                           r["status"], gates)  # fmt: skip
+            history.append({
+                "id": r["id"], "started_at": r["started_at"], "finished_at": r["finished_at"],
+                "suite": r["suite_name"], "bundle": r["bundle_name"], "bundle_version": r["bundle_version"],
+                "anchor": r["anchor_name"], "status": r["status"], "gates": len(verdicts), "gates_passed": passed,
+                "passed": bool(verdicts) and passed == len(verdicts),
+            })  # fmt: skip
         out.print(table)
+        if json_out:
+            emit(json_out, dumps({"store": str(db.path), "runs": history}))
 
 
 @app.command()
 def report(
     run_id: Annotated[str, typer.Argument(help="run id (a unique prefix is enough)")],
     store: StoreOpt = None,
-    json_out: Annotated[Path | None, typer.Option("--json")] = None,
+    json_out: JsonOpt = None,
+    csv_out: CsvOpt = None,
+    junit: JunitOpt = None,
 ) -> None:
     """Print a stored run's results and its latest gate verdicts."""
-    from farm.report import agreement_table, results_table, verdict_table, verdicts_from_store, write_json
+    from farm.report import agreement_table, results_table, verdict_table, verdicts_from_store
 
-    with _errors():
+    with _errors(), _stdout_for(json_out, csv_out):
         db = _open_store(store, readonly=True)
         rid = _run_id(db, run_id)
         verdicts = verdicts_from_store(db, rid)
@@ -410,8 +475,8 @@ def report(
         if (agreement := agreement_table(db, rid)) is not None:
             out.print(agreement)
         out.print(verdict_table(verdicts, title=f"gates of run {rid}"))
-        if json_out:
-            write_json(json_out, db, rid, verdicts)
+        row = db.run(rid)
+        _write_outputs(db, rid, row["suite_name"] if row else "", verdicts, _Outputs(json_out, csv_out, junit))
 
 
 @bundle_app.command("sums")
