@@ -5,6 +5,7 @@ Exit codes (design): 0 every gate passed, 1 a gate failed or is missing, 2 bad i
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import sys
@@ -19,7 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from farm import __version__
-from farm.errors import FarmError, InputError
+from farm.errors import FarmError, InputError, unnamed
 
 if TYPE_CHECKING:  # the CLI imports heavy modules inside commands, so `farm --help` stays fast
     from farm.bundle import Bundle
@@ -27,17 +28,35 @@ if TYPE_CHECKING:  # the CLI imports heavy modules inside commands, so `farm --h
     from farm.pipeline import RunOutcome
     from farm.store import Store
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="codec-farm: decode suites on real devices.")
+# -h as well as --help everywhere; sub-apps inherit it through click's context
+CONTEXT: dict[str, Any] = {"help_option_names": ["-h", "--help"]}
+app = typer.Typer(
+    add_completion=True, no_args_is_help=True, context_settings=CONTEXT,
+    help="codec-farm: decode suites on real devices.",
+)  # fmt: skip
 bundle_app = typer.Typer(no_args_is_help=True, help="Pack, checksum and verify codec bundles.")
 app.add_typer(bundle_app, name="bundle")
 
-# without a terminal (CI logs) rich would wrap tables at 80 columns; logs have no width limit
-out = Console() if Console().is_terminal else Console(width=200)
+# Without a terminal (CI logs) rich would wrap tables at 80 columns; logs have no width limit. Decided on the
+# real isatty: under FORCE_COLOR rich calls a CI log a terminal, and the tables would be cut to 80 columns.
+out = Console() if sys.stdout.isatty() else Console(width=200)
 err = Console(stderr=True, soft_wrap=True)
 
 
-InventoryOpt = Annotated[Path | None, typer.Option("--inventory", help="devices file [env FARM_INVENTORY]")]
-StoreOpt = Annotated[Path | None, typer.Option("--store", help="results database [env FARM_STORE]")]
+InventoryOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--inventory", envvar="FARM_INVENTORY", show_envvar=True,
+        help="devices file (default: devices.yaml in the project root, see docs/cli.md)",
+    ),
+]  # fmt: skip
+StoreOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--store", envvar="FARM_STORE", show_envvar=True,
+        help="results database (default: .farm/results.db in the project root, see docs/cli.md)",
+    ),
+]  # fmt: skip
 RepoOpt = Annotated[Path | None, typer.Option("--repo", help="git repository to tag (default: the current one)")]
 SignOpt = Annotated[bool, typer.Option("--sign", help="sign the tag (git tag -s: GPG or SSH, per git config)")]
 
@@ -80,6 +99,26 @@ def _state_dir(store: Path) -> Path:
     return Path(os.environ.get("FARM_STATE", str(store.parent)))
 
 
+class _StderrHandler(logging.Handler):
+    """Logs to whatever sys.stderr is at the time (a test runner swaps it), one plain line per record."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(f"{record.relativeCreated / 1000:8.3f} {self.format(record)}\n")
+        except Exception:
+            self.handleError(record)
+
+
+def _log_devices(verbose: bool) -> None:
+    """-v: the transports' DEBUG records (each device command, its exit status and time) go to stderr."""
+    logger = logging.getLogger("farm")
+    for handler in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
+        logger.removeHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    if verbose:
+        logger.addHandler(_StderrHandler())
+
+
 @contextmanager
 def _errors() -> Iterator[None]:
     try:
@@ -103,11 +142,21 @@ def _errors() -> Iterator[None]:
         raise typer.Exit(3) from None
 
 
-def _open_store(path: Path | None, *, readonly: bool = False) -> Store:
-    """Commands that only read open read-only: they work on a read-only mount and never migrate the file."""
+def _open_store(path: Path | None, *, readonly: bool = False, create: bool = False) -> Store:
+    """Commands that only read open read-only: they work on a read-only mount and never migrate the file.
+
+    Only ``farm run`` creates a store (``create``): for any other command a missing store is a typo in
+    --store or the wrong directory, and an empty new one would show an empty history as if it were true.
+    """
     from farm.store import Store
 
-    return Store(_store_path(path), readonly=readonly)
+    where = _store_path(path)
+    if not create and str(where) != ":memory:" and not where.exists():
+        raise InputError(
+            f"no results store at {where}: give --store or FARM_STORE, or run from the project (docs/cli.md); "
+            "'farm run' creates one"
+        )
+    return Store(where, readonly=readonly)
 
 
 def _run_id(store: Store, given: str) -> str:
@@ -120,7 +169,16 @@ def _run_id(store: Store, given: str) -> str:
 @app.callback(invoke_without_command=True)
 def _root(
     version: Annotated[bool, typer.Option("--version", help="print the version and exit")] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", "-q", help="print only errors and the documents asked for (exit code says the rest)"),
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="also log each device command with its exit status and timing")
+    ] = False,
 ) -> None:
+    out.quiet = quiet  # set every time: one process may run several commands (tests, an embedding tool)
+    _log_devices(verbose and not quiet)
     if version:
         out.print(f"codec-farm {__version__}")
         raise typer.Exit(0)
@@ -312,7 +370,7 @@ def run(
         state = _state_dir(store_path)
         repo_root = _release_preflight(release, repo, sign)
         plan = load_plan(suite, bundle, anchor, _inventory(inventory), devices_sel, state / "cache")
-        db = _open_store(store)
+        db = _open_store(store, create=True)
         rid = _run_id(db, resume) if resume is not None else None
         view = LiveView(out, [d.id for d in plan.devices])
         cancel = Cancel()
@@ -337,8 +395,7 @@ class _Outputs(NamedTuple):
 
 
 def _write_outputs(db: Store, run_id: str, suite_name: str, verdicts: list[Verdict], files: _Outputs) -> None:
-    from farm.report import write_csv, write_json, write_junit
-    from farm.report.points import bd_warnings
+    from farm.report import bd_warnings, write_csv, write_json, write_junit
 
     if files.json:
         write_json(files.json, db, run_id, verdicts)
@@ -349,12 +406,12 @@ def _write_outputs(db: Store, run_id: str, suite_name: str, verdicts: list[Verdi
 
 
 def _print_outcome(db: Store, outcome: RunOutcome, suite_name: str, files: _Outputs) -> int:
-    from farm.report import agreement_table, results_table, verdict_table
+    from farm.report import agreement_table, bd_warnings, results_table, verdict_table
 
     out.print(results_table(db, outcome.run_id))
     if (agreement := agreement_table(db, outcome.run_id)) is not None:
         out.print(agreement)
-    out.print(verdict_table(outcome.verdicts, title=f"gates of run {outcome.run_id}"))
+    out.print(verdict_table(outcome.verdicts, f"gates of run {outcome.run_id}", bd_warnings(db, outcome.run_id)))
     s = outcome.summary
     out.print(
         f"encodes: {s['encodes']} new, {s['encodes_reused']} reused from cache · pushed "
@@ -363,7 +420,7 @@ def _print_outcome(db: Store, outcome: RunOutcome, suite_name: str, files: _Outp
         highlight=False,
     )
     for device_id, why in s["devices_failed"].items():
-        err.print(f"device {device_id} failed: {why}", highlight=False, markup=False, style="red")
+        err.print(f"device {device_id} failed: {unnamed(device_id, why)}", highlight=False, markup=False, style="red")
     _write_outputs(db, outcome.run_id, suite_name, list(outcome.verdicts), files)
     return outcome.exit_code
 
@@ -403,7 +460,7 @@ def gate(
     """Re-evaluate a stored run's gates from the store (appends a new evaluation; never rewrites)."""
     from farm.config.suite import Suite
     from farm.gates import StoreBaselines, evaluate, load_view
-    from farm.report import verdict_table
+    from farm.report import bd_warnings, verdict_table
 
     with _errors():
         db = _open_store(store)
@@ -413,7 +470,7 @@ def gate(
         suite = Suite.model_validate_json(row["suite_json"])
         verdicts = evaluate(suite.gates, load_view(db, rid), StoreBaselines(db))
         db.add_gate_evaluation(rid, [v.as_dict() for v in verdicts])
-        out.print(verdict_table(verdicts, title=f"gates of run {rid}"))
+        out.print(verdict_table(verdicts, f"gates of run {rid}", bd_warnings(db, rid)))
         _write_outputs(db, rid, suite.name, verdicts, _Outputs(None, None, junit))
         code = 0 if all(v.verdict == "pass" for v in verdicts) else 1
     raise typer.Exit(code)
@@ -463,7 +520,7 @@ def report(
     junit: JunitOpt = None,
 ) -> None:
     """Print a stored run's results and its latest gate verdicts."""
-    from farm.report import agreement_table, results_table, verdict_table, verdicts_from_store
+    from farm.report import agreement_table, bd_warnings, results_table, verdict_table, verdicts_from_store
 
     with _errors(), _stdout_for(json_out, csv_out):
         db = _open_store(store, readonly=True)
@@ -474,7 +531,7 @@ def report(
             out.print(f"run {rid} took {len(attempts)} attempts (resumed {len(attempts) - 1}x)", highlight=False)
         if (agreement := agreement_table(db, rid)) is not None:
             out.print(agreement)
-        out.print(verdict_table(verdicts, title=f"gates of run {rid}"))
+        out.print(verdict_table(verdicts, f"gates of run {rid}", bd_warnings(db, rid)))
         row = db.run(rid)
         _write_outputs(db, rid, row["suite_name"] if row else "", verdicts, _Outputs(json_out, csv_out, junit))
 
@@ -629,7 +686,9 @@ def release_tag(
 @release_app.command("verify")
 def release_verify(
     tag: Annotated[str, typer.Argument(help="a tag made by 'farm release tag'")],
-    repo: RepoOpt = None,
+    repo: Annotated[
+        Path | None, typer.Option("--repo", help="git repository that holds the tag (default: the current one)")
+    ] = None,
     bundle: Annotated[
         Path | None, typer.Option("--bundle", help="the released bundle (default: where the run found it)")
     ] = None,

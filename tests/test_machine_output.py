@@ -37,7 +37,7 @@ def ran(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, dict[str, 
 def test_json_to_stdout_with_the_tables_on_stderr(ran: tuple[Path, str, dict[str, object]]) -> None:
     _, stderr, data = ran
     assert data["passed"] is True
-    assert "results of run" in stderr and "gates of run" in stderr
+    assert "quality of run" in stderr and "gates of run" in stderr
     assert not (Path.cwd() / "-").exists()
 
 
@@ -85,3 +85,31 @@ def test_runs_and_devices_as_json(ran: tuple[Path, str, dict[str, object]]) -> N
     code, stdout, _ = invoke(tmp / "state", "devices", "--json", "-")
     assert code == 0
     assert [d["id"] for d in json.loads(stdout)["devices"]] == ["local"]
+
+
+def test_tables_fit_100_columns_keep_every_number_and_show_bd_rate_in_percent(
+    ran: tuple[Path, str, dict[str, object]],
+) -> None:
+    from rich.console import Console
+
+    from farm.report import bd_warnings, results_rows, results_table, verdict_table, verdicts_from_store
+    from farm.store import Store
+
+    tmp, _, data = ran
+    run_id = data["run"]["id"]  # type: ignore[index]
+    db = Store.open_readonly(tmp / "state" / "results.db")
+    buf = io.StringIO()
+    console = Console(file=buf, width=100, force_terminal=False)
+    console.print(results_table(db, run_id))
+    verdicts = verdicts_from_store(db, run_id)
+    console.print(verdict_table(verdicts, "gates", {"local": ["bd_rate.psnr_yuv bars: quality overlap is only 50%"]}))
+    text = buf.getvalue()
+    assert max(len(line) for line in text.splitlines()) <= 100
+    for row in results_rows(db, run_id):
+        for key, spec in (("bpp", ".4f"), ("ssim", ".4f"), ("vmaf", ".2f"), ("psnr_yuv", ".2f"), ("fps_p50", ".0f")):
+            assert f"{row[key]:{spec}}" in text, key  # never cut to "0.4…"
+    assert "fps p50 = 1 / median steady-state frame decode time" in text
+    bd = next(v for v in verdicts if v.metric == "bd_rate.psnr_yuv")
+    assert f"{float(bd.value) * 100:+.2f}%" in text  # type: ignore[arg-type]
+    assert "WARNING" in text and "quality overlap is only 50%" in text
+    assert isinstance(bd_warnings(db, run_id), dict)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from farm.report.junit import write_junit
 from farm.report.machine import run_json, write_csv, write_json
+from farm.report.points import bd_warnings, rate_point_rows, sequence_bd_rows
 from farm.report.tables import (
     MISSING,
     agreement_table,
@@ -20,9 +21,12 @@ from farm.report.tables import (
 __all__ = [
     "MISSING",
     "agreement_table",
+    "bd_warnings",
+    "rate_point_rows",
     "results_rows",
     "results_table",
     "run_json",
+    "sequence_bd_rows",
     "verdict_table",
     "verdicts_from_store",
     "write_csv",

@@ -9,9 +9,10 @@ from __future__ import annotations
 import itertools
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from rich.console import Group
 from rich.markup import escape
 from rich.table import Table
 
@@ -79,7 +80,16 @@ def results_rows(store: Store, run_id: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _cells(r: dict[str, Any], simulated: set[str]) -> list[str]:
+SPEED = ("fps_p50", "frame_ms_p99", "power_w", "energy_per_frame_j", "temp_max_c")
+QUALITY = ("bpp", "psnr_yuv", "ssim", "vmaf")
+"""The results are two tables so each fits 100 columns: how fast and at what power, and how well it compresses."""
+
+FPS_DEFINITION = (
+    "fps p50 = 1 / median steady-state frame decode time (after warm-up frames); p99 ms = 99th percentile frame time"
+)
+
+
+def _cells(r: dict[str, Any], simulated: set[str]) -> dict[str, str]:
     """A row's metric cells as the table shows them; power says when it is simulated, temperature when the
     board throttled."""
     cells = {key: _fmt(r[key], f".{_column(name).digits}f", _column(name).suffix) for key, name in COLUMNS}
@@ -89,64 +99,101 @@ def _cells(r: dict[str, Any], simulated: set[str]) -> list[str]:
         cells["power_w"] += " (sim)"
     if r["throttled_jobs"]:
         cells["temp_max_c"] += f" [red]{r['throttled_jobs']} throttled[/]"
-    return list(cells.values())
+    return cells
 
 
-def results_table(store: Store, run_id: str) -> Table:
-    view = load_view(store, run_id)
-    table = Table(title=f"results of run {run_id} (medians over repeats, means over rate points)")
-    for col in ("device", "bundle", "sequence", "jobs", *(_column(name).heading for _, name in COLUMNS)):
-        table.add_column(col, justify="left" if col in {"device", "bundle", "sequence"} else "right")
+def _table(title: str, keys: Sequence[str]) -> Table:
+    """Names may fold onto a second line; numbers never wrap, so no digit is ever cut or moved."""
+    table = Table(title=title)
+    for col in ("device", "bundle", "sequence"):
+        table.add_column(col, overflow="fold")
+    table.add_column("jobs", justify="right", no_wrap=True)
+    for key in keys:
+        table.add_column(_column(dict(COLUMNS)[key]).heading, justify="right", no_wrap=True)
+    return table
+
+
+def _bd_caption(store: Store, run_id: str) -> list[str]:
+    """Per device, the BD-rate of the bundle against the anchor, always in % (the store keeps fractions)."""
+    run = store.run(run_id)
+    if not run or not run["anchor_name"]:
+        return []
+    lines = []
+    for device, metrics in sorted(load_view(store, run_id).device_metrics.items()):
+        parts = []
+        for name in device_metrics():
+            value, detail = metrics.get(name, (None, None))
+            shown = f"{value * 100:+.2f}%" if value is not None else escape(f"missing ({detail})")
+            parts.append(f"{name.split('.')[1]} {shown}")
+        lines.append(f"{device}: BD-rate of {run['bundle_name']} vs {run['anchor_name']}: " + ", ".join(parts))
+    return lines
+
+
+def results_table(store: Store, run_id: str) -> Group:
+    """The speed/power table, then the quality table with the BD-rates under it."""
     run = store.run(run_id)
     labels = {
         "test": f"{run['bundle_name']}@{run['bundle_version']}" if run else "test",
         "anchor": (run["anchor_name"] or "anchor") if run else "anchor",
     }
     simulated = {d["device_id"] for d in store.devices(run_id) if "SIMULATED" in d["properties_json"]}
+    speed = _table(f"speed and power of run {run_id} (medians over repeats)", SPEED)
+    quality = _table(f"quality of run {run_id} (medians over repeats, means over rate points)", QUALITY)
     for r in results_rows(store, run_id):
         jobs = f"{r['jobs'] - r['failed']}/{r['jobs']}"
-        table.add_row(
-            r["device"], labels.get(r["role"], r["role"]), r["sequence"], f"[red]{jobs}[/]" if r["failed"] else jobs,
-            *_cells(r, simulated),
-        )  # fmt: skip
+        head = [escape(r["device"]), escape(labels.get(r["role"], r["role"])), escape(r["sequence"]),
+                f"[red]{jobs}[/]" if r["failed"] else jobs]  # fmt: skip
+        cells = _cells(r, simulated)
+        speed.add_row(*head, *(cells[k] for k in SPEED))
+        quality.add_row(*head, *(cells[k] for k in QUALITY))
+    speed.caption = FPS_DEFINITION
     if simulated:
-        table.caption = (
-            f"power and temperature of {', '.join(sorted(simulated))} are SIMULATED by the virtual-board load model"
+        speed.caption += (
+            f"\npower and temperature of {', '.join(sorted(simulated))} are SIMULATED by the virtual-board load model"
         )
-    for device, metrics in sorted(view.device_metrics.items()):
-        parts = []
-        for name in device_metrics():
-            value, detail = metrics.get(name, (None, None))
-            shown = f"{value * 100:+.2f}%" if value is not None else escape(f"missing ({detail})")
-            parts.append(f"{name.split('.')[1]} {shown}")
-        if run and run["anchor_name"]:
-            table.caption = (table.caption + "\n" if table.caption else "") + (
-                f"{device}: BD-rate of {run['bundle_name']} vs {run['anchor_name']}: " + ", ".join(parts)
-            )
-    return table
+    quality.caption = "\n".join(_bd_caption(store, run_id)) or None
+    return Group(speed, quality)
 
 
-def verdict_table(verdicts: Sequence[Verdict], title: str = "gates") -> Table:
+def verdict_table(
+    verdicts: Sequence[Verdict], title: str = "gates", warnings: Mapping[str, Sequence[str]] | None = None
+) -> Table:
+    """The verdicts; ``warnings`` (device -> BD-rate caveats, see farm.report.points.bd_warnings) mark a
+    BD-rate verdict of that device, because a PASS on a sliver of overlapping quality must not look clean."""
     table = Table(title=title)
-    for col in ("gate", "scope", "value", "verdict", "detail"):
-        table.add_column(col)
+    table.add_column("gate", overflow="fold")
+    table.add_column("scope", overflow="fold")
+    table.add_column("value", justify="right", no_wrap=True)
+    table.add_column("verdict", no_wrap=True)
+    table.add_column("detail", overflow="fold")
     style = {"pass": "[green]PASS[/]", "fail": "[red]FAIL[/]", "missing": "[yellow]MISSING[/]",
              "inconclusive": "[yellow]INCONCLUSIVE[/]"}  # fmt: skip
     for v in verdicts:
-        value = _value_text(v)
-        thr = f"{v.threshold:g}" if isinstance(v.threshold, float | int) else str(v.threshold)
-        table.add_row(
-            f"{v.metric} {v.op} {thr}", escape(v.scope_key), escape(value), style[v.verdict], escape(v.detail[:160])
-        )
+        notes = list((warnings or {}).get(v.scope_key, ())) if v.metric.startswith("bd_rate") else []
+        detail = escape(v.detail[:160]) + "".join(f"\n[yellow]warning: {escape(n)}[/]" for n in notes)
+        verdict = style[v.verdict] + (" [yellow]WARNING[/]" if notes else "")
+        table.add_row(escape(_gate_text(v)), escape(v.scope_key), escape(_value_text(v)), verdict, detail)
     return table
+
+
+def _is_ratio(v: Verdict) -> bool:
+    """Values shown as a signed percentage: BD-rates (fractions) and a baseline gate's relative shift."""
+    return v.metric.startswith("bd_rate") or v.gate.get("baseline") is not None
+
+
+def _gate_text(v: Verdict) -> str:
+    thr = f"{v.threshold:g}" if isinstance(v.threshold, float | int) else str(v.threshold)
+    if v.metric.startswith("bd_rate") and isinstance(v.threshold, float | int):
+        thr = f"{v.threshold * 100:+.2f}%"
+    return f"{v.metric} {v.op} {thr}"
 
 
 def _value_text(v: Verdict) -> str:
     if v.value is None:
         # an inconclusive comparison has no value because nothing could be decided, not because it is unmeasured
         return "-" if v.verdict == "inconclusive" else MISSING
-    if isinstance(v.value, float) and v.gate.get("baseline") is not None:
-        return f"{v.value * 100:+.2f}%"  # baseline gates: the shift relative to the baseline
+    if isinstance(v.value, float) and _is_ratio(v):
+        return f"{v.value * 100:+.2f}%"
     return f"{v.value:.4g}" if isinstance(v.value, float) else str(v.value)
 
 
