@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from farm.config.suite import Suite
+from farm.errors import unnamed
 from farm.fileio import write_atomic
 from farm.gates.view import JobView, load_view
 from farm.measures import Measurement, measurement, unit
@@ -190,7 +191,14 @@ def _one_sequence(
 
 
 def device_bd_rate(jobs: list[JobView], metric: str, sources: Mapping[str, Source]) -> tuple[float | None, str]:
-    """The device's BD-rate (mean over sequences) and the detail string the store keeps beside it."""
+    """The device's BD-rate (mean over sequences) and the detail string the store keeps beside it.
+
+    A device where nothing decoded says so, with its first error: "no psnr_yuv for anchor at 60, 120 kbps"
+    would send the reader looking for a scoring problem when the device was unreachable.
+    """
+    if jobs and not any(j.status == "ok" for j in jobs):
+        first = next((unnamed(j.device_id, j.error) for j in jobs if j.error), "no reason recorded")
+        return None, f"no job succeeded on the device ({first})"
     per_sequence = sequence_bd_rates(jobs, metric, lambda job: _kbps(job, sources[job.sequence]))
     for one in per_sequence:
         if one.value is None:
