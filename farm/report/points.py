@@ -16,6 +16,7 @@ from typing import Any
 from farm.gates import load_view
 from farm.gates.view import JobView
 from farm.measures import MEASURES, aggregate
+from farm.quality.y4m import QualityError, read_y4m_info
 from farm.scoring import sequence_bd_rates
 from farm.store import Store
 
@@ -33,8 +34,6 @@ def _frame_rates(store: Store, run_id: str) -> dict[str, float]:
 
     Generated sequences declare it in the suite; a Y4M sequence's header says it, when the file is still there.
     """
-    from farm.quality.y4m import read_y4m_info
-
     run = store.run(run_id)
     fps: dict[str, float] = {}
     for seq in json.loads(run["suite_json"]).get("sequences", []) if run else []:
@@ -43,8 +42,8 @@ def _frame_rates(store: Store, run_id: str) -> dict[str, float]:
         elif seq.get("path"):
             try:
                 fps[seq["id"]] = read_y4m_info(Path(seq["path"])).fps
-            except (OSError, ValueError):
-                continue
+            except (OSError, ValueError, QualityError):
+                continue  # moved or unreadable: actual_kbps is then null, never guessed
     return fps
 
 
