@@ -113,3 +113,17 @@ def test_tables_fit_100_columns_keep_every_number_and_show_bd_rate_in_percent(
     assert f"{float(bd.value) * 100:+.2f}%" in text  # type: ignore[arg-type]
     assert "WARNING" in text and "quality overlap is only 50%" in text
     assert isinstance(bd_warnings(db, run_id), dict)
+
+
+def test_junit_notes_a_bd_rate_warning_on_a_passing_case(tmp_path: Path) -> None:
+    from farm.gates import Verdict
+    from farm.report import write_junit
+
+    bd = Verdict(0, "bd_rate.psnr_yuv", "<=", 0.0, "each", "board-1", "median", -0.18, "pass", "median of 1", {})
+    fps = Verdict(1, "fps", ">=", 30.0, "each", "board-1", "median", 60.0, "pass", "median over 8 jobs", {})
+    note = "bd_rate.psnr_yuv bars: quality overlap [44, 55] is only 70% of the narrower curve's span"
+    write_junit(tmp_path / "j.xml", "r1", "smoke", [bd, fps], warnings={"board-1": [note]})
+    cases = ET.parse(tmp_path / "j.xml").getroot().findall(".//testcase")
+    assert f"warning: {note}" in (cases[0].findtext("system-out") or "")
+    assert [p.get("value") for p in cases[0].iter("property")] == [note]
+    assert "warning" not in (cases[1].findtext("system-out") or "")  # only BD-rate cases carry it
