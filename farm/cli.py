@@ -5,13 +5,14 @@ Exit codes (design): 0 every gate passed, 1 a gate failed or is missing, 2 bad i
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
 import typer
 from rich.console import Console
@@ -19,26 +20,66 @@ from rich.markup import escape
 from rich.table import Table
 
 from farm import __version__
-from farm.errors import FarmError, InputError
+from farm.errors import FarmError, InputError, unnamed
 
 if TYPE_CHECKING:  # the CLI imports heavy modules inside commands, so `farm --help` stays fast
     from farm.bundle import Bundle
+    from farm.gates import Verdict
     from farm.pipeline import RunOutcome
     from farm.store import Store
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="codec-farm: decode suites on real devices.")
+# -h as well as --help everywhere; sub-apps inherit it through click's context
+CONTEXT: dict[str, Any] = {"help_option_names": ["-h", "--help"]}
+app = typer.Typer(
+    add_completion=True, no_args_is_help=True, context_settings=CONTEXT,
+    help="codec-farm: decode suites on real devices.",
+)  # fmt: skip
 bundle_app = typer.Typer(no_args_is_help=True, help="Pack, checksum and verify codec bundles.")
 app.add_typer(bundle_app, name="bundle")
 
-# without a terminal (CI logs) rich would wrap tables at 80 columns; logs have no width limit
-out = Console() if Console().is_terminal else Console(width=200)
+# Without a terminal (CI logs) rich would wrap tables at 80 columns; logs have no width limit. Decided on the
+# real isatty: under FORCE_COLOR rich calls a CI log a terminal, and the tables would be cut to 80 columns.
+out = Console() if sys.stdout.isatty() else Console(width=200)
 err = Console(stderr=True, soft_wrap=True)
 
 
-InventoryOpt = Annotated[Path | None, typer.Option("--inventory", help="devices file [env FARM_INVENTORY]")]
-StoreOpt = Annotated[Path | None, typer.Option("--store", help="results database [env FARM_STORE]")]
+InventoryOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--inventory", envvar="FARM_INVENTORY", show_envvar=True,
+        help="devices file (default: devices.yaml in the project root, see docs/cli.md)",
+    ),
+]  # fmt: skip
+StoreOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--store", envvar="FARM_STORE", show_envvar=True,
+        help="results database (default: .farm/results.db in the project root, see docs/cli.md)",
+    ),
+]  # fmt: skip
 RepoOpt = Annotated[Path | None, typer.Option("--repo", help="git repository to tag (default: the current one)")]
 SignOpt = Annotated[bool, typer.Option("--sign", help="sign the tag (git tag -s: GPG or SSH, per git config)")]
+
+
+JsonOpt = Annotated[
+    Path | None, typer.Option("--json", help="write it as JSON to FILE; '-' writes to stdout (tables go to stderr)")
+]
+
+CsvOpt = Annotated[Path | None, typer.Option("--csv", help="write one row per rate point as CSV ('-': stdout)")]
+JunitOpt = Annotated[Path | None, typer.Option("--junit", help="write the gate verdicts as JUnit XML")]
+
+
+@contextmanager
+def _stdout_for(*documents: Path | None) -> Iterator[None]:
+    """With ``--json -`` standard output carries the document alone, so the human output moves to stderr."""
+    if not any(d is not None and str(d) == "-" for d in documents):
+        yield
+        return
+    out.file = sys.stderr
+    try:
+        yield
+    finally:
+        out._file = None  # back to whatever sys.stdout is then (rich reads it lazily)
 
 
 def _inventory(path: Path | None) -> Path:
@@ -56,6 +97,26 @@ def _store_path(path: Path | None) -> Path:
 def _state_dir(store: Path) -> Path:
     """Caches live beside the store (``.farm/`` by default), so one folder holds a farm's state."""
     return Path(os.environ.get("FARM_STATE", str(store.parent)))
+
+
+class _StderrHandler(logging.Handler):
+    """Logs to whatever sys.stderr is at the time (a test runner swaps it), one plain line per record."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(f"{record.relativeCreated / 1000:8.3f} {self.format(record)}\n")
+        except Exception:
+            self.handleError(record)
+
+
+def _log_devices(verbose: bool) -> None:
+    """-v: the transports' DEBUG records (each device command, its exit status and time) go to stderr."""
+    logger = logging.getLogger("farm")
+    for handler in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
+        logger.removeHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    if verbose:
+        logger.addHandler(_StderrHandler())
 
 
 @contextmanager
@@ -81,11 +142,21 @@ def _errors() -> Iterator[None]:
         raise typer.Exit(3) from None
 
 
-def _open_store(path: Path | None, *, readonly: bool = False) -> Store:
-    """Commands that only read open read-only: they work on a read-only mount and never migrate the file."""
+def _open_store(path: Path | None, *, readonly: bool = False, create: bool = False) -> Store:
+    """Commands that only read open read-only: they work on a read-only mount and never migrate the file.
+
+    Only ``farm run`` creates a store (``create``): for any other command a missing store is a typo in
+    --store or the wrong directory, and an empty new one would show an empty history as if it were true.
+    """
     from farm.store import Store
 
-    return Store(_store_path(path), readonly=readonly)
+    where = _store_path(path)
+    if not create and str(where) != ":memory:" and not where.exists():
+        raise InputError(
+            f"no results store at {where}: give --store or FARM_STORE, or run from the project (docs/cli.md); "
+            "'farm run' creates one"
+        )
+    return Store(where, readonly=readonly)
 
 
 def _run_id(store: Store, given: str) -> str:
@@ -98,7 +169,16 @@ def _run_id(store: Store, given: str) -> str:
 @app.callback(invoke_without_command=True)
 def _root(
     version: Annotated[bool, typer.Option("--version", help="print the version and exit")] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", "-q", help="print only errors and the documents asked for (exit code says the rest)"),
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="also log each device command with its exit status and timing")
+    ] = False,
 ) -> None:
+    out.quiet = quiet  # set every time: one process may run several commands (tests, an embedding tool)
+    _log_devices(verbose and not quiet)
     if version:
         out.print(f"codec-farm {__version__}")
         raise typer.Exit(0)
@@ -112,7 +192,10 @@ app.add_typer(devices_app, name="devices")
 def devices(
     ctx: typer.Context,
     inventory: InventoryOpt = None,
-    check: Annotated[bool, typer.Option("--check")] = False,
+    check: Annotated[
+        bool, typer.Option("--check", help="connect to each device (exit 3 if any is unreachable)")
+    ] = False,
+    json_out: JsonOpt = None,
     usbmux: Annotated[
         bool, typer.Option("--usbmux", help="also list every iOS device usbmuxd sees (UDID, model, iOS version)")
     ] = False,
@@ -124,21 +207,29 @@ def devices(
     if ctx.invoked_subcommand is not None:
         return
     from farm.config.inventory import load_inventory
+    from farm.report.machine import dumps, emit
 
-    with _errors():
+    with _errors(), _stdout_for(json_out):
         inv = load_inventory(_inventory(inventory))
+        listed: list[dict[str, Any]] = []
         table = Table(title=f"devices in {_inventory(inventory)}")
         for col in ("id", "platform", "transport", "target", "tags") + (("reachable", "properties") if check else ()):
             table.add_column(col)
         unreachable = 0
         for d in inv.devices:
             row = [d.id, d.platform, d.transport.kind, d.target, ",".join(d.tags)]
+            entry: dict[str, Any] = {"id": d.id, "platform": d.platform, "transport": d.transport.kind,
+                                     "target": d.target, "tags": list(d.tags), "host": d.host}  # fmt: skip
             if check:
                 ok, detail = _check_device(d)
                 unreachable += not ok
                 row += ["[green]yes[/]" if ok else "[red]no[/]", escape(detail)]
+                entry |= {"reachable": ok, "detail": detail}
             table.add_row(*row)
+            listed.append(entry)
         out.print(table)
+        if json_out:
+            emit(json_out, dumps({"inventory": str(_inventory(inventory)), "devices": listed}))
         if usbmux or any(d.platform == "ios" for d in inv.devices):
             _list_usbmux()
         if unreachable:
@@ -245,8 +336,9 @@ def run(
     ] = None,
     inventory: InventoryOpt = None,
     store: StoreOpt = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="write the run as JSON")] = None,
-    junit: Annotated[Path | None, typer.Option("--junit", help="write gate verdicts as JUnit XML")] = None,
+    json_out: JsonOpt = None,
+    csv_out: CsvOpt = None,
+    junit: JunitOpt = None,
     pushgateway: Annotated[
         str | None, typer.Option("--pushgateway", help="push the run's results to this Prometheus Pushgateway URL")
     ] = None,
@@ -269,7 +361,7 @@ def run(
     from farm.progress import LiveView
     from farm.session.cancel import Cancel
 
-    with _errors():
+    with _errors(), _stdout_for(json_out, csv_out):
         if pushgateway is not None:
             from farm.metrics.push import check_url
 
@@ -278,14 +370,14 @@ def run(
         state = _state_dir(store_path)
         repo_root = _release_preflight(release, repo, sign)
         plan = load_plan(suite, bundle, anchor, _inventory(inventory), devices_sel, state / "cache")
-        db = _open_store(store)
+        db = _open_store(store, create=True)
         rid = _run_id(db, resume) if resume is not None else None
         view = LiveView(out, [d.id for d in plan.devices])
         cancel = Cancel()
         opts = RunOptions(state, cancel, [view], view.log, rid, lease_timeout)
         with stop_on_signals(cancel), view:
             outcome = execute(plan, db, opts)
-        code = _print_outcome(db, outcome, plan.suite.name, json_out, junit)
+        code = _print_outcome(db, outcome, plan.suite.name, _Outputs(json_out, csv_out, junit))
         code, pushed = _push(store_path, outcome.run_id, pushgateway, code)
         _say_verdict(outcome, code, pushed)
         if release is not None and repo_root is not None:
@@ -296,13 +388,30 @@ def run(
     raise typer.Exit(code)
 
 
-def _print_outcome(db: Store, outcome: RunOutcome, suite_name: str, json_out: Path | None, junit: Path | None) -> int:
-    from farm.report import agreement_table, results_table, verdict_table, write_json, write_junit
+class _Outputs(NamedTuple):
+    json: Path | None
+    csv: Path | None
+    junit: Path | None
+
+
+def _write_outputs(db: Store, run_id: str, suite_name: str, verdicts: list[Verdict], files: _Outputs) -> None:
+    from farm.report import bd_warnings, write_csv, write_json, write_junit
+
+    if files.json:
+        write_json(files.json, db, run_id, verdicts)
+    if files.csv:
+        write_csv(files.csv, db, run_id)
+    if files.junit:
+        write_junit(files.junit, run_id, suite_name, verdicts, db, bd_warnings(db, run_id))
+
+
+def _print_outcome(db: Store, outcome: RunOutcome, suite_name: str, files: _Outputs) -> int:
+    from farm.report import agreement_table, bd_warnings, results_table, verdict_table
 
     out.print(results_table(db, outcome.run_id))
     if (agreement := agreement_table(db, outcome.run_id)) is not None:
         out.print(agreement)
-    out.print(verdict_table(outcome.verdicts, title=f"gates of run {outcome.run_id}"))
+    out.print(verdict_table(outcome.verdicts, f"gates of run {outcome.run_id}", bd_warnings(db, outcome.run_id)))
     s = outcome.summary
     out.print(
         f"encodes: {s['encodes']} new, {s['encodes_reused']} reused from cache · pushed "
@@ -311,11 +420,8 @@ def _print_outcome(db: Store, outcome: RunOutcome, suite_name: str, json_out: Pa
         highlight=False,
     )
     for device_id, why in s["devices_failed"].items():
-        err.print(f"device {device_id} failed: {why}", highlight=False, markup=False, style="red")
-    if json_out:
-        write_json(json_out, db, outcome.run_id, outcome.verdicts)
-    if junit:
-        write_junit(junit, outcome.run_id, suite_name, outcome.verdicts)
+        err.print(f"device {device_id} failed: {unnamed(device_id, why)}", highlight=False, markup=False, style="red")
+    _write_outputs(db, outcome.run_id, suite_name, list(outcome.verdicts), files)
     return outcome.exit_code
 
 
@@ -349,12 +455,12 @@ def _say_verdict(outcome: RunOutcome, code: int, pushed: str) -> None:
 def gate(
     run_id: Annotated[str, typer.Argument(help="run id (a unique prefix is enough)")],
     store: StoreOpt = None,
-    junit: Annotated[Path | None, typer.Option("--junit")] = None,
+    junit: JunitOpt = None,
 ) -> None:
     """Re-evaluate a stored run's gates from the store (appends a new evaluation; never rewrites)."""
     from farm.config.suite import Suite
     from farm.gates import StoreBaselines, evaluate, load_view
-    from farm.report import verdict_table, write_junit
+    from farm.report import bd_warnings, verdict_table
 
     with _errors():
         db = _open_store(store)
@@ -364,20 +470,26 @@ def gate(
         suite = Suite.model_validate_json(row["suite_json"])
         verdicts = evaluate(suite.gates, load_view(db, rid), StoreBaselines(db))
         db.add_gate_evaluation(rid, [v.as_dict() for v in verdicts])
-        out.print(verdict_table(verdicts, title=f"gates of run {rid}"))
-        if junit:
-            write_junit(junit, rid, suite.name, verdicts)
+        out.print(verdict_table(verdicts, f"gates of run {rid}", bd_warnings(db, rid)))
+        _write_outputs(db, rid, suite.name, verdicts, _Outputs(None, None, junit))
         code = 0 if all(v.verdict == "pass" for v in verdicts) else 1
     raise typer.Exit(code)
 
 
 @app.command()
-def runs(store: StoreOpt = None, limit: Annotated[int, typer.Option("--limit")] = 20) -> None:
+def runs(
+    store: StoreOpt = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="how many runs to list")] = 20,
+    json_out: JsonOpt = None,
+) -> None:
     """The run history, newest first."""
     import time
 
-    with _errors():
+    from farm.report.machine import dumps, emit
+
+    with _errors(), _stdout_for(json_out):
         db = _open_store(store, readonly=True)
+        history = []
         table = Table(title=f"runs in {db.path}")
         for col in ("run", "started (UTC)", "suite", "bundle", "status", "gates"):
             table.add_column(col)
@@ -388,20 +500,32 @@ def runs(store: StoreOpt = None, limit: Annotated[int, typer.Option("--limit")] 
             started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["started_at"]))
             table.add_row(r["id"], started, r["suite_name"], f"{r['bundle_name']}@{r['bundle_version']}",
                           r["status"], gates)  # fmt: skip
+            history.append({
+                "id": r["id"], "started_at": r["started_at"], "finished_at": r["finished_at"],
+                "suite": r["suite_name"], "bundle": r["bundle_name"], "bundle_version": r["bundle_version"],
+                "anchor": r["anchor_name"], "status": r["status"], "gates": len(verdicts), "gates_passed": passed,
+                "passed": bool(verdicts) and passed == len(verdicts),
+            })  # fmt: skip
         out.print(table)
+        if json_out:
+            emit(json_out, dumps({"store": str(db.path), "runs": history}))
 
 
 @app.command()
 def report(
     run_id: Annotated[str, typer.Argument(help="run id (a unique prefix is enough)")],
     store: StoreOpt = None,
-    json_out: Annotated[Path | None, typer.Option("--json")] = None,
-    html_out: Annotated[Path | None, typer.Option("--html", help="also write a self-contained HTML report")] = None,
+    json_out: JsonOpt = None,
+    csv_out: CsvOpt = None,
+    junit: JunitOpt = None,
+    html_out: Annotated[
+        Path | None, typer.Option("--html", help="also write a self-contained HTML report (works offline)")
+    ] = None,
 ) -> None:
     """Print a stored run's results and its latest gate verdicts."""
-    from farm.report import agreement_table, results_table, verdict_table, verdicts_from_store, write_json
+    from farm.report import agreement_table, bd_warnings, results_table, verdict_table, verdicts_from_store
 
-    with _errors():
+    with _errors(), _stdout_for(json_out, csv_out):
         db = _open_store(store, readonly=True)
         rid = _run_id(db, run_id)
         verdicts = verdicts_from_store(db, rid)
@@ -410,14 +534,14 @@ def report(
             out.print(f"run {rid} took {len(attempts)} attempts (resumed {len(attempts) - 1}x)", highlight=False)
         if (agreement := agreement_table(db, rid)) is not None:
             out.print(agreement)
-        out.print(verdict_table(verdicts, title=f"gates of run {rid}"))
-        if json_out:
-            write_json(json_out, db, rid, verdicts)
+        out.print(verdict_table(verdicts, f"gates of run {rid}", bd_warnings(db, rid)))
+        row = db.run(rid)
+        _write_outputs(db, rid, row["suite_name"] if row else "", verdicts, _Outputs(json_out, csv_out, junit))
         if html_out:
             from farm.report.html import write_html
 
             size = write_html(html_out, db, rid, verdicts)
-            out.print(f"wrote {html_out} ({size / 1024:.0f} KiB)", highlight=False, markup=False)
+            err.print(f"wrote {html_out} ({size / 1024:.0f} KiB)", highlight=False, markup=False)
 
 
 @app.command()
@@ -425,36 +549,35 @@ def compare(
     run_a: Annotated[str, typer.Argument(help="the earlier run, A (a unique prefix is enough)")],
     run_b: Annotated[str, typer.Argument(help="the run compared against A, B")],
     store: StoreOpt = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="also write the comparison as JSON")] = None,
+    json_out: JsonOpt = None,
     html_out: Annotated[Path | None, typer.Option("--html", help="also write a self-contained HTML page")] = None,
 ) -> None:
     """What changed from run A to run B per device x sequence x metric, decided as baseline gates decide."""
-    import json
-
     from farm.report import compare as cmp
+    from farm.report.machine import dumps, emit
 
-    with _errors():
+    with _errors(), _stdout_for(json_out):
         db = _open_store(store, readonly=True)
         result = cmp.compare_runs(db, _run_id(db, run_a), _run_id(db, run_b))
-        table = Table(title=f"run {result.run_b} (B) against run {result.run_a} (A)")
-        for col in cmp.CHANGE_HEAD:
-            table.add_column(col, overflow="fold")
-        for c in result.changes:
-            table.add_row(*(escape(cell) for cell in cmp.change_cells(c)))
-        out.print(table)
-        bd = Table(title="BD-rate of B against A (negative = B needs fewer bits)")
-        for col in cmp.BD_HEAD:
-            bd.add_column(col, overflow="fold")
-        for x in result.bd_rates:
-            bd.add_row(*(escape(cell) for cell in cmp.bd_cells(x)))
-        out.print(bd)
+        out.print(_compare_table(cmp.CHANGE_HEAD, [cmp.change_cells(c) for c in result.changes],
+                                 f"run {result.run_b} (B) against run {result.run_a} (A)"))  # fmt: skip
+        out.print(_compare_table(cmp.BD_HEAD, [cmp.bd_cells(x) for x in result.bd_rates],
+                                 "BD-rate of B against A (negative = B needs fewer bits)"))  # fmt: skip
         out.print(f"changes: {cmp.summary(result.changes)}", highlight=False, markup=False)
         if json_out:
-            json_out.parent.mkdir(parents=True, exist_ok=True)
-            json_out.write_text(json.dumps(result.as_dict(), indent=2) + "\n")
+            emit(json_out, dumps(result.as_dict()))
         if html_out:
             html_out.parent.mkdir(parents=True, exist_ok=True)
             html_out.write_text(cmp.render_html(db, result))
+
+
+def _compare_table(head: Sequence[str], rows: list[Sequence[str]], title: str) -> Table:
+    table = Table(title=title)
+    for col in head:
+        table.add_column(col, overflow="fold")
+    for cells in rows:
+        table.add_row(*(escape(cell) for cell in cells))
+    return table
 
 
 @bundle_app.command("sums")
@@ -607,7 +730,9 @@ def release_tag(
 @release_app.command("verify")
 def release_verify(
     tag: Annotated[str, typer.Argument(help="a tag made by 'farm release tag'")],
-    repo: RepoOpt = None,
+    repo: Annotated[
+        Path | None, typer.Option("--repo", help="git repository that holds the tag (default: the current one)")
+    ] = None,
     bundle: Annotated[
         Path | None, typer.Option("--bundle", help="the released bundle (default: where the run found it)")
     ] = None,

@@ -89,3 +89,15 @@ class Refused(FarmError):
         self.headline = headline
         self.reasons = reasons
         super().__init__("\n".join([headline, *(f"  {r}" for r in reasons)]))
+
+
+def unnamed(device_id: str, text: str) -> str:
+    """``text`` without a leading ``device_id:``: transport and device errors start with their device, so a
+    message that names the device itself must not say it twice ("board-2: board-2: ...")."""
+    prefix = f"{device_id}: "
+    return text[len(prefix) :] if text.startswith(prefix) else text
+
+
+def named(device_id: str, text: str) -> str:
+    """``device_id: text``, with the device named once whether or not ``text`` already started with it."""
+    return f"{device_id}: {unnamed(device_id, text)}"

@@ -12,10 +12,12 @@ import json
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from farm.config.suite import Suite
+from farm.errors import unnamed
 from farm.fileio import write_atomic
 from farm.gates.view import JobView, load_view
 from farm.measures import Measurement, measurement, unit
@@ -125,38 +127,89 @@ def _kbps(job: JobView, src: Source) -> float | None:
     return None if bpp is None else bpp * src.width * src.height * src.fps / 1000
 
 
-def device_bd_rate(jobs: list[JobView], metric: str, sources: Mapping[str, Source]) -> tuple[float | None, str]:
+@dataclass(frozen=True)
+class SequenceBDRate:
+    """One sequence's BD-rate as numbers, so JSON and the report need not parse the stored detail string.
+
+    ``value`` is a fraction (-0.1 = 10 % fewer bits); without a value, ``error`` says why (missing points, or
+    what :func:`bd_rate` refused). ``overlap`` is the shared quality range over the narrower curve's span.
+    """
+
+    sequence: str
+    metric: str
+    value: float | None
+    overlap: float | None
+    warnings: tuple[str, ...]
+    error: str | None = None
+
+
+def sequence_bd_rates(
+    jobs: list[JobView], metric: str, rate_of: Callable[[JobView], float | None]
+) -> list[SequenceBDRate]:
+    """Per sequence, the bundle against the anchor on ``metric``; ``rate_of`` gives a job's real rate.
+
+    Any rate proportional to kbps works (the report passes bpp): the source's pixels x fps scale both curves
+    alike and cancel in the ratio, and the overlap is measured on the quality axis.
+    """
     curves: dict[tuple[str, str], dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
     rates: dict[tuple[str, str, float], float] = {}
     expected: dict[tuple[str, str], set[float]] = defaultdict(set)
     for job in jobs:
         key = (job.role, job.sequence)
         expected[key].add(job.rate_kbps)
-        kbps = _kbps(job, sources[job.sequence])
-        if kbps is not None:
-            rates[(*key, job.rate_kbps)] = kbps
+        if (rate := rate_of(job)) is not None:
+            rates[(*key, job.rate_kbps)] = rate
         value = job.metrics.get(metric)
         if job.status == "ok" and value is not None:
             curves[key][job.rate_kbps].append(value)
-    values: list[float] = []
-    notes: list[str] = []
+    results = []
     for seq in sorted({seq for _, seq in expected}):
-        pts: dict[str, list[tuple[float, float]]] = {}
-        for role in ("anchor", "test"):
-            have = curves.get((role, seq), {})
-            missing = sorted(expected[(role, seq)] - set(have))
-            if missing:
-                return None, f"{seq}: no {metric} for {role} at {', '.join(f'{r:g}' for r in missing)} kbps"
-            pts[role] = [(rates[(role, seq, r)], sum(q) / len(q)) for r, q in sorted(have.items())]
-        try:
-            bd = bd_rate(pts["anchor"], pts["test"])
-        except BDRateError as exc:
-            return None, f"{seq}: {exc}"
-        values.append(bd.value)
-        notes.append(f"{seq} {bd.value * 100:+.2f}%" + (f" ({'; '.join(bd.warnings)})" if bd.warnings else ""))
-    if not values:
+        results.append(_one_sequence(seq, metric, curves, rates, expected))
+    return results
+
+
+def _one_sequence(
+    seq: str,
+    metric: str,
+    curves: Mapping[tuple[str, str], Mapping[float, list[float]]],
+    rates: Mapping[tuple[str, str, float], float],
+    expected: Mapping[tuple[str, str], set[float]],
+) -> SequenceBDRate:
+    pts: dict[str, list[tuple[float, float]]] = {}
+    for role in ("anchor", "test"):
+        have = curves.get((role, seq), {})
+        missing = sorted(expected.get((role, seq), set()) - set(have))
+        if missing:
+            why = f"no {metric} for {role} at {', '.join(f'{r:g}' for r in missing)} kbps"
+            return SequenceBDRate(seq, metric, None, None, (), why)
+        pts[role] = [(rates[(role, seq, r)], sum(q) / len(q)) for r, q in sorted(have.items())]
+    try:
+        bd = bd_rate(pts["anchor"], pts["test"])
+    except BDRateError as exc:
+        return SequenceBDRate(seq, metric, None, None, (), str(exc))
+    return SequenceBDRate(seq, metric, bd.value, bd.overlap, bd.warnings)
+
+
+def device_bd_rate(jobs: list[JobView], metric: str, sources: Mapping[str, Source]) -> tuple[float | None, str]:
+    """The device's BD-rate (mean over sequences) and the detail string the store keeps beside it.
+
+    A device where nothing decoded says so, with its first error: "no psnr_yuv for anchor at 60, 120 kbps"
+    would send the reader looking for a scoring problem when the device was unreachable.
+    """
+    if jobs and not any(j.status == "ok" for j in jobs):
+        first = next((unnamed(j.device_id, j.error) for j in jobs if j.error), "no reason recorded")
+        return None, f"no job succeeded on the device ({first})"
+    per_sequence = sequence_bd_rates(jobs, metric, lambda job: _kbps(job, sources[job.sequence]))
+    for one in per_sequence:
+        if one.value is None:
+            return None, f"{one.sequence}: {one.error}"
+    if not per_sequence:
         return None, "no sequences"
-    return sum(values) / len(values), ", ".join(notes)
+    notes = [
+        f"{b.sequence} {(b.value or 0) * 100:+.2f}%" + (f" ({'; '.join(b.warnings)})" if b.warnings else "")
+        for b in per_sequence
+    ]
+    return sum(b.value or 0 for b in per_sequence) / len(per_sequence), ", ".join(notes)
 
 
 def compare_differing_outputs(

@@ -498,3 +498,16 @@ def test_no_overlap() -> None:
 def test_touching_ranges_do_not_overlap() -> None:
     test = [(r, q + 12.0) for r, q in ANCHOR]  # 42..54 vs 30..42: share one point, zero width
     assert "do not overlap" in _error(ANCHOR, test)
+
+
+def test_a_device_where_nothing_decoded_says_so_instead_of_listing_missing_points() -> None:
+    from farm.gates.view import JobView
+    from farm.scoring import device_bd_rate
+
+    jobs = [
+        JobView("board-2", role, "bars", rate, 0, "failed", None, {}, "board-2: ssh b@h:22: cannot connect")
+        for role in ("anchor", "test")
+        for rate in (60.0, 120.0, 240.0, 480.0)
+    ]
+    value, detail = device_bd_rate(jobs, "psnr_yuv", {})
+    assert value is None and detail == "no job succeeded on the device (ssh b@h:22: cannot connect)"

@@ -5,6 +5,7 @@ Real devices run the same code in test_run_e2e, test_ssh_run, test_android_run a
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 
@@ -90,6 +91,8 @@ def test_a_session_reports_each_job_pulls_each_output_once_and_leaves_nothing_on
     done = events[-1]
     assert isinstance(done, DeviceDone) and done.status == "ok" and done.reached
     assert [e.phase for e in events if isinstance(e, Status)][:2] == ["connecting", "staging"]
+    staging = next(e.text for e in events if isinstance(e, Status) and e.phase == "staging")
+    assert re.fullmatch(r"staging \d+ files / \d+ bytes .*", staging)  # a CI log says what staging moves
 
 
 def test_a_dropped_link_is_retried_once_but_a_failed_command_is_not(tmp_path: Path) -> None:

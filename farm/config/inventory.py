@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from farm.config.source import Located, load_yaml, validate
 from farm.errors import InputError, Problem
+from farm.project import inventory_path
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
@@ -307,7 +308,7 @@ def shared_device_problems(inventory: Inventory, doc: Located) -> list[Problem]:
 
 
 def default_inventory_path() -> Path:
-    return Path(os.environ.get("FARM_INVENTORY", "devices.yaml"))
+    return inventory_path()
 
 
 def load_inventory(path: Path) -> Inventory:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from farm.config.suite import Gate
+from farm.errors import named
 from farm.gates.verdict import Measured
 from farm.gates.view import RunView
 from farm.measures import device_metrics
@@ -45,7 +46,7 @@ def failures(view: RunView, devices: list[str]) -> Measured:
     if not jobs and not planned:
         return Measured(None, "no jobs ran", {"devices": devices})
     count = len(failed) + unrecorded
-    reasons = sorted({f"{j.device_id}: {j.error}" for j in failed})[:5]
+    reasons = sorted({named(j.device_id, str(j.error)) for j in failed})[:5]
     detail = f"{count} of {max(planned, len(jobs))} jobs failed" + (f" ({'; '.join(reasons)})" if reasons else "")
     if unrecorded:
         detail += f"; {unrecorded} planned jobs have no result"
@@ -59,7 +60,7 @@ def device_metric(gate: Gate, view: RunView, devices: list[str]) -> Measured:
     for device in devices:
         value, why = view.device_metrics.get(device, {}).get(gate.metric, (None, "not computed"))
         if value is None:
-            missing.append(f"{device}: {why}")
+            missing.append(named(device, str(why)))
         else:
             values.append(value)
     inputs: dict[str, Any] = {"devices": devices, "values": values}

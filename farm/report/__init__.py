@@ -1,241 +1,35 @@
-"""What a run looks like to people and to CI: the results and verdict tables, JSON, and JUnit XML.
+"""What a run looks like to people and to CI: tables (tables.py), JSON and CSV (machine.py), JUnit XML (junit.py).
 
 Everything is built from the store, so ``farm report`` and ``farm gate`` show exactly what ``farm run`` did.
-Missing values print as ``missing`` (never 0 or blank) so nobody mistakes an unmeasured number for a result.
+This package's names are re-exported here because other code imports them from ``farm.report``.
 """
 
 from __future__ import annotations
 
-import itertools
-import json
-import xml.etree.ElementTree as ET
-from collections import defaultdict
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from farm.report.junit import write_junit
+from farm.report.machine import run_json, write_csv, write_json
+from farm.report.points import bd_warnings, rate_point_rows, sequence_bd_rows
+from farm.report.tables import (
+    MISSING,
+    agreement_table,
+    results_rows,
+    results_table,
+    verdict_table,
+    verdicts_from_store,
+)
 
-from rich.markup import escape
-from rich.table import Table
-
-from farm.gates import Verdict, load_view
-from farm.gates.consistency import decodes, groups
-from farm.gates.view import JobView
-from farm.measures import Column, aggregate, device_metrics, measure
-from farm.store import Store
-
-MISSING = "missing"
-
-
-def _mean(values: Sequence[float | None]) -> float | None:
-    have = [v for v in values if v is not None]
-    if not have or len(have) < len(values):
-        return None
-    return sum(have) / len(have)
-
-
-def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
-    return MISSING if value is None else f"{value:{spec}}{suffix}"
-
-
-# the results' columns: row key (stable: --json consumers read it) -> declared metric, whose Column says how
-COLUMNS = (
-    ("fps_p50", "fps.p50"), ("frame_ms_p99", "frame_time_ms.p99"), ("bpp", "bpp"), ("psnr_yuv", "psnr_yuv"),
-    ("ssim", "ssim"), ("vmaf", "vmaf"), ("power_w", "power_w"), ("energy_per_frame_j", "energy_per_frame_j"),
-    ("temp_max_c", "temp_max_c"),
-)  # fmt: skip
-
-
-def _column(name: str) -> Column:
-    column = measure(name).column
-    assert column is not None, f"{name} declares no table column in farm/measures.py"
-    return column
-
-
-def _summary(name: str, ok: Sequence[JobView]) -> float | None:
-    """The metric over a row's successful jobs by its declared aggregation; rate-dependent metrics (quality)
-    are summarised per rate point first, then averaged over rate points, so rows with different rate points
-    stay comparable."""
-    if not _column(name).per_rate:
-        return aggregate(name, [j.metrics.get(name) for j in ok])
-    by_rate: dict[float, list[JobView]] = defaultdict(list)
-    for j in ok:
-        by_rate[j.rate_kbps].append(j)
-    return _mean([aggregate(name, [j.metrics.get(name) for j in js]) for js in by_rate.values()])
-
-
-def results_rows(store: Store, run_id: str) -> list[dict[str, Any]]:
-    """One row per device x bundle role x sequence: summaries over repeats, means over rate points."""
-    view = load_view(store, run_id)
-    groups: dict[tuple[str, str, str], list[JobView]] = defaultdict(list)
-    for job in view.jobs:
-        groups[(job.device_id, job.role, job.sequence)].append(job)
-    rows = []
-    for (device, role, seq), jobs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "test", kv[0][2])):
-        ok = [j for j in jobs if j.status == "ok"]
-        throttled = aggregate("throttled", [j.metrics.get("throttled") for j in ok])
-        rows.append({
-            "device": device, "role": role, "sequence": seq, "jobs": len(jobs), "failed": len(jobs) - len(ok),
-            **{key: _summary(name, ok) for key, name in COLUMNS},
-            "throttled_jobs": int(throttled or 0),
-        })  # fmt: skip
-    return rows
-
-
-def _cells(r: dict[str, Any], simulated: set[str]) -> list[str]:
-    """A row's metric cells as the table shows them; power says when it is simulated, temperature when the
-    board throttled."""
-    cells = {key: _fmt(r[key], f".{_column(name).digits}f", _column(name).suffix) for key, name in COLUMNS}
-    if r["power_w"] is None:
-        cells["power_w"] = "[yellow]missing[/]"
-    elif r["device"] in simulated:
-        cells["power_w"] += " (sim)"
-    if r["throttled_jobs"]:
-        cells["temp_max_c"] += f" [red]{r['throttled_jobs']} throttled[/]"
-    return list(cells.values())
-
-
-def results_table(store: Store, run_id: str) -> Table:
-    view = load_view(store, run_id)
-    table = Table(title=f"results of run {run_id} (medians over repeats, means over rate points)")
-    for col in ("device", "bundle", "sequence", "jobs", *(_column(name).heading for _, name in COLUMNS)):
-        table.add_column(col, justify="left" if col in {"device", "bundle", "sequence"} else "right")
-    run = store.run(run_id)
-    labels = {
-        "test": f"{run['bundle_name']}@{run['bundle_version']}" if run else "test",
-        "anchor": (run["anchor_name"] or "anchor") if run else "anchor",
-    }
-    simulated = {d["device_id"] for d in store.devices(run_id) if "SIMULATED" in d["properties_json"]}
-    for r in results_rows(store, run_id):
-        jobs = f"{r['jobs'] - r['failed']}/{r['jobs']}"
-        table.add_row(
-            r["device"], labels.get(r["role"], r["role"]), r["sequence"], f"[red]{jobs}[/]" if r["failed"] else jobs,
-            *_cells(r, simulated),
-        )  # fmt: skip
-    if simulated:
-        table.caption = (
-            f"power and temperature of {', '.join(sorted(simulated))} are SIMULATED by the virtual-board load model"
-        )
-    for device, metrics in sorted(view.device_metrics.items()):
-        parts = []
-        for name in device_metrics():
-            value, detail = metrics.get(name, (None, None))
-            shown = f"{value * 100:+.2f}%" if value is not None else escape(f"missing ({detail})")
-            parts.append(f"{name.split('.')[1]} {shown}")
-        if run and run["anchor_name"]:
-            table.caption = (table.caption + "\n" if table.caption else "") + (
-                f"{device}: BD-rate of {run['bundle_name']} vs {run['anchor_name']}: " + ", ".join(parts)
-            )
-    return table
-
-
-def verdict_table(verdicts: Sequence[Verdict], title: str = "gates") -> Table:
-    table = Table(title=title)
-    for col in ("gate", "scope", "value", "verdict", "detail"):
-        table.add_column(col)
-    style = {"pass": "[green]PASS[/]", "fail": "[red]FAIL[/]", "missing": "[yellow]MISSING[/]",
-             "inconclusive": "[yellow]INCONCLUSIVE[/]"}  # fmt: skip
-    for v in verdicts:
-        value = _value_text(v)
-        thr = f"{v.threshold:g}" if isinstance(v.threshold, float | int) else str(v.threshold)
-        table.add_row(
-            f"{v.metric} {v.op} {thr}", escape(v.scope_key), escape(value), style[v.verdict], escape(v.detail[:160])
-        )
-    return table
-
-
-def _value_text(v: Verdict) -> str:
-    if v.value is None:
-        # an inconclusive comparison has no value because nothing could be decided, not because it is unmeasured
-        return "-" if v.verdict == "inconclusive" else MISSING
-    if isinstance(v.value, float) and v.gate.get("baseline") is not None:
-        return f"{v.value * 100:+.2f}%"  # baseline gates: the shift relative to the baseline
-    return f"{v.value:.4g}" if isinstance(v.value, float) else str(v.value)
-
-
-def verdicts_from_store(store: Store, run_id: str, evaluation: int | None = None) -> list[Verdict]:
-    """The verdicts of one stored evaluation (the latest by default), as they were decided."""
-    return [
-        Verdict(row["gate_index"], row["metric"], row["op"], _num(row["threshold"]), row["scope"], row["scope_key"],
-                row["stat"], _num(row["value"]) if row["value"] is not None else None, row["verdict"], row["detail"],
-                json.loads(row["inputs_json"]), json.loads(row["gate_json"]) if row["gate_json"] else {})
-        for row in store.gate_verdicts(run_id, evaluation)
-    ]  # fmt: skip
-
-
-def agreement_table(store: Store, run_id: str) -> Table | None:
-    """Which devices disagree with which: one row per bitstream whose decodes differ, None if none do.
-
-    Devices are grouped by the digest they produced; with stored comparisons, each pair of groups gets its
-    largest sample difference and worst-frame PSNR, so a rounding difference reads differently from garbage.
-    """
-    view = load_view(store, run_id)
-    table = Table(title=f"decodes that differ in run {run_id}")
-    for col in ("bitstream", "devices", "vs devices", "max |diff|", "worst-frame PSNR-YUV"):
-        table.add_column(col)
-    for (seq, rate), pairs in sorted(decodes(view.jobs).items()):
-        by_sha = groups(pairs)
-        for a, b in itertools.combinations(sorted(by_sha), 2):
-            diff = view.diff(a, b)
-            left = ",".join(by_sha[a]) + f" ({a[:8]})"
-            right = ",".join(by_sha[b]) + f" ({b[:8]})"
-            if diff is None:
-                numbers = ["not compared", ""]
-            elif diff.max_abs_diff is None or diff.psnr_min_db is None:
-                numbers = [escape(diff.detail or "not comparable"), ""]
-            else:
-                numbers = [f"{diff.max_abs_diff:g}", f"{diff.psnr_min_db:.2f} dB"]
-            table.add_row(f"{seq}@{rate:g}kbps", escape(left), escape(right), *numbers)
-    return table if table.row_count else None
-
-
-def _num(text: str) -> float | str:
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
-def run_json(store: Store, run_id: str, verdicts: Sequence[Verdict]) -> dict[str, Any]:
-    run = store.run(run_id)
-    assert run is not None
-    view = load_view(store, run_id)
-    return {
-        "run": {k: v for k, v in dict(run).items() if not k.endswith("_json")}
-        | {"conventions": json.loads(run["conventions_json"]), "summary": json.loads(run["summary_json"] or "{}")},
-        "devices": [
-            {"id": d["device_id"], "platform": d["platform"], "target": d["target"], "status": d["status"],
-             "error": d["error"], "properties": json.loads(d["properties_json"])}
-            for d in store.devices(run_id)
-        ],
-        "results": results_rows(store, run_id),
-        "device_metrics": {d: {k: {"value": v, "detail": why} for k, (v, why) in m.items()}
-                           for d, m in view.device_metrics.items()},
-        "gates": [v.as_dict() for v in verdicts],
-        "passed": bool(verdicts) and all(v.verdict == "pass" for v in verdicts),
-    }  # fmt: skip
-
-
-def write_json(path: Path, store: Store, run_id: str, verdicts: Sequence[Verdict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(run_json(store, run_id, verdicts), indent=2, default=str) + "\n")
-
-
-def write_junit(path: Path, run_id: str, suite_name: str, verdicts: Sequence[Verdict]) -> None:
-    """One testcase per gate per scope; missing is a failure (it must never read as passed)."""
-    failures = sum(1 for v in verdicts if v.verdict != "pass")
-    suites = ET.Element("testsuites", name="codec-farm", tests=str(len(verdicts)), failures=str(failures))
-    suite = ET.SubElement(
-        suites, "testsuite", name=f"{suite_name}", tests=str(len(verdicts)), failures=str(failures),
-        errors="0", skipped="0",
-    )  # fmt: skip
-    ET.SubElement(ET.SubElement(suite, "properties"), "property", name="run_id", value=run_id)
-    for v in verdicts:
-        case = ET.SubElement(suite, "testcase", classname=f"farm.{suite_name}.{v.scope_key}", name=v.label)
-        if v.verdict != "pass":
-            value = "missing" if v.value is None else str(v.value)
-            failure = ET.SubElement(case, "failure", type=v.verdict, message=f"{v.verdict}: value {value}")
-            failure.text = v.detail
-        else:
-            ET.SubElement(case, "system-out").text = f"value {v.value}: {v.detail}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)
+__all__ = [
+    "MISSING",
+    "agreement_table",
+    "bd_warnings",
+    "rate_point_rows",
+    "results_rows",
+    "results_table",
+    "run_json",
+    "sequence_bd_rows",
+    "verdict_table",
+    "verdicts_from_store",
+    "write_csv",
+    "write_json",
+    "write_junit",
+]

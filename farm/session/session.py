@@ -196,11 +196,17 @@ class _Session:
             self.props["thermal"] = "SIMULATED"
         self._cooldown(dev, zones)
         self._check()
-        self._status("staging", "staging")
+        self._status("staging", self._staging_text())
         self._check_space(dev, "before staging")
         self._retrying_stage(dev, layout)
         self._check_space(dev, "after staging")
         return meter, zones
+
+    def _staging_text(self) -> str:
+        """What staging may push, so a CI log shows why a device sits in this phase (most are already there)."""
+        sizes = {ref.digest: ref.size for bundle in self.spec.bundles for ref in bundle.files}
+        sizes |= {job.bitstream.digest: job.bitstream.size for job in self.spec.jobs}
+        return f"staging {len(sizes)} files / {sum(sizes.values())} bytes (only what the device lacks is pushed)"
 
     def _zones(self, props: dict[str, str]) -> list[str]:
         if self.device.thermal.zones == "auto":

@@ -7,9 +7,9 @@ records (records.py), the controller identity used to reap dead runs (controller
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from farm.project import store_path
 from farm.store.errors import NewerStoreError, RunStateError, StoreError
 from farm.store.records import RESUMABLE_STATUSES, RUN_STATUSES, JobKey, Measurement, RunAttempt
 from farm.store.schema import SCHEMA_VERSION
@@ -17,7 +17,8 @@ from farm.store.sqlite import Store
 
 
 def default_store_path() -> Path:
-    return Path(os.environ.get("FARM_STORE", ".farm/results.db"))
+    """``FARM_STORE``, else .farm/results.db in the project root (farm/project.py)."""
+    return store_path()
 
 
 __all__ = [

@@ -46,7 +46,7 @@ from farm.config.inventory import AdbTransport as AdbSettings
 from farm.config.inventory import adb_key_problem
 from farm.errors import CommandFailed, InputError
 from farm.transports import adb_checksum
-from farm.transports.base import KILL_SCRIPT, SPAWN_SCRIPT, Background, Completed, TransportError, Unreachable
+from farm.transports.base import KILL_SCRIPT, SPAWN_SCRIPT, Background, Completed, TransportError, Unreachable, logged
 
 T = TypeVar("T")
 
@@ -372,8 +372,8 @@ class AdbLink:
             command = ["timeout", "-k", str(KILL_GRACE_S), f"{timeout:g}", *argv]
         res = self._exec(command, stdin, timeout + KILL_GRACE_S + DEADLINE_MARGIN_S, argv=tuple(argv))
         if res.exit_status in (124, 137) and self._has_timeout:
-            return Completed(res.argv, None, res.stdout, res.stderr, True, res.seconds)
-        return res
+            return logged(self.device_id, Completed(res.argv, None, res.stdout, res.stderr, True, res.seconds))
+        return logged(self.device_id, res)
 
     def _exec(
         self, command: Sequence[str], stdin: bytes | None, deadline_s: float, argv: tuple[str, ...] = ()

@@ -7,6 +7,8 @@ Commands are always argv lists; a transport that needs a shell string quotes eve
 
 from __future__ import annotations
 
+import logging
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +74,21 @@ class Completed:
 
     def error_tail(self, limit: int = 2000) -> str:
         return self.stderr.decode("utf-8", "replace")[-limit:].strip()
+
+
+log = logging.getLogger("farm.transports")
+
+
+def logged(who: str, done: Completed) -> Completed:
+    """Log a finished device command at DEBUG (``farm -v``): which device, what, how it ended, how long.
+
+    Slow staging or a decoder that takes seconds to start shows up here first; the argv is cut so a long
+    inline script does not flood the log.
+    """
+    if log.isEnabledFor(logging.DEBUG):
+        how = "timed out" if done.timed_out else f"exit {done.exit_status}"
+        log.debug("%s: %s (%s, %.3f s)", who, shlex.join(done.argv)[:200], how, done.seconds)
+    return done
 
 
 @dataclass(frozen=True)

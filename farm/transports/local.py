@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from farm.errors import CommandFailed
-from farm.transports.base import Background, Completed, TransportError
+from farm.transports.base import Background, Completed, TransportError, logged
 
 
 def _kill_group(pid: int) -> None:
@@ -77,7 +77,7 @@ class LocalTransport:
             timed_out = True
         # the command's own children may still hold the group; a finished command leaves nothing behind
         _kill_group(proc.pid)
-        return Completed(
+        done = Completed(
             argv=tuple(argv),
             exit_status=None if timed_out else proc.returncode,
             stdout=out,
@@ -85,6 +85,7 @@ class LocalTransport:
             timed_out=timed_out,
             seconds=time.monotonic() - start,
         )
+        return logged(self.description, done)
 
     def spawn(self, argv: Sequence[str]) -> Background:
         try:

@@ -37,7 +37,7 @@ import paramiko
 from farm.config.inventory import SshTransport as SshSettings
 from farm.errors import CommandFailed
 from farm.fileio import write_atomic
-from farm.transports.base import KILL_SCRIPT, SPAWN_SCRIPT, Background, Completed, TransportError, Unreachable
+from farm.transports.base import KILL_SCRIPT, SPAWN_SCRIPT, Background, Completed, TransportError, Unreachable, logged
 
 CHUNK = 256 << 10  # measured: 256 KiB writes beat 1-4 MiB ones (bench/bench_ssh_push.py)
 WINDOW = 64 << 20
@@ -376,8 +376,8 @@ class SshLink:
             command = shlex.join(["timeout", "-k", str(KILL_GRACE_S), f"{timeout:g}", *argv])
         res = self._exec(command, stdin, timeout + KILL_GRACE_S + 10, argv=tuple(argv))
         if res.exit_status in (124, 137) and self._has_timeout and res.seconds >= timeout * 0.98:
-            return Completed(res.argv, None, res.stdout, res.stderr, True, res.seconds)
-        return res
+            return logged(self.device_id, Completed(res.argv, None, res.stdout, res.stderr, True, res.seconds))
+        return logged(self.device_id, res)
 
     def _exec(self, command: str, stdin: bytes | None, deadline_s: float, argv: tuple[str, ...] = ()) -> Completed:
         start = time.monotonic()
