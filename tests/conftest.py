@@ -12,7 +12,7 @@ import pytest
 
 from farm.transports.base import Transport
 
-pytest_plugins = ["tests.sim_fixtures"]
+pytest_plugins = ["tests.sim_fixtures", "tests.pg_fixtures"]
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "bundles"
