@@ -51,10 +51,11 @@ InventoryOpt = Annotated[
     ),
 ]  # fmt: skip
 StoreOpt = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
         "--store", envvar="FARM_STORE", show_envvar=True,
-        help="results database (default: .farm/results.db in the project root, see docs/cli.md)",
+        help="results database: a SQLite file (default: .farm/results.db in the project root, see docs/cli.md) "
+        "or a lab's postgresql://USER@HOST/DB",
     ),
 ]  # fmt: skip
 RepoOpt = Annotated[Path | None, typer.Option("--repo", help="git repository to tag (default: the current one)")]
@@ -88,15 +89,30 @@ def _inventory(path: Path | None) -> Path:
     return path or default_inventory_path()
 
 
-def _store_path(path: Path | None) -> Path:
-    from farm.store import default_store_path
+def _store_path(store: str | None) -> str:
+    """The store named by --store / FARM_STORE or the project's default: a SQLite path or a postgresql:// URL."""
+    from farm.project import store_target
 
-    return path or default_store_path()
+    return store or store_target()
 
 
-def _state_dir(store: Path) -> Path:
-    """Caches live beside the store (``.farm/`` by default), so one folder holds a farm's state."""
-    return Path(os.environ.get("FARM_STATE", str(store.parent)))
+def _is_url(store: str) -> bool:
+    return store.startswith(("postgresql://", "postgres://"))
+
+
+def _state_dir(store: str) -> Path:
+    """Caches live beside a store file (``.farm/`` by default), so one folder holds a farm's state; with a
+    PostgreSQL store, which has no folder here, in the project's ``.farm/``."""
+    from farm.project import state_dir
+
+    return Path(os.environ.get("FARM_STATE", str(state_dir() if _is_url(store) else Path(store).parent)))
+
+
+def _sqlite_only(store: str, what: str) -> Path:
+    """``farm serve`` and ``--pushgateway`` still read the store with SQLite's own SQL (farm/metrics/results.py)."""
+    if _is_url(store):
+        raise InputError(f"{what} reads a SQLite store only for now, not a PostgreSQL one (issue 13)")
+    return Path(store)
 
 
 class _StderrHandler(logging.Handler):
@@ -142,27 +158,27 @@ def _errors() -> Iterator[None]:
         raise typer.Exit(3) from None
 
 
-def _open_store(path: Path | None, *, readonly: bool = False, create: bool = False) -> Store:
+def _open_store(path: str | None, *, readonly: bool = False, create: bool = False) -> Store:
     """Commands that only read open read-only: they work on a read-only mount and never migrate the file.
 
     Only ``farm run`` creates a store (``create``): for any other command a missing store is a typo in
     --store or the wrong directory, and an empty new one would show an empty history as if it were true.
     """
-    from farm.store import Store
+    from farm.store import open_store
 
     where = _store_path(path)
-    if not create and str(where) != ":memory:" and not where.exists():
+    if not create and not _is_url(where) and where != ":memory:" and not Path(where).exists():
         raise InputError(
             f"no results store at {where}: give --store or FARM_STORE, or run from the project (docs/cli.md); "
             "'farm run' creates one"
         )
-    return Store(where, readonly=readonly)
+    return open_store(where, readonly=readonly)
 
 
 def _run_id(store: Store, given: str) -> str:
     run_id = store.resolve_run_id(given)
     if run_id is None:
-        raise InputError(f"no single run matches {given!r} in {store.path}")
+        raise InputError(f"no single run matches {given!r} in {store.where}")
     return str(run_id)
 
 
@@ -425,14 +441,14 @@ def _print_outcome(db: Store, outcome: RunOutcome, suite_name: str, files: _Outp
     return outcome.exit_code
 
 
-def _push(store_path: Path, run_id: str, pushgateway: str | None, code: int) -> tuple[int, str]:
+def _push(store_path: str, run_id: str, pushgateway: str | None, code: int) -> tuple[int, str]:
     """Push when asked; CI asked for the metrics, so losing them is an infrastructure failure (exit 3)."""
     if pushgateway is None:
         return code, ""
     from farm.metrics.push import push_run
 
     try:
-        key = push_run(store_path, run_id, pushgateway)
+        key = push_run(_sqlite_only(store_path, "--pushgateway"), run_id, pushgateway)
     except FarmError as exc:
         err.print(f"error: {exc}", highlight=False, markup=False)
         return 3, ", but its results were NOT pushed"
@@ -490,7 +506,7 @@ def runs(
     with _errors(), _stdout_for(json_out):
         db = _open_store(store, readonly=True)
         history = []
-        table = Table(title=f"runs in {db.path}")
+        table = Table(title=f"runs in {db.where}")
         for col in ("run", "started (UTC)", "suite", "bundle", "status", "gates"):
             table.add_column(col)
         for r in db.runs(limit):
@@ -508,7 +524,7 @@ def runs(
             })  # fmt: skip
         out.print(table)
         if json_out:
-            emit(json_out, dumps({"store": str(db.path), "runs": history}))
+            emit(json_out, dumps({"store": db.where, "runs": history}))
 
 
 @app.command()
@@ -638,8 +654,9 @@ def serve(
         store_path = _store_path(store)
         devices = load_inventory(_inventory(inventory)).devices
         stop = threading.Event()
+        served = _sqlite_only(store_path, "farm serve")
         exporter = start(
-            store_path, devices, _state_dir(store_path), bind=bind, port=port, period_s=poll_interval,
+            served, devices, _state_dir(store_path), bind=bind, port=port, period_s=poll_interval,
             log=lambda line: err.print(f"health: {line}", highlight=False, markup=False),
         )  # fmt: skip
         signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -105,7 +105,7 @@ def _resumable(plan: Plan, store: Store, run_id: str) -> set[tuple[str, JobKey]]
     """Refuse a resume whose bundle, anchor, suite or devices differ from the run's; return the jobs it has."""
     row = store.run(run_id)
     if row is None:
-        raise InputError(f"no run {run_id} in {store.path}")
+        raise InputError(f"no run {run_id} in {store.where}")
     planned = set(json.loads(row["plan_json"]).get("devices", {}))
     changed = [
         what

@@ -44,3 +44,14 @@ def store_path() -> Path:
     """The store to use when none is given: ``FARM_STORE``, else the project root's .farm/results.db."""
     env = os.environ.get("FARM_STORE")
     return Path(env) if env else _in_root(Path(STATE) / STORE)
+
+
+def store_target() -> str:
+    """``store_path`` as given: a ``postgresql://`` URL in ``FARM_STORE`` must not pass through Path (``//``)."""
+    env = os.environ.get("FARM_STORE")
+    return env if env else str(_in_root(Path(STATE) / STORE))
+
+
+def state_dir() -> Path:
+    """The project's .farm folder: caches live there when the store is a server rather than a file beside it."""
+    return _in_root(Path(STATE))

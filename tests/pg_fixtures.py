@@ -133,3 +133,12 @@ def pg_cluster() -> Iterator[PgCluster]:
 def pg_url(pg_cluster: PgCluster) -> str:
     """A new empty database on the session's cluster, as a postgresql:// URL."""
     return pg_cluster.create_db()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a store test keeps its store, once per backend: a SQLite file, then a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "r.db")
+    cluster: PgCluster = request.getfixturevalue("pg_cluster")
+    return cluster.create_db()

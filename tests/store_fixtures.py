@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from farm.store import Store
+from farm.store.postgres import is_url
 
 JOB = {"device_id": "d", "role": "test", "sequence": "s", "rate_kbps": 100.0, "repeat": 0, "status": "ok",
        "bitstream_sha": "b", "bitstream_bytes": 10, "source_sha": "s",
@@ -25,20 +26,31 @@ def start(store: Store, run_id: str = "r1") -> None:
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def orphan(path: Path, run_id: str) -> int:
+def orphan(target: str | Path, run_id: str) -> int:
     """Start a run from another process that then exits without finishing it (as after a SIGKILL)."""
     code = (
-        "import sys; from pathlib import Path; from farm.store import Store; from tests.store_fixtures import start;"
-        "start(Store(Path(sys.argv[1])), sys.argv[2])"
+        "import sys; from farm.store import open_store; from tests.store_fixtures import start;"
+        "start(open_store(sys.argv[1]), sys.argv[2])"
     )
     env = os.environ | {"PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-c", code, str(path), run_id], env=env, cwd=ROOT, check=True)
+    proc = subprocess.run([sys.executable, "-c", code, str(target), run_id], env=env, cwd=ROOT, check=True)
     assert proc.returncode == 0
-    db = sqlite3.connect(path)
+    if is_url(target):
+        return _controller_pid_pg(str(target), run_id)
+    db = sqlite3.connect(target)
     try:
         return int(db.execute("SELECT controller_pid FROM runs WHERE id=?", (run_id,)).fetchone()[0])
     finally:
         db.close()
+
+
+def _controller_pid_pg(url: str, run_id: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url) as db:
+        row = db.execute("SELECT controller_pid FROM runs WHERE id=%s", (run_id,)).fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 # The schema as farm 0.1.0 wrote it (store schema 2), verbatim: a database made by it must stay readable.

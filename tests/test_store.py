@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from farm.errors import FarmError
-from farm.store import SCHEMA_VERSION, Measurement, Store
+from farm.store import SCHEMA_VERSION, Measurement, Store, open_store
 from tests.store_fixtures import V2_SCHEMA
 
 
@@ -20,8 +20,8 @@ def _run(store: Store, run_id: str = "r1") -> None:
     )  # fmt: skip
 
 
-def test_missing_is_null_with_a_reason(tmp_path: Path) -> None:
-    store = Store(tmp_path / "r.db")
+def test_missing_is_null_with_a_reason(store_target: str) -> None:
+    store = open_store(store_target)
     _run(store)
     job = {"device_id": "d", "role": "test", "sequence": "s", "rate_kbps": 100, "repeat": 0, "status": "ok",
            "bitstream_sha": "b", "bitstream_bytes": 10, "source_sha": "s", "started_at": 0,
@@ -29,12 +29,12 @@ def test_missing_is_null_with_a_reason(tmp_path: Path) -> None:
     job_id = store.add_job("r1", job, [Measurement("power_w", None, "W", "no meter", "device has no power meter")])
     rows = store.measurements("r1")[job_id]
     assert rows["power_w"]["value"] is None and rows["power_w"]["missing_reason"] == "device has no power meter"
-    mode = store._db.execute("PRAGMA journal_mode").fetchone()[0]
-    assert mode == "wal"
+    if not store_target.startswith("postgresql://"):
+        assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_gate_evaluations_are_appended_never_rewritten(tmp_path: Path) -> None:
-    store = Store(tmp_path / "r.db")
+def test_gate_evaluations_are_appended_never_rewritten(store_target: str) -> None:
+    store = open_store(store_target)
     _run(store)
     verdict = {"gate_index": 0, "metric": "fps", "op": ">=", "threshold": 30, "scope": "each", "scope_key": "d",
                "stat": "median", "value": 10.0, "verdict": "fail", "detail": "", "inputs": {}}  # fmt: skip
@@ -44,11 +44,11 @@ def test_gate_evaluations_are_appended_never_rewritten(tmp_path: Path) -> None:
     assert [r["verdict"] for r in store.gate_verdicts("r1")] == ["pass"]
 
 
-def test_data_survives_reopening_and_prefix_lookup(tmp_path: Path) -> None:
-    store = Store(tmp_path / "r.db")
+def test_data_survives_reopening_and_prefix_lookup(store_target: str) -> None:
+    store = open_store(store_target)
     _run(store, "20260101-000000-abcdef")
     store.close()
-    again = Store(tmp_path / "r.db")
+    again = open_store(store_target)
     assert again.resolve_run_id("20260101") == "20260101-000000-abcdef"
     assert again.resolve_run_id("nope") is None
 
@@ -80,16 +80,18 @@ def test_a_schema_2_database_is_migrated_in_place_and_loses_nothing(tmp_path: Pa
     assert len(again.jobs("old")) == 1
 
 
-def test_a_database_from_a_newer_farm_is_refused(tmp_path: Path) -> None:
-    Store(tmp_path / "r.db").close()
-    with sqlite3.connect(tmp_path / "r.db") as db:
-        db.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
-    with pytest.raises(FarmError, match="schema 99, newer than this farm"):
-        Store(tmp_path / "r.db")
+@pytest.mark.parametrize("readonly", [False, True])
+def test_a_database_from_a_newer_farm_is_refused(store_target: str, readonly: bool) -> None:
+    store = open_store(store_target)
+    store._db.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+    store.close()
+    with pytest.raises(FarmError, match="schema 99, newer than this farm") as info:
+        open_store(store_target, readonly=readonly)
+    assert info.value.exit_code == 2
 
 
-def test_last_release_is_the_newest_of_the_suite_other_than_the_run_itself(tmp_path: Path) -> None:
-    store = Store(tmp_path / "r.db")
+def test_last_release_is_the_newest_of_the_suite_other_than_the_run_itself(store_target: str) -> None:
+    store = open_store(store_target)
     for run_id in ("r1", "r2", "r3"):
         _run(store, run_id)
 

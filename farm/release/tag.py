@@ -47,7 +47,7 @@ def refusals(store: Store, run_id: str, bundle: Bundle) -> tuple[list[str], int 
     """Why this run must not be released (empty when it may), and the evaluation the decision used."""
     run = store.run(run_id)
     if run is None:
-        raise InputError(f"no run {run_id!r} in {store.path}")
+        raise InputError(f"no run {run_id!r} in {store.where}")
     reasons: list[str] = []
     if run["status"] != "complete":
         reasons.append(f"run {run_id} is {run['status']}, not complete")

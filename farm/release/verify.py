@@ -50,7 +50,7 @@ def verify_release(store: Store, repo: Path, tag: str, find_bundle: Callable[[st
     if contents.commit != manifest.get("release", {}).get("commit"):
         problems.append(f"the tag points at {contents.commit[:12]}, the manifest names another commit")
     if store.run(run_id) is None:
-        problems.append(f"run {run_id} is not in the store {store.path}")
+        problems.append(f"run {run_id} is not in the store {store.where}")
     else:
         now = bound_to_store(store, run_id, evaluation)
         problems += _differences(manifest, now)

@@ -97,7 +97,7 @@ def _job(r: sqlite3.Row, metrics: dict[str, float | None]) -> Job:
 def load(store: Store, run_id: str) -> RunData:
     run = store.run(run_id)
     if run is None:
-        raise LookupError(f"no run {run_id} in {store.path}")
+        raise LookupError(f"no run {run_id} in {store.where}")
     suite = Suite.model_validate_json(run["suite_json"])
     measurements = store.measurements(run_id)
     latest: dict[tuple[str, str, str, float, int], Job] = {}

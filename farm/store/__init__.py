@@ -1,6 +1,7 @@
 """Results: runs, jobs, measurements, gate evaluations and releases, behind one ``Store`` interface.
 
-``Store`` is the embedded SQLite backend (sqlite.py); the schema and its migrations (schema.py), the typed
+``Store`` is the embedded SQLite backend (sqlite.py), ``PostgresStore`` a lab's shared one (postgres.py), and
+``open_store`` picks between them from the URL or path; the schema and its migrations (schema.py), the typed
 records (records.py), the controller identity used to reap dead runs (controller.py) and the errors
 (errors.py) do not depend on SQLite, so another backend (PostgreSQL for a lab) can sit beside it.
 """
@@ -14,6 +15,18 @@ from farm.store.errors import NewerStoreError, RunStateError, StoreError
 from farm.store.records import RESUMABLE_STATUSES, RUN_STATUSES, JobKey, Measurement, RunAttempt
 from farm.store.schema import SCHEMA_VERSION
 from farm.store.sqlite import Store
+
+
+def open_store(target: str | Path, *, readonly: bool = False) -> Store:
+    """``postgresql://...`` opens a lab's PostgreSQL store, anything else a SQLite file.
+
+    psycopg is imported only here, so commands on a SQLite store never load it.
+    """
+    if str(target).startswith(("postgresql://", "postgres://")):
+        from farm.store.postgres import PostgresStore
+
+        return PostgresStore(str(target), readonly=readonly)
+    return Store(Path(target), readonly=readonly)
 
 
 def default_store_path() -> Path:
@@ -33,4 +46,5 @@ __all__ = [
     "Store",
     "StoreError",
     "default_store_path",
+    "open_store",
 ]

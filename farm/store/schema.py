@@ -1,13 +1,15 @@
 """The store's schema and its migrations, as versioned SQL that only ever adds.
 
 Hand-written SQL rather than an ORM: a dozen tables, and every statement must be readable in a review of what a
-release was granted on. SQLite's dialect; a PostgreSQL backend keeps the same versions and tables with its own
-types. A newer farm migrates an older store in place by adding tables and nullable columns (NULL = recorded
-before the column existed), so every result already stored stays readable and no row is rewritten.
+release was granted on. Written once, in SQLite's dialect; ``postgres_ddl`` translates the three type names that
+differ for PostgreSQL, so both backends share one list of versions and can never drift apart (docs/decisions.md).
+A newer farm migrates an older store in place by adding tables and nullable columns (NULL = recorded before the
+column existed), so every result already stored stays readable and no row is rewritten.
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
 
 SCHEMA_VERSION = 4
@@ -120,3 +122,19 @@ def statements(script: str) -> list[str]:
     if pending.strip():
         out.append(pending.strip())
     return out
+
+
+# SQLite type -> PostgreSQL type. REAL is float4 in PostgreSQL (timestamps would lose seconds), INTEGER is int4
+# (bitstream bytes and pids may pass 2**31), and AUTOINCREMENT is spelled BIGSERIAL.
+_PG_TYPES = (
+    (re.compile(r"\bINTEGER PRIMARY KEY AUTOINCREMENT\b"), "BIGSERIAL PRIMARY KEY"),
+    (re.compile(r"\bREAL\b"), "DOUBLE PRECISION"),
+    (re.compile(r"\bINTEGER\b"), "BIGINT"),
+)
+
+
+def postgres_ddl(statement: str) -> str:
+    """One statement of SCHEMA or MIGRATIONS in PostgreSQL's dialect (the rest of the DDL is common SQL)."""
+    for pattern, replacement in _PG_TYPES:
+        statement = pattern.sub(replacement, statement)
+    return statement

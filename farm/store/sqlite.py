@@ -148,6 +148,11 @@ class Store:
     def open_readonly(cls, path: Path) -> Store:
         return cls(path, readonly=True)
 
+    @property
+    def where(self) -> str:
+        """The store as messages name it (a PostgreSQL store names its URL without the password)."""
+        return str(self.path)
+
     @contextmanager
     def _translated(self, doing: str) -> Iterator[None]:
         try:
@@ -427,7 +432,7 @@ class Store:
             cur = db.execute(
                 "INSERT INTO jobs(run_id, device_id, role, sequence, rate_kbps, repeat, status, error,"
                 " bitstream_sha, bitstream_bytes, source_sha, output_sha, frames, frame_times_json,"
-                " stderr_tail, started_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " stderr_tail, started_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING id",
                 (
                     run_id, job["device_id"], job["role"], job["sequence"], job["rate_kbps"], job["repeat"],
                     job["status"], job.get("error"), job["bitstream_sha"], job["bitstream_bytes"],
@@ -436,7 +441,7 @@ class Store:
                     job.get("stderr_tail"), job["started_at"], job["finished_at"],
                 ),
             )  # fmt: skip
-            job_id = int(cur.lastrowid or 0)
+            job_id = int(cur.fetchone()[0])  # RETURNING rather than lastrowid: the same SQL serves PostgreSQL
             self._insert_measurements(db, job_id, measurements)
         return job_id
 

@@ -1,0 +1,207 @@
+"""PostgreSQL result store: one system of record that every controller of a lab writes at once.
+
+``PostgresStore`` is the SQLite ``Store`` with another connection underneath, not a second copy of its
+queries: the queries are common SQL, and ``_Connection`` adapts the few spellings that differ (placeholders,
+``IS ?``, ``BEGIN IMMEDIATE``, ``rowid``) as it sends them. One copy of each query means the two backends
+cannot drift apart in what they store; the schema is shared the same way (schema.py ``postgres_ddl``).
+
+Each write is one transaction (a job with all its measurements, or nothing), as in SQLite; concurrent runs
+only insert rows of their own (run ids are random, job ids come from a sequence), so they never wait on each
+other. Credentials come from the URL, the ``PG*`` environment or ``~/.pgpass`` (libpq reads them); the
+password is never part of a message (``redact``).
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, cast
+
+import psycopg
+from psycopg import pq
+from psycopg.conninfo import conninfo_to_dict
+
+from farm.store.errors import NewerStoreError, StoreError
+from farm.store.schema import BASE_VERSION, MIGRATIONS, SCHEMA, SCHEMA_VERSION, postgres_ddl, statements
+from farm.store.sqlite import Store
+
+URL_PREFIXES = ("postgresql://", "postgres://")
+_MIGRATION_LOCK = 0x6661726D  # "farm": serialises schema upgrades of concurrent controllers
+_IS_NOT = re.compile(r"\bIS NOT \?")
+_IS = re.compile(r"\bIS \?")
+
+
+def is_url(target: object) -> bool:
+    return str(target).startswith(URL_PREFIXES)
+
+
+def redact(url: str) -> str:
+    """The URL as messages show it: user, host, port and database, never the password."""
+    try:
+        parts = conninfo_to_dict(url)
+    except psycopg.Error:
+        return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
+    user = f"{parts['user']}@" if parts.get("user") else ""
+    port = f":{parts['port']}" if parts.get("port") else ""
+    return f"postgresql://{user}{parts.get('host', '')}{port}/{parts.get('dbname', '')}"
+
+
+class Row(tuple[Any, ...]):
+    """A row that indexes by position and by column name, like sqlite3.Row, so callers serve both backends."""
+
+    _names: dict[str, int]
+
+    def __new__(cls, values: Sequence[Any], names: dict[str, int]) -> Row:
+        row = super().__new__(cls, values)
+        row._names = names
+        return row
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            return tuple.__getitem__(self, self._names[key])
+        return tuple.__getitem__(self, key)
+
+    def keys(self) -> list[str]:
+        return list(self._names)
+
+
+def _row_factory(cursor: psycopg.Cursor[Any]) -> Any:
+    names = {col.name: i for i, col in enumerate(cursor.description or ())}
+    return lambda values: Row(values, names)
+
+
+def _translate(sql: str) -> str:
+    sql = sql.replace("%", "%%").replace("BEGIN IMMEDIATE", "BEGIN")
+    sql = _IS_NOT.sub("IS DISTINCT FROM ?", _IS.sub("IS NOT DISTINCT FROM ?", sql))
+    # rowid: insertion order of the insert-only tables; their physical order is that too, as nothing is deleted
+    return sql.replace("rowid", "ctid").replace("?", "%s")
+
+
+class _Connection:
+    """The part of sqlite3.Connection that ``Store`` uses, over a psycopg connection in autocommit mode."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> psycopg.Cursor[Any]:
+        if params is None and sql.strip() in ("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK"):
+            return self.conn.execute(_translate(sql))
+        return self.conn.execute(_translate(sql), params or ())
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        with self.conn.cursor() as cur:
+            cur.executemany(_translate(sql), rows)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.conn.info.transaction_status != pq.TransactionStatus.IDLE
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class PostgresStore(Store):
+    """A lab's store on a PostgreSQL server; the same methods, rows and errors as the SQLite ``Store``.
+
+    ``readonly=True`` never migrates nor writes (an older schema is refused with `farm store migrate`); runs
+    whose controller died are reaped by the next writable open, as the SQLite store does.
+    """
+
+    def __init__(self, url: str, *, readonly: bool = False) -> None:
+        self.url = url
+        self.path = None  # type: ignore[assignment]  # a URL has no path; ``where`` names it
+        self.readonly = readonly
+        self._lock = threading.Lock()
+        self._memory = False
+        self._db = cast(sqlite3.Connection, self._connect())  # the adapter offers what Store uses of it
+        if readonly:
+            self._check_readable()
+        else:
+            self._migrate()
+        self.reap_orphans()
+
+    @property
+    def where(self) -> str:
+        return redact(self.url)
+
+    def _connect(self) -> _Connection:
+        try:
+            conn = psycopg.connect(self.url, autocommit=True, row_factory=_row_factory, connect_timeout=10)
+        except psycopg.Error as exc:
+            raise StoreError(
+                self.where, f"cannot reach the PostgreSQL store {self.where}: {_reason(exc, self.url)}. Check that "
+                "the server is running and reachable, and the user and database (credentials come from the URL, "
+                "PG* variables or ~/.pgpass), or point --store / FARM_STORE at another store.",
+            ) from exc  # fmt: skip
+        return _Connection(conn)
+
+    @contextmanager
+    def _translated(self, doing: str) -> Iterator[None]:
+        try:
+            yield
+        except psycopg.Error as exc:
+            raise StoreError(
+                self.where, f"the PostgreSQL store {self.where} failed while {doing}: {_reason(exc, self.url)}"
+            ) from exc
+
+    def _version(self) -> int | None:
+        """The stored schema version, or None when the database holds no farm store yet."""
+        with self._reading() as db:
+            if db.execute("SELECT to_regclass('meta')").fetchone()[0] is None:
+                return None
+            row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        return int(row[0]) if row is not None else None
+
+    def _check_readable(self) -> None:
+        version = self._version()
+        if version is not None and version > SCHEMA_VERSION:
+            raise NewerStoreError(self.where, version, SCHEMA_VERSION)
+        if version != SCHEMA_VERSION:
+            raise StoreError(
+                self.where, f"the PostgreSQL store {self.where} has schema {version or 'none'}, not this farm's "
+                f"({SCHEMA_VERSION}): run `farm store migrate --store {self.where}` once, then read it.",
+            )  # fmt: skip
+
+    def _migrate(self) -> None:
+        """Bring the database to this farm's schema in one transaction; concurrent farms wait on a lock."""
+        if (version := self._version()) == SCHEMA_VERSION:
+            return
+        if version is not None and version > SCHEMA_VERSION:
+            raise NewerStoreError(self.where, version, SCHEMA_VERSION)
+        with self._tx("upgrading its schema", guard=False) as db:
+            db.execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
+            has_meta = db.execute("SELECT to_regclass('meta')").fetchone()[0] is not None
+            row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() if has_meta else None
+            version = int(row[0]) if row is not None else None
+            if version is not None and version > SCHEMA_VERSION:
+                raise NewerStoreError(self.where, version, SCHEMA_VERSION)
+            if version is None:  # a new store: the base schema, then every migration
+                for statement in statements(SCHEMA):
+                    db.execute(postgres_ddl(statement))
+                version = BASE_VERSION
+            for target in sorted(t for t in MIGRATIONS if t > version):
+                for statement in statements(MIGRATIONS[target]):
+                    db.execute(postgres_ddl(statement))
+                version = target
+            db.execute(
+                "INSERT INTO meta(key, value) VALUES ('schema_version', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (str(version),),
+            )
+
+    def reap_orphans(self) -> list[str]:
+        """A read-only PostgreSQL open reaps nothing (it cannot shadow a table); the next writable open does."""
+        return [] if self.readonly else super().reap_orphans()
+
+
+def _reason(exc: psycopg.Error, url: str) -> str:
+    """The server's own words, first line only, with the password taken out should libpq ever echo it."""
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    try:
+        password = conninfo_to_dict(url).get("password")
+    except psycopg.Error:
+        password = None
+    return text.replace(str(password), "***") if password else text
