@@ -674,6 +674,41 @@ def serve(
             exporter.stop()
 
 
+store_app = typer.Typer(no_args_is_help=True, help="The results store: upgrade it, copy one into another.")
+app.add_typer(store_app, name="store")
+
+
+@store_app.command("migrate")
+def store_migrate(store: StoreOpt = None) -> None:
+    """Bring the store to this farm's schema (adding only); a lab's PostgreSQL store is upgraded only by this."""
+    from farm.store import SCHEMA_VERSION
+
+    with _errors():
+        db = _open_store(store, create=True)
+        out.print(f"{db.where} is at store schema {SCHEMA_VERSION}", highlight=False)
+        db.close()
+
+
+@store_app.command("copy")
+def store_copy(
+    source: Annotated[Path, typer.Argument(help="the SQLite store to copy from (e.g. .farm/results.db)")],
+    dest: Annotated[str, typer.Argument(help="the store to copy into, e.g. postgresql://farm@db.lab/farm")],
+) -> None:
+    """Copy every run (jobs, measurements, gates, releases...) into DEST, each verified by its results digest."""
+    from farm.store import open_store
+    from farm.store.copy import copy_store
+
+    with _errors():
+        if not source.exists():
+            raise InputError(f"no results store at {source}")
+        src, to = open_store(source, readonly=True), open_store(dest)
+        copied = copy_store(src, to)
+        for run in copied:
+            state = f"{run.rows} rows copied" if run.rows else "already there, identical"
+            out.print(f"{run.run_id}: {state} (results digest {run.digest[:16]})", highlight=False)
+        out.print(f"{len(copied)} run(s) of {source} are in {to.where}, verified", highlight=False)
+
+
 release_app = typer.Typer(no_args_is_help=True, help="Release tags bound to a run that passed every gate.")
 app.add_typer(release_app, name="release")
 

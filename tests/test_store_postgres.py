@@ -9,10 +9,12 @@ import pytest
 from typer.testing import CliRunner
 
 from farm.cli import app
-from farm.store import StoreError, open_store
+from farm.release.manifest import results_digests
+from farm.store import SCHEMA_VERSION, Measurement, Store, StoreError, open_store
 from farm.store.postgres import redact
 from tests.conftest import ROOT
 from tests.pg_fixtures import PgCluster, _free_port
+from tests.store_fixtures import JOB, start
 from tests.support.runs import bundle_args, suite
 
 
@@ -60,3 +62,48 @@ def test_a_reader_of_a_database_without_a_store_is_told_to_migrate(pg_cluster: P
     with pytest.raises(StoreError, match="farm store migrate") as info:
         open_store(url, readonly=True)
     assert info.value.exit_code == 3
+
+
+def _filled_sqlite(path: Path) -> Store:
+    store = Store(path)
+    for run_id in ("r1", "r2"):
+        start(store, run_id)
+        for repeat in range(3):
+            ms = [
+                Measurement("fps", 30.0 + repeat, "fps", "steady"),
+                Measurement("power_w", None, "W", "c", "no meter"),
+            ]
+            store.add_job(run_id, JOB | {"repeat": repeat, "frame_times_ns": [1, 2, 3]}, ms)
+        store.add_device(run_id, "d", "linux", "x86_64", ["local"], {"kernel": "6"}, "ok", None)
+        store.add_run_metric(run_id, "d", "bd_rate.psnr_yuv", -3.25, "%", "pchip", "detail")
+        store.add_output_diff(run_id, "s", 100.0, "b" * 64, "a" * 64, 3, 2.0, 80.0, None)
+        verdict = {"gate_index": 0, "metric": "fps", "op": ">=", "threshold": 1, "scope": "each", "scope_key": "d",
+                   "stat": "median", "value": 31.0, "verdict": "pass", "detail": "", "inputs": {"v": [1]}}  # fmt: skip
+        store.add_gate_evaluation(run_id, [verdict])
+        store.finish_run(run_id, "complete", {"jobs": 3})
+    store.add_release(tag="v1", version="v1", run_id="r1", suite_name="s", bundle_digest="x", evaluation=1,
+                      repo="/r", commit_sha="c", manifest_json="{}", manifest_sha256="m")  # fmt: skip
+    return store
+
+
+def test_store_copy_moves_every_run_into_postgresql_verified_and_is_idempotent(pg_url: str, tmp_path: Path) -> None:
+    source = _filled_sqlite(tmp_path / "r.db")
+    want = {run_id: results_digests(source, run_id) for run_id in ("r1", "r2")}
+    source.close()
+    code, output = _farm(pg_url, tmp_path, "store", "copy", str(tmp_path / "r.db"), pg_url)
+    assert code == 0 and "2 run(s)" in output and "verified" in output, output
+    lab = open_store(pg_url)
+    assert {run_id: results_digests(lab, run_id) for run_id in ("r1", "r2")} == want
+    assert [r["tag"] for r in lab.releases()] == ["v1"] and lab.gate_verdicts("r2")[0]["verdict"] == "pass"
+    assert [a.status for a in lab.attempts("r1")] == ["complete"]
+    start(lab, "r3")  # new jobs get ids after the copied ones
+    assert lab.add_job("r3", JOB, []) == 7
+    code, output = _farm(pg_url, tmp_path, "store", "copy", str(tmp_path / "r.db"), pg_url)
+    assert code == 0 and output.count("already there, identical") == 2, output
+
+
+def test_store_migrate_creates_the_schema_of_a_new_database(pg_cluster: PgCluster, tmp_path: Path) -> None:
+    url = pg_cluster.create_db()
+    code, output = _farm(url, tmp_path, "store", "migrate")
+    assert code == 0 and f"is at store schema {SCHEMA_VERSION}" in output, output
+    assert open_store(url, readonly=True).runs() == []

@@ -192,6 +192,10 @@ class PostgresStore(Store):
                 (str(version),),
             )
 
+    def _after_copy(self, db: sqlite3.Connection) -> None:
+        """Jobs copied with their ids leave the id sequence behind them: move it past the largest id."""
+        db.execute("SELECT setval(pg_get_serial_sequence('jobs', 'id'), GREATEST((SELECT MAX(id) FROM jobs), 1))")
+
     def reap_orphans(self) -> list[str]:
         """A read-only PostgreSQL open reaps nothing (it cannot shadow a table); the next writable open does."""
         return [] if self.readonly else super().reap_orphans()

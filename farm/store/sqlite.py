@@ -290,6 +290,9 @@ class Store:
                         self._db.execute("ROLLBACK")
                 raise
 
+    def _after_copy(self, db: sqlite3.Connection) -> None:
+        """Rows were copied in with their job ids (farm.store.copy); SQLite's AUTOINCREMENT already follows them."""
+
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
         with self._lock, self._translated("reading it"):
