@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ from typer.testing import CliRunner
 from farm.cli import app
 from farm.release.manifest import results_digests
 from farm.store import SCHEMA_VERSION, Measurement, Store, StoreError, open_store
-from farm.store.postgres import redact
+from farm.store.postgres import PostgresStore, redact
 from tests.conftest import ROOT
 from tests.pg_fixtures import PgCluster, _free_port
 from tests.store_fixtures import JOB, start
@@ -107,3 +109,47 @@ def test_store_migrate_creates_the_schema_of_a_new_database(pg_cluster: PgCluste
     code, output = _farm(url, tmp_path, "store", "migrate")
     assert code == 0 and f"is at store schema {SCHEMA_VERSION}" in output, output
     assert open_store(url, readonly=True).runs() == []
+
+
+def test_writers_reconnect_when_the_database_restarts_mid_run_and_lose_no_job(pg_cluster: PgCluster) -> None:
+    url = pg_cluster.create_db()
+    store = open_store(url)
+    start(store)
+    errors: list[Exception] = []
+
+    def record(device: str) -> None:  # as the recorder does, from the device sessions' threads
+        try:
+            for repeat in range(30):
+                store.add_job(
+                    "r1", JOB | {"device_id": device, "repeat": repeat}, [Measurement("fps", 1.0, "fps", "c")]
+                )
+                time.sleep(0.02)
+        except Exception as exc:  # the test reports whatever a writer met
+            errors.append(exc)
+
+    threads = [threading.Thread(target=record, args=(f"d{i}",)) for i in range(2)]
+    for t in threads:
+        t.start()
+    time.sleep(0.15)
+    pg_cluster.restart()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == [] and store.reconnects >= 1
+    assert len(store.completed_job_keys("r1")) == 60 and len(store.measurements("r1")) == 60
+    assert len(store.jobs("r1")) == 60  # each job once, none twice
+
+
+def test_a_database_that_stays_down_fails_the_write_naming_it_after_the_bound(pg_cluster: PgCluster) -> None:
+    url = pg_cluster.create_db()
+    store = PostgresStore(url, reconnect_s=1.0)
+    start(store)
+    pg_cluster.stop()
+    try:
+        began = time.monotonic()
+        with pytest.raises(StoreError, match=r"lost the PostgreSQL store postgresql://postgres@127\.0\.0\.1:\d+/t_\w+ "
+                           "during add_job and could not reconnect within 1 s") as info:  # fmt: skip
+            store.add_job("r1", JOB, [])
+        assert info.value.exit_code == 3 and 0.9 < time.monotonic() - began < 15
+    finally:
+        pg_cluster.start()
+    assert store.add_job("r1", JOB, []) > 0  # and it comes back once the database does

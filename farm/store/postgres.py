@@ -16,9 +16,10 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import psycopg
 from psycopg import pq
@@ -30,6 +31,8 @@ from farm.store.sqlite import Store
 
 URL_PREFIXES = ("postgresql://", "postgres://")
 _MIGRATION_LOCK = 0x6661726D  # "farm": serialises schema upgrades of concurrent controllers
+RECONNECT_S = 60.0  # how long a lost database may take to come back before the run fails naming it
+T = TypeVar("T")
 _IS_NOT = re.compile(r"\bIS NOT \?")
 _IS = re.compile(r"\bIS \?")
 
@@ -110,8 +113,11 @@ class PostgresStore(Store):
     whose controller died are reaped by the next writable open, as the SQLite store does.
     """
 
-    def __init__(self, url: str, *, readonly: bool = False) -> None:
+    def __init__(self, url: str, *, readonly: bool = False, reconnect_s: float = RECONNECT_S) -> None:
         self.url = url
+        self.reconnect_s = reconnect_s
+        self._reconnecting = threading.Lock()
+        self.reconnects = 0  # how often the connection was lost and made again (shown nowhere yet; tests read it)
         self.path = None  # type: ignore[assignment]  # a URL has no path; ``where`` names it
         self.readonly = readonly
         self._lock = threading.Lock()
@@ -192,6 +198,49 @@ class PostgresStore(Store):
                 (str(version),),
             )
 
+    def _lost(self) -> bool:
+        conn = cast(_Connection, self._db).conn
+        return bool(conn.closed or conn.broken)
+
+    def _retry(self, name: str, call: Callable[[], T]) -> T:
+        """Run ``call``; when the connection was lost (a database restart), reconnect with backoff and run it again.
+
+        A transaction cut by a lost connection was rolled back by the server, so running it again stores the
+        job once. Past ``reconnect_s`` the StoreError names the database, and the recorder fails the run with
+        the jobs it could not store (farm/recorder.py): none is dropped silently.
+        """
+        deadline, delay = time.monotonic() + self.reconnect_s, 0.1
+        while True:
+            try:
+                return call()
+            except StoreError as exc:
+                if not self._lost():
+                    raise
+                last: StoreError = exc
+            while time.monotonic() < deadline:
+                time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+                delay = min(delay * 2, 5.0)
+                if self._reconnect():
+                    break
+            else:
+                raise StoreError(
+                    self.where, f"lost the PostgreSQL store {self.where} during {name} and could not reconnect "
+                    f"within {self.reconnect_s:g} s: {last}",
+                ) from last  # fmt: skip
+
+    def _reconnect(self) -> bool:
+        with self._reconnecting:
+            if not self._lost():
+                return True  # another thread reconnected meanwhile
+            try:
+                fresh = self._connect()
+            except StoreError:
+                return False
+            with self._lock:
+                self._db = cast(sqlite3.Connection, fresh)
+                self.reconnects += 1
+            return True
+
     def _after_copy(self, db: sqlite3.Connection) -> None:
         """Jobs copied with their ids leave the id sequence behind them: move it past the largest id."""
         db.execute("SELECT setval(pg_get_serial_sequence('jobs', 'id'), GREATEST((SELECT MAX(id) FROM jobs), 1))")
@@ -199,6 +248,25 @@ class PostgresStore(Store):
     def reap_orphans(self) -> list[str]:
         """A read-only PostgreSQL open reaps nothing (it cannot shadow a table); the next writable open does."""
         return [] if self.readonly else super().reap_orphans()
+
+
+def _retrying(name: str) -> Callable[..., Any]:
+    def method(self: PostgresStore, *args: Any, **kwargs: Any) -> Any:
+        return self._retry(name, lambda: getattr(Store, name)(self, *args, **kwargs))
+
+    method.__name__ = name
+    method.__doc__ = getattr(Store, name).__doc__
+    return method
+
+
+# every public method that reads or writes: each is one transaction, so each can be run again whole
+for _name in (
+    "start_run", "finish_run", "reopen_run", "add_device", "add_job", "add_measurements", "add_run_metric",
+    "add_gate_evaluation", "add_output_diff", "add_release", "run", "runs", "devices", "jobs", "measurements",
+    "run_metrics", "gate_verdicts", "output_diffs", "last_release", "releases", "resolve_run_id", "attempts",
+    "completed_job_keys",
+):  # fmt: skip
+    setattr(PostgresStore, _name, _retrying(_name))
 
 
 def _reason(exc: psycopg.Error, url: str) -> str:
