@@ -28,7 +28,7 @@ import pytest
 from tests.conftest import require_tool
 
 
-def _pg_bin() -> Path:
+def pg_bin() -> Path:
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name))
     return found[-1].parent if found else Path("/usr/lib/postgresql/15/bin")
 
@@ -57,6 +57,7 @@ class PgCluster:
     folder: Path
     port: int
     user: str
+    settings: str = "-c fsync=off"  # a test cluster need not survive a power cut; bench_store.py sets its own
 
     @property
     def data(self) -> Path:
@@ -69,7 +70,7 @@ class PgCluster:
         return ["runuser", "-u", self.user, "--", *argv] if os.geteuid() == 0 else list(argv)
 
     def start(self) -> None:
-        opts = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+        opts = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 {self.settings}"
         cmd = [str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", opts, "-l", str(self.folder / "log"), "-w"]
         subprocess.run(self._as_owner(*cmd, "start"), check=True, capture_output=True, timeout=60)
 
@@ -105,11 +106,12 @@ class PgCluster:
         return self.url(name)
 
 
-def _init(folder: Path) -> PgCluster:
+def init_cluster(folder: Path, settings: str = "-c fsync=off") -> PgCluster:
+    """initdb and start a cluster in ``folder`` (which its unprivileged owner is given)."""
     user = _owner()
     pw = pwd.getpwnam(user)
     os.chown(folder, pw.pw_uid, pw.pw_gid)
-    cluster = PgCluster(_pg_bin(), folder, _free_port(), user)
+    cluster = PgCluster(pg_bin(), folder, _free_port(), user, settings)
     initdb = [str(cluster.bin / "initdb"), "-D", str(cluster.data), "-U", "postgres", "--auth=trust", "-E", "UTF8"]
     subprocess.run(cluster._as_owner(*initdb), check=True, capture_output=True, timeout=120)
     cluster.start()
@@ -119,9 +121,9 @@ def _init(folder: Path) -> PgCluster:
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[PgCluster]:
     """The session's cluster, in a folder of its own under /tmp that its unprivileged owner can enter."""
-    require_tool(_pg_bin() / "initdb", "postgresql")
+    require_tool(pg_bin() / "initdb", "postgresql")
     folder = Path(tempfile.mkdtemp(prefix="farm-pg-"))
-    cluster = _init(folder)
+    cluster = init_cluster(folder)
     try:
         yield cluster
     finally:
