@@ -108,13 +108,6 @@ def _state_dir(store: str) -> Path:
     return Path(os.environ.get("FARM_STATE", str(state_dir() if _is_url(store) else Path(store).parent)))
 
 
-def _sqlite_only(store: str, what: str) -> Path:
-    """``farm serve`` and ``--pushgateway`` still read the store with SQLite's own SQL (farm/metrics/results.py)."""
-    if _is_url(store):
-        raise InputError(f"{what} reads a SQLite store only for now, not a PostgreSQL one (issue 13)")
-    return Path(store)
-
-
 class _StderrHandler(logging.Handler):
     """Logs to whatever sys.stderr is at the time (a test runner swaps it), one plain line per record."""
 
@@ -448,7 +441,7 @@ def _push(store_path: str, run_id: str, pushgateway: str | None, code: int) -> t
     from farm.metrics.push import push_run
 
     try:
-        key = push_run(_sqlite_only(store_path, "--pushgateway"), run_id, pushgateway)
+        key = push_run(store_path, run_id, pushgateway)
     except FarmError as exc:
         err.print(f"error: {exc}", highlight=False, markup=False)
         return 3, ", but its results were NOT pushed"
@@ -649,19 +642,20 @@ def serve(
 
     from farm.config.inventory import load_inventory
     from farm.metrics.server import start
+    from farm.store.postgres import redact
 
     with _errors():
         store_path = _store_path(store)
         devices = load_inventory(_inventory(inventory)).devices
         stop = threading.Event()
-        served = _sqlite_only(store_path, "farm serve")
         exporter = start(
-            served, devices, _state_dir(store_path), bind=bind, port=port, period_s=poll_interval,
+            store_path, devices, _state_dir(store_path), bind=bind, port=port, period_s=poll_interval,
             log=lambda line: err.print(f"health: {line}", highlight=False, markup=False),
         )  # fmt: skip
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         out.print(
-            f"serving {exporter.url} (store {store_path}; {len(devices)} device(s) probed every {poll_interval:g}s)",
+            f"serving {exporter.url} (store {redact(store_path)}; {len(devices)} device(s) probed every "
+            f"{poll_interval:g}s)",
             highlight=False,
         )
         sys.stdout.flush()  # whoever started us (a supervisor, a test) learns the address now, not at exit

@@ -5,19 +5,21 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from farm.cli import app
+from farm.metrics.server import start as start_exporter
 from farm.release.manifest import results_digests
 from farm.store import SCHEMA_VERSION, Measurement, Store, StoreError, open_store
 from farm.store.postgres import PostgresStore, redact
 from tests.conftest import ROOT
 from tests.pg_fixtures import PgCluster, _free_port
 from tests.store_fixtures import JOB, start
-from tests.support.runs import bundle_args, suite
+from tests.support.runs import bundle_args, farm, suite
 
 
 def _farm(url: str, tmp_path: Path, *args: str) -> tuple[int, str]:
@@ -153,3 +155,23 @@ def test_a_database_that_stays_down_fails_the_write_naming_it_after_the_bound(pg
     finally:
         pg_cluster.start()
     assert store.add_job("r1", JOB, []) > 0  # and it comes back once the database does
+
+
+@pytest.mark.slow
+def test_serve_over_postgresql_exports_what_it_exports_over_sqlite(pg_url: str, tmp_path: Path) -> None:
+    """The exporter's PostgreSQL statements (DISTINCT ON, no rowid) give the same families as SQLite's."""
+    code, output = farm(tmp_path, "run", suite(tmp_path), *bundle_args())
+    assert code == 0, output
+    sqlite_file = tmp_path / "state" / "results.db"
+    code, output = _farm(pg_url, tmp_path, "store", "copy", str(sqlite_file), pg_url)
+    assert code == 0, output
+    scraped = {}
+    for name, target in (("sqlite", str(sqlite_file)), ("postgresql", pg_url)):
+        exporter = start_exporter(target, [], tmp_path / name, port=0)
+        try:
+            with urllib.request.urlopen(exporter.url, timeout=30) as resp:
+                scraped[name] = sorted(line for line in resp.read().decode().splitlines() if line.startswith("farm_"))
+        finally:
+            exporter.stop()
+    assert any('role="test"' in line for line in scraped["postgresql"]), scraped["postgresql"]
+    assert scraped["postgresql"] == scraped["sqlite"]

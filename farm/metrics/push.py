@@ -56,7 +56,7 @@ def group_path(suite: str, bundle: str) -> str:
     return f"/metrics/job/{JOB}/suite/{quote(suite, safe='')}/bundle/{quote(bundle, safe='')}"
 
 
-def push_run(store_path: Path, run_id: str, url: str, *, timeout_s: float = TIMEOUT_S) -> dict[str, str]:
+def push_run(store_path: Path | str, run_id: str, url: str, *, timeout_s: float = TIMEOUT_S) -> dict[str, str]:
     """Push the run's gauges, replacing its group; returns the grouping key. InfraError if the push fails."""
     db = open_readonly(store_path)
     try:

@@ -116,8 +116,48 @@ class _Run:
     finished_at: float | None
 
 
-def open_readonly(path: Path) -> sqlite3.Connection:
-    """A read-only connection: the exporter can never change the store, whatever a query does."""
+_SQLITE = {
+    "version": "PRAGMA data_version",  # changes whenever another connection commits
+    "gates_top": "SELECT COALESCE(MAX(rowid), 0) FROM gates",
+    "new_runs": "SELECT rowid, id, suite_name, bundle_name, anchor_name, started_at, finished_at FROM runs"
+    " WHERE rowid > ? {where} ORDER BY rowid",
+    # SQLite returns the other columns of the row that holds MAX(): the latest run per group
+    "last_run": "SELECT d.device_id, r.suite_name, r.bundle_name, r.finished_at, MAX(r.started_at) FROM run_devices d"
+    " JOIN runs r ON r.id = d.run_id WHERE r.finished_at IS NOT NULL {only}"
+    " GROUP BY d.device_id, r.suite_name, r.bundle_name",
+    "bd_rates": "SELECT m.device_id, r.suite_name, r.bundle_name, r.anchor_name, m.name, m.value, MAX(r.started_at)"
+    " FROM run_metrics m JOIN runs r ON r.id = m.run_id WHERE r.finished_at IS NOT NULL AND m.name IN ({names}) {only}"
+    " GROUP BY m.device_id, r.suite_name, r.bundle_name, m.name",
+}
+_POSTGRES = {
+    # what grows or ends: the store is insert-only but for a run's end (finished_at) and its reopening
+    "version": "SELECT (SELECT COALESCE(MAX(id), 0) FROM jobs), (SELECT COUNT(*) FROM runs),"
+    " (SELECT COUNT(finished_at) FROM runs), (SELECT COUNT(*) FROM gates), (SELECT COUNT(*) FROM run_metrics)",
+    "gates_top": "SELECT COUNT(*) FROM gates",  # insert-only: the count only grows
+    # no rowid: every run row is read again on a change (one small row per run), watermark 0 kept
+    "new_runs": "SELECT 0, id, suite_name, bundle_name, anchor_name, started_at, finished_at FROM runs"
+    " WHERE ? = 0 {where} ORDER BY started_at",
+    "last_run": "SELECT DISTINCT ON (d.device_id, r.suite_name, r.bundle_name) d.device_id, r.suite_name,"
+    " r.bundle_name, r.finished_at, r.started_at FROM run_devices d JOIN runs r ON r.id = d.run_id"
+    " WHERE r.finished_at IS NOT NULL {only} ORDER BY d.device_id, r.suite_name, r.bundle_name, r.started_at DESC",
+    "bd_rates": "SELECT DISTINCT ON (m.device_id, r.suite_name, r.bundle_name, m.name) m.device_id, r.suite_name,"
+    " r.bundle_name, r.anchor_name, m.name, m.value, r.started_at FROM run_metrics m JOIN runs r ON r.id = m.run_id"
+    " WHERE r.finished_at IS NOT NULL AND m.name IN ({names}) {only}"
+    " ORDER BY m.device_id, r.suite_name, r.bundle_name, m.name, r.started_at DESC",
+}
+
+
+def open_readonly(path: Path | str) -> sqlite3.Connection:
+    """A read-only connection: the exporter can never change the store, whatever a query does.
+
+    A ``postgresql://`` store is read through farm.store.postgres's adapter, which speaks enough of
+    sqlite3.Connection for the statements here (the dialect's own are in ``_POSTGRES``).
+    """
+    if str(path).startswith(("postgresql://", "postgres://")):
+        from farm.store.postgres import connect_readonly
+
+        return connect_readonly(str(path))
+    path = Path(path)
     db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False, timeout=30)
     db.execute("PRAGMA query_only=ON")
     return db
@@ -142,7 +182,10 @@ class ResultIndex:
     def __init__(self, db: sqlite3.Connection, *, run_id: str | None = None) -> None:
         self._db = db
         self._only = run_id
-        self._data_version: int | None = None
+        self._data_version: tuple[object, ...] | None = None
+        # PostgreSQL (a lab's store, through farm.store.postgres's adapter) lacks rowid, data_version and the bare
+        # columns of SQLite's GROUP BY ... MAX(); those few statements are spelled for it here
+        self._sql = _SQLITE if isinstance(db, sqlite3.Connection) else _POSTGRES
         self._runs: dict[str, _Run] = {}
         self._runs_rowid = 0
         self._folded: set[str] = set()  # finished runs already folded into results
@@ -157,7 +200,7 @@ class ResultIndex:
         return self._only is None
 
     def refresh(self) -> Changes:
-        version = int(self._db.execute("PRAGMA data_version").fetchone()[0])
+        version = tuple(self._db.execute(self._sql["version"]).fetchone())
         if version == self._data_version:
             return Changes()
         self._data_version = version
@@ -174,7 +217,7 @@ class ResultIndex:
         for run in sorted(newly_finished, key=lambda r: r.started_at, reverse=True):
             results |= self._fold(run)
             self._folded.add(run.id)
-        gates_rowid = int(self._db.execute("SELECT COALESCE(MAX(rowid), 0) FROM gates").fetchone()[0])
+        gates_rowid = int(self._db.execute(self._sql["gates_top"]).fetchone()[0])
         runs_changed = bool(newly_finished) or gates_rowid != self._gates_rowid
         if runs_changed:
             self._gates_rowid = gates_rowid
@@ -185,11 +228,7 @@ class ResultIndex:
     def _load_runs(self) -> None:
         """New runs by rowid (rows are inserted once), and the finish time of runs that were still running."""
         where, args = ("AND id=?", (self._only,)) if self._only else ("", ())
-        for row in self._db.execute(
-            "SELECT rowid, id, suite_name, bundle_name, anchor_name, started_at, finished_at FROM runs"
-            f" WHERE rowid > ? {where} ORDER BY rowid",
-            (self._runs_rowid, *args),
-        ):
+        for row in self._db.execute(self._sql["new_runs"].format(where=where), (self._runs_rowid, *args)):
             self._runs_rowid = max(self._runs_rowid, int(row[0]))
             self._runs[row[1]] = _Run(row[1], row[2], row[3], bundle_name(row[4]), float(row[5]), row[6])
         running = [r.id for r in self._runs.values() if r.finished_at is None]
@@ -295,20 +334,11 @@ class ResultIndex:
             level.gates.extend(self._gates(run))
         only, args = ("AND r.id=?", (self._only,)) if self._only else ("", ())
         # SQLite returns the other columns of the row that holds MAX(): the latest run per group
-        for device, suite, bundle, finished, _ in self._db.execute(
-            "SELECT d.device_id, r.suite_name, r.bundle_name, r.finished_at, MAX(r.started_at) FROM run_devices d"
-            f" JOIN runs r ON r.id = d.run_id WHERE r.finished_at IS NOT NULL {only}"
-            " GROUP BY d.device_id, r.suite_name, r.bundle_name",
-            args,
-        ):
+        for device, suite, bundle, finished, _ in self._db.execute(self._sql["last_run"].format(only=only), args):
             level.last_run[(device, suite, bundle)] = float(finished)
         bd_names = ",".join("?" * len(BD_RATES))
         for device, suite, bundle, anchor, name, value, _ in self._db.execute(
-            "SELECT m.device_id, r.suite_name, r.bundle_name, r.anchor_name, m.name, m.value, MAX(r.started_at)"
-            " FROM run_metrics m JOIN runs r ON r.id = m.run_id"
-            f" WHERE r.finished_at IS NOT NULL AND m.name IN ({bd_names}) {only}"
-            " GROUP BY m.device_id, r.suite_name, r.bundle_name, m.name",
-            (*BD_RATES, *args),
+            self._sql["bd_rates"].format(names=bd_names, only=only), (*BD_RATES, *args)
         ):
             if value is not None and anchor:
                 quality = BD_RATES[str(name)]

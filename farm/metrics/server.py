@@ -21,7 +21,7 @@ from farm.errors import InfraError
 from farm.metrics.collector import DeviceInfo, HealthCollector, StoreCollector
 from farm.metrics.poller import HealthPoller
 from farm.metrics.results import ResultIndex, open_readonly
-from farm.store import Store
+from farm.store import open_store
 
 DEFAULT_BIND = "127.0.0.1"
 DEFAULT_PORT = 9464  # the design's CLI surface (DESIGN.md); CI recipes and the README's prometheus.yml use it
@@ -49,9 +49,9 @@ class Exporter:
         self.poller.stop()
 
 
-def build_registry(store_path: Path, poller: HealthPoller) -> CollectorRegistry:
+def build_registry(store_path: Path | str, poller: HealthPoller) -> CollectorRegistry:
     """The exporter's registry: store results, then device health. No process or platform collectors."""
-    Store(store_path).close()  # create the schema if the farm has never run here, so a scrape finds tables
+    open_store(store_path).close()  # create the schema if the farm has never run here, so a scrape finds tables
     registry = CollectorRegistry()
     registry.register(StoreCollector(ResultIndex(open_readonly(store_path))))
     registry.register(HealthCollector(poller.snapshot, device_info(poller.devices)))
@@ -63,7 +63,7 @@ def device_info(devices: Sequence[Device]) -> dict[str, DeviceInfo]:
 
 
 def start(
-    store_path: Path, devices: Sequence[Device], state_dir: Path, *, bind: str = DEFAULT_BIND,
+    store_path: Path | str, devices: Sequence[Device], state_dir: Path, *, bind: str = DEFAULT_BIND,
     port: int = DEFAULT_PORT, period_s: float = 30.0, log: Callable[[str], None] = lambda _: None,
 ) -> Exporter:  # fmt: skip
     """Start the poller and the HTTP server (port 0 picks a free port; see ``Exporter.url``)."""

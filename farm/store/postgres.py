@@ -42,7 +42,9 @@ def is_url(target: object) -> bool:
 
 
 def redact(url: str) -> str:
-    """The URL as messages show it: user, host, port and database, never the password."""
+    """The URL as messages show it: user, host, port and database, never the password (a path: as it is)."""
+    if not is_url(url):
+        return url
     try:
         parts = conninfo_to_dict(url)
     except psycopg.Error:
@@ -248,6 +250,17 @@ class PostgresStore(Store):
     def reap_orphans(self) -> list[str]:
         """A read-only PostgreSQL open reaps nothing (it cannot shadow a table); the next writable open does."""
         return [] if self.readonly else super().reap_orphans()
+
+
+def connect_readonly(url: str) -> sqlite3.Connection:
+    """A read-only session for the exporter (farm/metrics/results.py), shaped as the sqlite3 one it uses."""
+    where = redact(url)
+    try:
+        conn = psycopg.connect(url, autocommit=True, row_factory=_row_factory, connect_timeout=10)
+        conn.execute("SET default_transaction_read_only = on")
+    except psycopg.Error as exc:
+        raise StoreError(where, f"cannot reach the PostgreSQL store {where}: {_reason(exc, url)}") from exc
+    return cast(sqlite3.Connection, _Connection(conn))
 
 
 def _retrying(name: str) -> Callable[..., Any]:
