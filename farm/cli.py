@@ -675,10 +675,10 @@ app.add_typer(store_app, name="store")
 @store_app.command("migrate")
 def store_migrate(store: StoreOpt = None) -> None:
     """Bring the store to this farm's schema (adding only); a lab's PostgreSQL store is upgraded only by this."""
-    from farm.store import SCHEMA_VERSION
+    from farm.store import SCHEMA_VERSION, open_store
 
     with _errors():
-        db = _open_store(store, create=True)
+        db = open_store(_store_path(store), migrate=True)
         out.print(f"{db.where} is at store schema {SCHEMA_VERSION}", highlight=False)
         db.close()
 

@@ -8,6 +8,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psycopg
 import pytest
 from typer.testing import CliRunner
 
@@ -16,6 +17,7 @@ from farm.metrics.server import start as start_exporter
 from farm.release.manifest import results_digests
 from farm.store import SCHEMA_VERSION, Measurement, Store, StoreError, open_store
 from farm.store.postgres import PostgresStore, redact
+from farm.store.schema import MIGRATIONS, SCHEMA, postgres_ddl, statements
 from tests.conftest import ROOT
 from tests.pg_fixtures import PgCluster, _free_port
 from tests.store_fixtures import JOB, start
@@ -175,3 +177,20 @@ def test_serve_over_postgresql_exports_what_it_exports_over_sqlite(pg_url: str, 
             exporter.stop()
     assert any('role="test"' in line for line in scraped["postgresql"]), scraped["postgresql"]
     assert scraped["postgresql"] == scraped["sqlite"]
+
+
+def test_an_older_lab_store_is_upgraded_only_by_farm_store_migrate(pg_cluster: PgCluster, tmp_path: Path) -> None:
+    url = pg_cluster.create_db()
+    with psycopg.connect(url, autocommit=True) as db:  # the store as a farm of schema 3 left it
+        for statement in [*statements(SCHEMA), *statements(MIGRATIONS[3])]:
+            db.execute(postgres_ddl(statement))
+        db.execute("INSERT INTO meta VALUES ('schema_version', '3')")
+    with pytest.raises(StoreError, match="farm store migrate") as info:
+        open_store(url)
+    assert info.value.exit_code == 3
+    code, output = _farm(url, tmp_path, "runs")
+    assert code == 3 and "has schema 3" in output, output
+    code, output = _farm(url, tmp_path, "store", "migrate")
+    assert code == 0 and f"at store schema {SCHEMA_VERSION}" in output, output
+    start(open_store(url), "after")  # schema 4's controller columns and attempts exist now
+    assert [a.attempt for a in open_store(url, readonly=True).attempts("after")] == [1]

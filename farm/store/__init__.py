@@ -17,15 +17,16 @@ from farm.store.schema import SCHEMA_VERSION
 from farm.store.sqlite import Store
 
 
-def open_store(target: str | Path, *, readonly: bool = False) -> Store:
+def open_store(target: str | Path, *, readonly: bool = False, migrate: bool = False) -> Store:
     """``postgresql://...`` opens a lab's PostgreSQL store, anything else a SQLite file.
 
-    psycopg is imported only here, so commands on a SQLite store never load it.
+    psycopg is imported only here, so commands on a SQLite store never load it. ``migrate`` upgrades an older
+    PostgreSQL store (`farm store migrate`); a SQLite file is upgraded by every writable open, as before.
     """
     if str(target).startswith(("postgresql://", "postgres://")):
         from farm.store.postgres import PostgresStore
 
-        return PostgresStore(str(target), readonly=readonly)
+        return PostgresStore(str(target), readonly=readonly, migrate=migrate)
     return Store(Path(target), readonly=readonly)
 
 

@@ -111,11 +111,15 @@ class _Connection:
 class PostgresStore(Store):
     """A lab's store on a PostgreSQL server; the same methods, rows and errors as the SQLite ``Store``.
 
-    ``readonly=True`` never migrates nor writes (an older schema is refused with `farm store migrate`); runs
-    whose controller died are reaped by the next writable open, as the SQLite store does.
+    Unlike a SQLite file, a lab's store is upgraded only on purpose (``migrate=True``: `farm store migrate`):
+    the first farm upgraded in a lab would otherwise lock every older controller out of the shared store. An
+    empty database is given the schema by any writable open. ``readonly=True`` never writes; runs whose
+    controller died are reaped by the next writable open, as the SQLite store does.
     """
 
-    def __init__(self, url: str, *, readonly: bool = False, reconnect_s: float = RECONNECT_S) -> None:
+    def __init__(
+        self, url: str, *, readonly: bool = False, migrate: bool = False, reconnect_s: float = RECONNECT_S
+    ) -> None:
         self.url = url
         self.reconnect_s = reconnect_s
         self._reconnecting = threading.Lock()
@@ -125,10 +129,10 @@ class PostgresStore(Store):
         self._lock = threading.Lock()
         self._memory = False
         self._db = cast(sqlite3.Connection, self._connect())  # the adapter offers what Store uses of it
-        if readonly:
-            self._check_readable()
-        else:
+        if not readonly and (migrate or self._version() is None):
             self._migrate()
+        else:
+            self._check_current()
         self.reap_orphans()
 
     @property
@@ -163,14 +167,15 @@ class PostgresStore(Store):
             row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         return int(row[0]) if row is not None else None
 
-    def _check_readable(self) -> None:
+    def _check_current(self) -> None:
         version = self._version()
         if version is not None and version > SCHEMA_VERSION:
             raise NewerStoreError(self.where, version, SCHEMA_VERSION)
         if version != SCHEMA_VERSION:
             raise StoreError(
                 self.where, f"the PostgreSQL store {self.where} has schema {version or 'none'}, not this farm's "
-                f"({SCHEMA_VERSION}): run `farm store migrate --store {self.where}` once, then read it.",
+                f"({SCHEMA_VERSION}): a lab's store is upgraded on purpose, once every farm that writes it is "
+                f"upgraded: run `farm store migrate --store {self.where}`, then run this again.",
             )  # fmt: skip
 
     def _migrate(self) -> None:
