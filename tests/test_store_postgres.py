@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -18,7 +21,7 @@ from farm.release.manifest import results_digests
 from farm.store import SCHEMA_VERSION, Measurement, Store, StoreError, open_store
 from farm.store.postgres import PostgresStore, redact
 from farm.store.schema import MIGRATIONS, SCHEMA, postgres_ddl, statements
-from tests.conftest import ROOT
+from tests.conftest import ROOT, wait_for
 from tests.pg_fixtures import PgCluster, _free_port
 from tests.store_fixtures import JOB, start
 from tests.support.runs import bundle_args, farm, suite
@@ -194,3 +197,35 @@ def test_an_older_lab_store_is_upgraded_only_by_farm_store_migrate(pg_cluster: P
     assert code == 0 and f"at store schema {SCHEMA_VERSION}" in output, output
     start(open_store(url), "after")  # schema 4's controller columns and attempts exist now
     assert [a.attempt for a in open_store(url, readonly=True).attempts("after")] == [1]
+
+
+@pytest.mark.slow
+def test_a_farm_run_survives_a_database_restart_mid_run_with_every_job_stored(
+    pg_cluster: PgCluster, tmp_path: Path
+) -> None:
+    url = pg_cluster.create_db()
+    open_store(url).close()
+    env = os.environ | {"PYTHONPATH": str(ROOT), "FARM_STORE": url, "FARM_STATE": str(tmp_path / "state"),
+                        "FARM_INVENTORY": str(ROOT / "devices.yaml")}  # fmt: skip
+    argv = [sys.executable, "-m", "farm", "run", suite(tmp_path), *bundle_args(), "--json", str(tmp_path / "r.json")]
+    proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def jobs_stored() -> int:
+        with psycopg.connect(url) as db:
+            row = db.execute("SELECT COUNT(*) FROM jobs").fetchone()
+        return int(row[0]) if row else 0
+
+    assert wait_for(lambda: jobs_stored() >= 1, 120), proc.communicate()[0]
+    pg_cluster.restart()
+    at_restart = jobs_stored()
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output
+    run_id = json.loads((tmp_path / "r.json").read_text())["run"]["id"]
+    store = open_store(url, readonly=True)
+    planned = json.loads(store.run(run_id)["plan_json"])
+    jobs = store.jobs(run_id)
+    assert store.run(run_id)["status"] == "complete" and jobs_stored() == len(jobs)
+    keys = [(j["device_id"], j["role"], j["sequence"], j["rate_kbps"], j["repeat"]) for j in jobs]
+    assert len(keys) == len(set(keys)), "a job was stored twice"
+    assert planned and len(jobs) >= 12  # 4 rates x 2 repeats of the test bundle, 4 anchor decodes
+    assert at_restart < len(jobs), "the restart came after the last job: nothing was tested"
