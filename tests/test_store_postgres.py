@@ -34,7 +34,7 @@ def _farm(url: str, tmp_path: Path, *args: str) -> tuple[int, str]:
 
 
 @pytest.mark.slow
-def test_a_run_on_postgresql_then_runs_report_and_gate_read_it(pg_url: str, tmp_path: Path) -> None:
+def test_a_run_on_postgresql_then_runs_report_gate_compare_and_release_use_it(pg_url: str, tmp_path: Path) -> None:
     code, output = _farm(pg_url, tmp_path, "run", suite(tmp_path), *bundle_args(), "--json", str(tmp_path / "r.json"))
     assert code == 0, output
     run_id = json.loads((tmp_path / "r.json").read_text())["run"]["id"]
@@ -48,6 +48,18 @@ def test_a_run_on_postgresql_then_runs_report_and_gate_read_it(pg_url: str, tmp_
     code, output = _farm(pg_url, tmp_path, "gate", run_id)
     assert code == 0, output
     assert [r["evaluation"] for r in open_store(pg_url).gate_verdicts(run_id)][:1] == [2]
+    code, output = _farm(pg_url, tmp_path, "compare", run_id, run_id)
+    assert code == 0, output
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for args in (["init", "-q"], ["config", "user.name", "Bot"], ["config", "user.email", "bot@example.invalid"],
+                 ["commit", "-q", "--allow-empty", "-m", "codec"]):  # fmt: skip
+        subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
+    code, output = _farm(pg_url, tmp_path, "release", "tag", "v1.0.0", "--run", run_id, "--repo", str(repo),
+                         *bundle_args()[:2])  # fmt: skip
+    assert code == 0, output
+    code, output = _farm(pg_url, tmp_path, "release", "verify", "v1.0.0", "--repo", str(repo), *bundle_args()[:2])
+    assert code == 0 and "ok: v1.0.0" in output, output
 
 
 def test_a_database_that_is_down_exits_3_naming_it_without_the_password(tmp_path: Path) -> None:
