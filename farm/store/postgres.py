@@ -142,6 +142,8 @@ class PostgresStore(Store):
     def _connect(self) -> _Connection:
         try:
             conn = psycopg.connect(self.url, autocommit=True, row_factory=_row_factory, connect_timeout=10)
+            if self.readonly:  # the server enforces it too: `farm runs` can never change the lab's store
+                conn.execute("SET default_transaction_read_only = on")
         except psycopg.Error as exc:
             raise StoreError(
                 self.where, f"cannot reach the PostgreSQL store {self.where}: {_reason(exc, self.url)}. Check that "

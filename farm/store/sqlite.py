@@ -278,7 +278,7 @@ class Store:
     def _tx(self, doing: str = "writing to it", *, guard: bool = True) -> Iterator[sqlite3.Connection]:
         """One write transaction: all of it is stored, or none of it (and a StoreError says why)."""
         if guard and self.readonly:
-            raise StoreError(self.path, f"the store {self.path} was opened read-only; this command cannot write it")
+            raise StoreError(self.where, f"the store {self.where} was opened read-only; this command cannot write it")
         with self._lock, self._translated(doing):
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -391,7 +391,7 @@ class Store:
         with self._tx("reopening a run") as db:
             run = db.execute("SELECT status, started_at, finished_at FROM runs WHERE id=?", (run_id,)).fetchone()
             if run is None:
-                raise RunStateError(f"no run {run_id!r} in {self.path}")
+                raise RunStateError(f"no run {run_id!r} in {self.where}")
             if run["status"] not in RESUMABLE_STATUSES:
                 raise RunStateError(
                     f"run {run_id} is {run['status']}: only an interrupted or incomplete run can be resumed"
