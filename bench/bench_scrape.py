@@ -28,10 +28,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 try:
-    from farm.store import Measurement, Store
+    from farm.store import Measurement, Store, open_store
 except ModuleNotFoundError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT))
-    from farm.store import Measurement, Store
+    from farm.store import Measurement, Store, open_store
 
 SEQUENCES = ("s1", "s2")
 REPEATS = 2
@@ -156,6 +156,7 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=20, help="stored result keys per device (even)")
     parser.add_argument("--runs", type=int, default=10, help="runs the devices are spread over")
     parser.add_argument("--scrapes", type=int, default=15, help="timed scrapes of each server")
+    parser.add_argument("--store", help="a lab's store to fill and serve instead (postgresql://...; a new database)")
     parser.add_argument("--serve-plain", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_plain:
@@ -165,13 +166,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-scrape-") as tmp:
         work = Path(tmp)
         devices = [f"dev-{i:03d}" for i in range(args.devices)]
-        store_path = work / "results.db"
+        store_path = args.store or str(work / "results.db")
         t0 = time.perf_counter()
-        store = Store(store_path)
+        store = open_store(store_path)
         fill(store, devices, args.keys, args.runs)
-        print(f"store: {args.devices} devices x {args.keys} keys x {REPEATS} repeats = "
+        size = "" if args.store else f" ({Path(store_path).stat().st_size / 1e6:.0f} MB)"
+        print(f"store {store.where}: {args.devices} devices x {args.keys} keys x {REPEATS} repeats = "
               f"{args.devices * args.keys * REPEATS} jobs in {args.runs} runs, written in "
-              f"{time.perf_counter() - t0:.1f}s ({store_path.stat().st_size / 1e6:.0f} MB)")  # fmt: skip
+              f"{time.perf_counter() - t0:.1f}s{size}")  # fmt: skip
         inventory = work / "devices.yaml"
         inventory.write_text("devices:\n" + "".join(
             f"  - id: {d}\n    platform: linux\n    transport: {{kind: local}}\n    target: auto\n"
