@@ -241,3 +241,26 @@ def test_a_farm_run_survives_a_database_restart_mid_run_with_every_job_stored(
     assert len(keys) == len(set(keys)), "a job was stored twice"
     assert planned and len(jobs) >= 12  # 4 rates x 2 repeats of the test bundle, 4 anchor decodes
     assert at_restart < len(jobs), "the restart came after the last job: nothing was tested"
+
+
+def test_a_real_prometheus_scrapes_farm_serve_over_postgresql(pg_url: str, tmp_path: Path) -> None:
+    """A lab's Prometheus reads the lab store through `farm serve`: the run's frame rate arrives in Prometheus."""
+    from tests.prom_fixtures import Prometheus, Serve
+
+    code, output = _farm(pg_url, tmp_path, "run", suite(tmp_path), *bundle_args())
+    assert code == 0, output
+    inventory = tmp_path / "devices.yaml"
+    inventory.write_text("devices: []\n")
+    serve = Serve(pg_url, inventory, tmp_path / "serve.log")  # a URL where the fixture takes a path: str() of it
+    try:
+        prom = Prometheus(tmp_path / "prom", {"farm": [serve.address]})
+        try:
+            assert wait_for(lambda: bool(prom.query('farm_decode_frames_per_second{role="test"}')), 30), (
+                serve.log.read_text()
+            )
+            fps = prom.values('farm_decode_frames_per_second{role="test"}')
+            assert fps and all(v > 0 for v in fps.values()) and all(("suite", "tiny") in k for k in fps)
+        finally:
+            prom.stop()
+    finally:
+        serve.stop()
