@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path, PurePosixPath
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from farm.complexity import dims
 from farm.config.source import load_yaml, validate
 from farm.errors import InputError, Problem
 
@@ -63,6 +65,37 @@ class Encoder(Strict):
         return self
 
 
+class Model(Strict):
+    """One decoder model file, and the input shapes it runs with for one decoded frame (docs/complexity.md).
+
+    ``inputs`` gives a graph input's shape, each dimension an integer or an expression in the frame's ``W`` and
+    ``H`` (``"H/16"``); inputs not named keep the shape the model declares. ``resolution`` ([width, height]) pins
+    the frame size the model runs at (a model exported with fixed shapes, or a tile): its MACs per pixel are
+    then counted over that size. ``runs_per_frame``: how often one decoded frame runs it (a tiled decoder: tiles).
+    """
+
+    file: str
+    inputs: dict[str, tuple[int | str, ...]] = Field(default_factory=dict)
+    resolution: tuple[Annotated[int, Field(gt=0, le=16384)], Annotated[int, Field(gt=0, le=16384)]] | None = None
+    runs_per_frame: float = Field(default=1.0, gt=0, le=100_000)
+
+    @field_validator("file")
+    @classmethod
+    def _file(cls, value: str) -> str:
+        return _relative_file(value)
+
+    @field_validator("inputs")
+    @classmethod
+    def _dims(cls, value: dict[str, tuple[int | str, ...]]) -> dict[str, tuple[int | str, ...]]:
+        for name, shape in value.items():
+            for i, dim in enumerate(shape):
+                try:
+                    dims.check(dim)
+                except dims.DimError as exc:
+                    raise ValueError(f"inputs.{name}[{i}]: {exc}") from None
+        return value
+
+
 class Target(Strict):
     """One device target: either an executable decode (POSIX devices) or an app (iOS)."""
 
@@ -71,6 +104,7 @@ class Target(Strict):
     decode: tuple[str, ...] | None = None
     app: str | None = None
     bundle_id: str | None = None
+    models: tuple[Model, ...] | None = None  # this target's decoder models, instead of the bundle's 'models'
 
     @field_validator("files")
     @classmethod
@@ -99,6 +133,7 @@ class Manifest(Strict):
     description: str = ""
     encoder: Encoder
     targets: dict[str, Target] = Field(min_length=1)
+    models: tuple[Model, ...] = ()  # decoder models of every target that lists none itself (complexity)
 
     @field_validator("targets")
     @classmethod
@@ -115,7 +150,14 @@ class Manifest(Strict):
             files.update(target.files)
             if target.app:
                 files.add(target.app)
+            files.update(m.file for m in target.models or ())
+        files.update(m.file for m in self.models)
         return files
+
+    def models_for(self, target: str) -> tuple[Model, ...]:
+        """The decoder models a device of ``target`` runs: the target's own list, else the bundle's."""
+        own = self.targets[target].models if target in self.targets else None
+        return own if own is not None else self.models
 
 
 def load_manifest(path: Path, display: str | None = None) -> Manifest:
@@ -145,7 +187,19 @@ def _locate_file(data: object, name: str) -> tuple[str | int, ...]:
                     return ("targets", tname, "files", list(target["files"]).index(name))
                 if target.get("app") == name:
                     return ("targets", tname, "app")
+                if (where := _locate_model(target.get("models"), name)) is not None:
+                    return ("targets", tname, "models", where, "file")
+        if (where := _locate_model(data.get("models"), name)) is not None:
+            return ("models", where, "file")
     return ()
+
+
+def _locate_model(models: object, name: str) -> int | None:
+    if isinstance(models, list):
+        for i, model in enumerate(models):
+            if isinstance(model, dict) and model.get("file") == name:
+                return i
+    return None
 
 
 def substitute(argv: tuple[str, ...], values: dict[str, str]) -> list[str]:

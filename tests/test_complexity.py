@@ -1,0 +1,144 @@
+"""The MAC counter against counts worked out by hand, QDQ models against their float originals, and refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+from farm.complexity.count import Uncountable, count
+from farm.complexity.decoder import NO_MODELS, decoder_complexity
+from farm.config.manifest import Model
+from tests.support.onnx_models import save, tensor, tiny_decoder, tiny_decoder_macs, weight
+
+
+def _conv(tmp_path: Path, **attrs: object) -> Path:
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], **attrs)
+    return save(tmp_path / "conv.onnx", [node], [tensor("x", [1, 4, 16, 16])], [tensor("y", [1, 8, None, None])],
+                [weight("w", [8, 2, 3, 3]), weight("b", [8])])  # fmt: skip
+
+
+def test_conv_with_stride_groups_dilation_and_pads(tmp_path: Path) -> None:
+    # H_out = floor((16 + 2 - 2*(3-1) - 1) / 2) + 1 = 7; each of 8x7x7 outputs takes (4/2 groups) x 3x3 products
+    path = _conv(tmp_path, strides=[2, 2], group=2, dilations=[2, 2], pads=[1, 1, 1, 1])
+    result = count(path, {})
+    assert result.macs == 8 * 7 * 7 * 2 * 3 * 3 == 7056
+    assert result.params == 8 * 2 * 9 + 8
+    assert result.bytes == path.stat().st_size
+
+
+def test_conv_transpose_with_stride_and_output_padding(tmp_path: Path) -> None:
+    # out = (5-1)*2 - 2 + 3 + 1 = 10; every input element meets C_out/groups x 3x3 weights, however placed
+    for group, w_shape in ((1, [4, 3, 3, 3]), (2, [4, 3, 3, 3])):
+        node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2, 2], pads=[1, 1, 1, 1],
+                                output_padding=[1, 1], group=group)  # fmt: skip
+        path = save(tmp_path / f"ct{group}.onnx", [node], [tensor("x", [1, 4, 5, 5])],
+                    [tensor("y", [1, 3 * group, 10, 10])], [weight("w", w_shape)])  # fmt: skip
+        assert count(path, {}).macs == 4 * 5 * 5 * 3 * 3 * 3 == 2700
+
+
+def test_gemm_and_batched_matmul(tmp_path: Path) -> None:
+    gemm = helper.make_node("Gemm", ["a", "b", "c"], ["y"], transA=1)
+    path = save(tmp_path / "gemm.onnx", [gemm], [tensor("a", [7, 5])], [tensor("y", [5, 3])],
+                [weight("b", [7, 3]), weight("c", [3])])  # fmt: skip
+    assert count(path, {}).macs == 5 * 3 * 7 == 105
+    mm = helper.make_node("MatMul", ["a", "b"], ["y"])
+    path = save(tmp_path / "mm.onnx", [mm], [tensor("a", [2, 3, 4, 5])], [tensor("y", [2, 3, 4, 6])],
+                [weight("b", [5, 6])])  # fmt: skip
+    assert count(path, {}).macs == 2 * 3 * 4 * 6 * 5 == 720
+
+
+def _qdq_conv(tmp_path: Path) -> Path:
+    """The conv of test_conv... as onnxruntime's QDQ format writes it: int8 weights behind DequantizeLinear,
+    the activation through QuantizeLinear -> DequantizeLinear."""
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+        helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"]),
+        helper.make_node("Conv", ["xd", "wd", "b"], ["y"], strides=[2, 2], group=2, dilations=[2, 2],
+                         pads=[1, 1, 1, 1]),
+    ]  # fmt: skip
+    scalars = [helper.make_tensor("xs", TensorProto.FLOAT, [], [0.05]), helper.make_tensor("ws", TensorProto.FLOAT,
+               [], [0.01]), helper.make_tensor("xz", TensorProto.INT8, [], [0]),
+               helper.make_tensor("wz", TensorProto.INT8, [], [0])]  # fmt: skip
+    return save(tmp_path / "qdq.onnx", nodes, [tensor("x", [1, 4, 16, 16])], [tensor("y", [1, 8, None, None])],
+                [weight("wq", [8, 2, 3, 3], np.int8), weight("b", [8]), *scalars])  # fmt: skip
+
+
+def test_qdq_and_qlinear_conv_count_as_their_float_original(tmp_path: Path) -> None:
+    flt = count(_conv(tmp_path, strides=[2, 2], group=2, dilations=[2, 2], pads=[1, 1, 1, 1]), {})
+    qdq = count(_qdq_conv(tmp_path), {})
+    assert (qdq.macs, qdq.params) == (flt.macs, flt.params)  # scales and zero points are not parameters
+    qlinear = helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["y"], strides=[2, 2],
+                               group=2, dilations=[2, 2], pads=[1, 1, 1, 1])  # fmt: skip
+    scalars = [helper.make_tensor(n, TensorProto.FLOAT if n.endswith("s") else TensorProto.INT8, [], [1])
+               for n in ("xs", "xz", "ws", "wz", "ys", "yz")]  # fmt: skip
+    path = save(tmp_path / "ql.onnx", [qlinear], [tensor("x", [1, 4, 16, 16], TensorProto.INT8)],
+                [tensor("y", [1, 8, None, None], TensorProto.INT8)], [weight("w", [8, 2, 3, 3], np.int8), *scalars])
+    assert count(path, {}).macs == flt.macs
+
+
+def test_an_operator_without_a_rule_makes_the_count_missing_naming_it(tmp_path: Path) -> None:
+    lstm = helper.make_node("LSTM", ["x", "w", "r"], ["y"], hidden_size=4)
+    path = save(tmp_path / "synthesis.onnx", [lstm], [tensor("x", [3, 1, 2])], [tensor("y", [3, 1, 1, 4])],
+                [weight("w", [1, 16, 2]), weight("r", [1, 16, 4])])  # fmt: skip
+    with pytest.raises(Uncountable, match="cannot count op LSTM in synthesis.onnx"):
+        count(path, {})
+    got = decoder_complexity(tmp_path, [Model(file="synthesis.onnx")], [(64, 64)])
+    assert got.kmac_per_pixel is None and "cannot count op LSTM in synthesis.onnx" in got.detail
+    assert got.params == 16 * 2 + 16 * 4  # what can still be counted is kept
+
+
+def test_symbolic_shapes_without_declared_inputs_are_refused(tmp_path: Path) -> None:
+    tiny_decoder(tmp_path / "dec.onnx")
+    with pytest.raises(Uncountable, match="unknown: declare the model's input shapes"):
+        count(tmp_path / "dec.onnx", {})
+
+
+def test_a_real_model_per_pixel_at_the_frame_size_and_its_int8_quantization(tmp_path: Path) -> None:
+    """The tiny decoder runs in ONNX Runtime (it is a real model), its per-pixel count matches the hand count at
+    two frame sizes, and onnxruntime's own static QDQ quantization of it counts the same MACs."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    path = tiny_decoder(tmp_path / "dec.onnx")
+    z = np.random.default_rng(0).standard_normal((1, 8, 4, 6)).astype(np.float32)
+    (y,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"z": z})
+    assert y.shape == (1, 3, 32, 48)
+    model = Model(file="dec.onnx", inputs={"z": (1, 8, "H/8", "W/8")})
+    got = decoder_complexity(tmp_path, [model], [(48, 32), (128, 96)])
+    per_px = [tiny_decoder_macs(w, h) / (w * h) / 1000 for w, h in ((48, 32), (128, 96))]
+    assert got.kmac_per_pixel == pytest.approx(max(per_px))
+    assert got.params == 8 * 16 * 9 + 16 + 16 * 6 * 9 + 12 * 6
+
+    class Calib(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.left = [{"z": z}, {"z": z * 0.5}]
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return self.left.pop() if self.left else None
+
+    quantize_static(str(path), str(tmp_path / "int8.onnx"), Calib(), quant_format=QuantFormat.QDQ)
+    q = decoder_complexity(tmp_path, [model.model_copy(update={"file": "int8.onnx"})], [(48, 32), (128, 96)])
+    assert q.kmac_per_pixel == pytest.approx(got.kmac_per_pixel)
+    assert q.model_bytes is not None and got.model_bytes is not None and q.model_bytes < got.model_bytes
+
+
+def test_fixed_resolution_and_runs_per_frame(tmp_path: Path) -> None:
+    tiny_decoder(tmp_path / "dec.onnx")
+    tile = Model(file="dec.onnx", inputs={"z": (1, 8, 4, 4)}, resolution=(32, 32), runs_per_frame=2)
+    got = decoder_complexity(tmp_path, [tile], [(640, 480)])
+    assert got.kmac_per_pixel == pytest.approx(2 * tiny_decoder_macs(32, 32) / (32 * 32) / 1000)
+
+
+def test_a_bundle_without_models_is_missing_with_the_reason(tmp_path: Path) -> None:
+    got = decoder_complexity(tmp_path, [], [(64, 64)])
+    assert (got.kmac_per_pixel, got.params, got.model_bytes, got.detail) == (None, None, None, NO_MODELS)
+
+
+def test_a_dimension_that_does_not_divide_is_missing_not_rounded(tmp_path: Path) -> None:
+    tiny_decoder(tmp_path / "dec.onnx")
+    got = decoder_complexity(tmp_path, [Model(file="dec.onnx", inputs={"z": (1, 8, "H/8", "W/8")})], [(100, 64)])
+    assert got.kmac_per_pixel is None and "'W/8' is not a whole number at 100x64" in got.detail
