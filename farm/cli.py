@@ -43,6 +43,11 @@ out = Console() if sys.stdout.isatty() else Console(width=200)
 err = Console(stderr=True, soft_wrap=True)
 
 
+AnchorOpt = Annotated[
+    list[str] | None,
+    typer.Option("--anchor", help="anchor bundle for BD-rate: PATH or NAME=PATH, repeatable; the first is the "
+                 "default (bd_rate.METRIC); replaces the suite's anchors"),
+]  # fmt: skip
 InventoryOpt = Annotated[
     Path | None,
     typer.Option(
@@ -339,7 +344,7 @@ def _check_device(device: Any) -> tuple[bool, str]:
 def run(
     suite: Annotated[Path, typer.Argument(help="suite YAML, e.g. suites/smoke.yaml")],
     bundle: Annotated[Path, typer.Option("--bundle", help="bundle directory or .tar.gz")],
-    anchor: Annotated[Path | None, typer.Option("--anchor", help="anchor bundle for BD-rate")] = None,
+    anchor: AnchorOpt = None,
     devices_sel: Annotated[
         str | None, typer.Option("--devices", help="ids and tag:NAME, comma-separated (default: the suite's)")
     ] = None,
@@ -366,7 +371,7 @@ def run(
     """Run SUITE with a bundle on the selected devices and gate it. Ctrl-C stops it (exit 130); --resume finishes it."""
     from farm.interrupt import stop_on_signals
     from farm.pipeline import RunOptions, execute
-    from farm.plan import load_plan
+    from farm.plan import load_plan, parse_anchor
     from farm.progress import LiveView
     from farm.session.cancel import Cancel
 
@@ -378,7 +383,8 @@ def run(
         store_path = _store_path(store)
         state = _state_dir(store_path)
         repo_root = _release_preflight(release, repo, sign)
-        plan = load_plan(suite, bundle, anchor, _inventory(inventory), devices_sel, state / "cache")
+        anchors, inv = [parse_anchor(a) for a in anchor or ()], _inventory(inventory)
+        plan = load_plan(suite, bundle, anchors, inv, devices_sel, state / "cache")
         db = _open_store(store, create=True)
         rid = _run_id(db, resume) if resume is not None else None
         view = LiveView(out, [d.id for d in plan.devices])

@@ -13,6 +13,7 @@ it without pulling in the store, the UI or the exporter.
 
 from __future__ import annotations
 
+import re
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -182,6 +183,22 @@ BD_RATE = Family(
     "device, mean over sequences, latest finished run. Absent when it could not be computed.",
     ("device", "suite", "bundle", "anchor", "quality"),
 )  # fmt: skip
+DECODER_KMAC = Family(
+    "farm_decoder_kilo_macs_per_pixel", "gauge",
+    "Decoder complexity of the bundle's models on the device's target: thousands of multiply-accumulates per "
+    "decoded pixel (docs/complexity.md), latest finished run. Absent when it could not be counted.",
+    ("device", "suite", "bundle"),
+)  # fmt: skip
+DECODER_PARAMS = Family(
+    "farm_decoder_parameters", "gauge",
+    "Weights of the bundle's decoder models on the device's target (quantization scales excluded), latest "
+    "finished run. Absent for a bundle without models.", ("device", "suite", "bundle"),
+)  # fmt: skip
+DECODER_BYTES = Family(
+    "farm_decoder_model_bytes", "gauge",
+    "Bytes of the bundle's decoder model files (external weights included) on the device's target, latest "
+    "finished run. Absent for a bundle without models.", ("device", "suite", "bundle"),
+)  # fmt: skip
 LAST_RUN = Family(
     "farm_device_last_run_timestamp_seconds", "gauge",
     "When the latest finished run of this suite and bundle that included the device finished (Unix time).",
@@ -324,6 +341,16 @@ _QUALITY = (
       for q, what in (("psnr_yuv", "PSNR-YUV"), ("vmaf", "VMAF"))),
 )  # fmt: skip
 
+_COMPLEXITY = (
+    Measure("complexity.kmac_per_pixel", "kMAC/pixel", "decoder multiply-accumulates per decoded pixel, thousands "
+            "(docs/complexity.md)", "run-device", "max", "run_metric", gate=True, better="lower",
+            export=Export(DECODER_KMAC)),
+    Measure("complexity.params", "parameters", "weights of the decoder models (quantization scales excluded)",
+            "run-device", "max", "run_metric", gate=True, better="lower", export=Export(DECODER_PARAMS)),
+    Measure("complexity.model_bytes", "B", "bytes of the decoder model files", "run-device", "max", "run_metric",
+            gate=True, better="lower", export=Export(DECODER_BYTES)),
+)  # fmt: skip
+
 _RUN = (
     Measure("consistency", "", "bitexact when every decode of a bitstream produced the same output, else mismatch",
             "run", "all", "computed", gate=True),
@@ -359,18 +386,45 @@ _PROBE = (
 )  # fmt: skip
 
 MEASURES: Mapping[str, Measure] = MappingProxyType(
-    {m.name: m for m in (*_TIMING, *_POWER, *_DEVICE_STATE, *_QUALITY, *_RUN, *_PROBE)}
+    {m.name: m for m in (*_TIMING, *_POWER, *_DEVICE_STATE, *_QUALITY, *_COMPLEXITY, *_RUN, *_PROBE)}
 )
 """Every metric the farm produces, by name, in the order people read them (timing, power, state, quality, run)."""
 
 
 # -- lookups ---------------------------------------------------------------------------------------------------
+ANCHOR_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+_PER_ANCHOR = re.compile(rf"^(bd_rate)\[({ANCHOR_NAME})\]\.(.+)$")
+
+
+def per_anchor(base: str, anchor: str) -> str:
+    """``bd_rate[fp32].psnr_yuv``: the one spelling of a BD-rate against a named anchor (``bd_rate.psnr_yuv``
+    stays the single or first anchor's)."""
+    head, _, tail = base.partition(".")
+    return f"{head}[{anchor}].{tail}"
+
+
+def split_anchor(name: str) -> tuple[str, str | None]:
+    """``bd_rate[fp32].psnr_yuv`` -> (``bd_rate.psnr_yuv``, ``fp32``); any other name -> (name, None)."""
+    match = _PER_ANCHOR.match(name)
+    if match is None:
+        return name, None
+    return f"{match.group(1)}.{match.group(3)}", match.group(2)
+
+
 def measure(name: str) -> Measure:
-    """The declaration of ``name``; an undeclared name is an error, never a guess."""
+    """The declaration of ``name`` (a per-anchor BD-rate is declared by its base name); an undeclared name is an
+    error, never a guess."""
     try:
-        return MEASURES[name]
+        return MEASURES[split_anchor(name)[0]]
     except KeyError:
         raise UndeclaredMeasure(name) from None
+
+
+def is_gate_metric(name: str) -> bool:
+    """Whether a gate may name ``name``: a declared gate metric, or a BD-rate against a named anchor."""
+    base, anchor = split_anchor(name)
+    declared = MEASURES.get(base)
+    return declared is not None and declared.gate and (anchor is None or base.startswith("bd_rate."))
 
 
 def unit(name: str) -> str:

@@ -23,6 +23,7 @@ from typing import Any
 
 from farm import __version__
 from farm.artifacts import DecodedCache
+from farm.complexity.record import record_complexity
 from farm.errors import FarmError, InfraError, InputError, Stopped
 from farm.executors.threads import ThreadExecutor
 from farm.gates import StoreBaselines, Verdict, evaluate, load_view
@@ -91,7 +92,8 @@ def _start(plan: Plan, store: Store, jobs: list[JobSpec]) -> str:
         suite_name=plan.suite.name, suite_digest=_suite_digest(plan), suite_json=plan.suite.model_dump_json(),
         bundle_name=plan.bundle.manifest.name, bundle_version=plan.bundle.manifest.version,
         bundle_digest=plan.bundle.digest, anchor_name=plan.anchor.label if plan.anchor else None,
-        anchor_digest=plan.anchor.digest if plan.anchor else None, host=socket.gethostname(),
+        anchor_digest=plan.anchor.digest if plan.anchor else None, anchors=_anchors_json(plan),
+        host=socket.gethostname(),
         farm_version=__version__, conventions={**RUN_CONVENTIONS, **{k: json.dumps(v) for k, v in CONVENTIONS.items()}},
         plan={"devices": {d.id: {"tags": list(d.tags), "test_jobs": sum(1 for j in jobs if j.key.role == "test")}
                           for d in plan.devices},
@@ -99,6 +101,18 @@ def _start(plan: Plan, store: Store, jobs: list[JobSpec]) -> str:
               "bundle_source": os.path.abspath(plan.bundle.source or plan.bundle.root)},
     )  # fmt: skip
     return run_id
+
+
+def _anchors_json(plan: Plan) -> list[dict[str, str]]:
+    return [{"name": a.name, "role": a.role, "label": a.bundle.label, "digest": a.bundle.digest} for a in plan.anchors]
+
+
+def _same_anchors(plan: Plan, row: Any) -> bool:
+    """A run stored before several anchors existed (no anchors_json) had at most one, named after its bundle."""
+    if row["anchors_json"] is None:
+        return [a.bundle.digest for a in plan.anchors] == ([row["anchor_digest"]] if row["anchor_digest"] else [])
+    stored = [(a["name"], a["digest"]) for a in json.loads(row["anchors_json"])]
+    return stored == [(a.name, a.bundle.digest) for a in plan.anchors]
 
 
 def _resumable(plan: Plan, store: Store, run_id: str) -> set[tuple[str, JobKey]]:
@@ -111,7 +125,7 @@ def _resumable(plan: Plan, store: Store, run_id: str) -> set[tuple[str, JobKey]]
         what
         for what, same in (
             ("bundle", row["bundle_digest"] == plan.bundle.digest),
-            ("anchor", row["anchor_digest"] == (plan.anchor.digest if plan.anchor else None)),
+            ("anchors", _same_anchors(plan, row)),
             ("suite", row["suite_digest"] == _suite_digest(plan)),
             ("devices", planned == {d.id for d in plan.devices}),
         )
@@ -179,7 +193,8 @@ def _run(
         raise InfraError(f"run {run_id}: no device could run: {details}")
     opts.log("scoring decoded outputs")
     score_run(store, run_id, plan.suite, media.sources, decoded.root, cache)
-    bd_rates(store, run_id, [d.id for d in plan.devices], plan.anchor is not None, media.sources)
+    bd_rates(store, run_id, [d.id for d in plan.devices], [(a.name, a.role) for a in plan.anchors], media.sources)
+    record_complexity(store, run_id, plan.bundle, plan.devices, _frame_sizes(media))
     if any(g.metric in TOLERANCE_METRICS for g in plan.suite.gates):
         compare_differing_outputs(store, run_id, decoded.root, opts.log)
     status = _status(opts.cancel, results)
@@ -191,6 +206,10 @@ def _run(
     if unavailable and status != "interrupted":
         raise InfraError("; ".join(d.error or "" for d in unavailable))  # exit 3, naming each device
     return RunOutcome(run_id, status, verdicts, summary, results)
+
+
+def _frame_sizes(media: Media) -> list[tuple[int, int]]:
+    return sorted({(src.width, src.height) for src in media.sources.values()})
 
 
 def _status(cancel: Cancel, results: list[DeviceDone]) -> str:

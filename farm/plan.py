@@ -6,7 +6,8 @@ says where each digest lives on this host.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+import re
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from farm.bundle import Bundle, open_bundle
 from farm.config.inventory import Device, Inventory, load_inventory, select
 from farm.config.suite import Suite, anchor_problems, load_suite
 from farm.errors import InputError, Problem
+from farm.measures import ANCHOR_NAME
 from farm.media import Bitstream, Source, encode, render
 from farm.session.cancel import Cancel
 from farm.session.spec import BundleRef, FileRef, JobKey, JobSpec, SessionSpec
@@ -26,12 +28,60 @@ Y4M_HEADER_MAX = 128
 
 
 @dataclass(frozen=True)
+class Anchor:
+    """One anchor of a run: its name (what ``bd_rate[NAME]`` and ``--anchor NAME=PATH`` say), its bundle, and
+    the role its jobs are stored under: ``anchor`` for the first (default) one, as every single-anchor run
+    before several anchors existed, ``anchor:NAME`` for the others (docs/decisions.md)."""
+
+    name: str
+    bundle: Bundle
+    role: str
+
+
+@dataclass(frozen=True)
 class Plan:
     suite: Suite
     suite_path: Path
     bundle: Bundle
-    anchor: Bundle | None
+    anchors: tuple[Anchor, ...]
     devices: tuple[Device, ...]
+
+    @property
+    def anchor(self) -> Bundle | None:
+        """The default (first) anchor's bundle: the one ``bd_rate.METRIC`` and runs.anchor_name mean."""
+        return self.anchors[0].bundle if self.anchors else None
+
+    def bundles(self) -> tuple[Bundle, ...]:
+        """The bundle under test, then each anchor's (one bundle given under two names is staged once)."""
+        seen: dict[str, Bundle] = {self.bundle.digest: self.bundle}
+        for a in self.anchors:
+            seen.setdefault(a.bundle.digest, a.bundle)
+        return tuple(seen.values())
+
+    def role_bundle(self, role: str) -> Bundle:
+        """The bundle whose bitstreams and decodes a job of ``role`` uses."""
+        if role == "test":
+            return self.bundle
+        return next(a.bundle for a in self.anchors if a.role == role)
+
+
+def anchor_role(name: str, first: bool) -> str:
+    return "anchor" if first else f"anchor:{name}"
+
+
+AnchorArg = tuple[str | None, Path]
+"""An anchor as given: (name or None to name it after its bundle, path)."""
+
+
+def parse_anchor(text: str) -> AnchorArg:
+    """``--anchor NAME=PATH`` or ``--anchor PATH`` (named after its bundle's manifest name, as runs were before).
+
+    Text before the first ``=`` is a name only when it is a valid anchor name, so ``--anchor ../a=b/x`` is a path.
+    """
+    name, sep, path = text.partition("=")
+    if sep and path and re.fullmatch(ANCHOR_NAME, name):
+        return name, Path(path)
+    return None, Path(text)
 
 
 @dataclass(frozen=True)
@@ -43,10 +93,13 @@ class Media:
 
 
 def load_plan(
-    suite_path: Path, bundle_path: Path, anchor_path: Path | None, inventory_path: Path, selector: str | None,
-    cache: Path,
+    suite_path: Path, bundle_path: Path, anchor_args: Sequence[AnchorArg], inventory_path: Path,
+    selector: str | None, cache: Path,
 ) -> Plan:  # fmt: skip
-    """Steps 1 and 2: every input problem is collected before anything runs."""
+    """Steps 1 and 2: every input problem is collected before anything runs.
+
+    ``anchor_args`` (from ``--anchor``) replace the suite's ``anchor:``/``anchors:`` when given.
+    """
     problems: list[Problem] = []
 
     def attempt(fn: Callable[[], T]) -> T | None:
@@ -59,19 +112,43 @@ def load_plan(
     suite = attempt(lambda: load_suite(suite_path))
     inventory: Inventory | None = attempt(lambda: load_inventory(inventory_path))
     bundle = attempt(lambda: open_bundle(bundle_path, cache))
-    anchor_src = anchor_path if anchor_path is not None else (suite.anchor if suite else None)
-    anchor = attempt(lambda: open_bundle(anchor_src, cache)) if anchor_src else None
+    given = list(anchor_args) if anchor_args else (_suite_anchors(suite) if suite else [])
+    opened = [(name, attempt(lambda path=path: open_bundle(path, cache))) for name, path in given]
+    anchors = _named(opened, problems)
     if suite is not None:
-        problems.extend(anchor_problems(suite, has_anchor=anchor_src is not None))
+        known = [a.name for a in anchors] if len(anchors) == len(given) else None
+        problems.extend(anchor_problems(suite, known if given else []))
     if problems or suite is None or inventory is None or bundle is None:
         raise InputError(problems)
     devices = select(inventory, selector if selector is not None else suite.devices)
-    problems = [p for d in devices for b in (bundle, anchor) if b is not None for p in _fit(b, d, inventory_path)]
+    plan = Plan(suite, suite_path, bundle, anchors, tuple(devices))
+    problems = [p for d in devices for b in plan.bundles() for p in _fit(b, d, inventory_path)]
     if problems:
         raise InputError(problems)
     if not devices:
         raise InputError("no devices selected")
-    return Plan(suite, suite_path, bundle, anchor, tuple(devices))
+    return plan
+
+
+def _suite_anchors(suite: Suite) -> list[AnchorArg]:
+    if suite.anchors is not None:
+        return [(name, path) for name, path in suite.anchors.items()]
+    return [(None, suite.anchor)] if suite.anchor is not None else []
+
+
+def _named(opened: Sequence[tuple[str | None, Bundle | None]], problems: list[Problem]) -> tuple[Anchor, ...]:
+    """Name each opened anchor (after its bundle when not named) and refuse a name given twice."""
+    anchors: list[Anchor] = []
+    for name, b in opened:
+        if b is None:
+            continue
+        label = name or b.manifest.name
+        if any(a.name == label for a in anchors):
+            problems.append(Problem("--anchor", None, label, f"anchor name {label!r} is given twice; name them "
+                                    "apart with --anchor NAME=PATH"))  # fmt: skip
+            continue
+        anchors.append(Anchor(label, b, anchor_role(label, first=not anchors)))
+    return tuple(anchors)
 
 
 def _fit(bundle: Bundle, device: Device, inventory_path: Path) -> list[Problem]:
@@ -93,7 +170,7 @@ def prepare_media(plan: Plan, cache: Path, log: Callable[[str], None], cancel: C
     for seq in plan.suite.sequences:
         log(f"rendering {seq.id}")
         sources[seq.id] = render(seq, cache, cancel)
-    roles = [("test", plan.bundle)] + ([("anchor", plan.anchor)] if plan.anchor else [])
+    roles = [("test", plan.bundle)] + [(a.role, a.bundle) for a in plan.anchors]
     tasks = [(role, b, sid, rate) for role, b in roles for sid in sources for rate in plan.suite.rates_kbps]
     log(f"encoding {len(tasks)} bitstreams")
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -104,13 +181,12 @@ def prepare_media(plan: Plan, cache: Path, log: Callable[[str], None], cancel: C
 
 
 def plan_jobs(plan: Plan, media: Media) -> list[JobSpec]:
-    """Anchor jobs once (they only feed BD-rate), then the bundle's repeats, interleaving rate points."""
-    keys = [("anchor", 0)] if plan.anchor is not None else []
+    """Each anchor's jobs once (they only feed BD-rate), then the bundle's repeats, interleaving rate points."""
+    keys = [(a.role, 0) for a in plan.anchors]
     keys += [("test", r) for r in range(plan.suite.repeats)]
     jobs: list[JobSpec] = []
     for role, repeat in keys:
-        bundle = plan.anchor if role == "anchor" else plan.bundle
-        assert bundle is not None
+        bundle = plan.role_bundle(role)
         for sid, src in media.sources.items():
             for rate in plan.suite.rates_kbps:
                 bs = media.bitstreams[(role, sid, rate)]
@@ -143,13 +219,13 @@ def session_specs(
         todo = tuple(j for j in jobs if (device.id, j.key) not in done)
         if not todo:
             continue
-        bundles = tuple(bundle_ref(b, device.target) for b in (plan.bundle, plan.anchor) if b is not None)
+        bundles = tuple(bundle_ref(b, device.target) for b in plan.bundles())
         specs.append(SessionSpec(run_id, device, plan.suite, bundles, todo))
     return specs
 
 
 def artifacts(plan: Plan, media: Media) -> dict[str, Path]:
     """Every file a session may stage, by digest: the bundles' files and the bitstreams."""
-    out = {sha: b.root / rel for b in (plan.bundle, plan.anchor) if b is not None for rel, sha in b.files.items()}
+    out = {sha: b.root / rel for b in plan.bundles() for rel, sha in b.files.items()}
     out.update({bs.sha256: bs.path for bs in media.bitstreams.values()})
     return out

@@ -6,11 +6,12 @@ resumed run scores only the jobs it adds while its BD-rates and comparisons cove
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from farm.config.suite import Suite
 from farm.errors import unnamed
 from farm.fileio import write_atomic
 from farm.gates.view import JobView, load_view
-from farm.measures import Measurement, measurement, unit
+from farm.measures import Measurement, measurement, per_anchor, unit
 from farm.media import Source, host_ffmpeg, tool_identity
 from farm.quality.bdrate import BDRateError, bd_rate
 from farm.quality.compare import compare_outputs
@@ -106,19 +107,33 @@ def quality_measurements(
     return out
 
 
-def bd_rates(store: Store, run_id: str, devices: list[str], has_anchor: bool, sources: Mapping[str, Source]) -> None:
-    """BD-rate of the bundle against the anchor, per device, averaged over sequences (whole run)."""
+def bd_rates(
+    store: Store, run_id: str, devices: list[str], anchors: Sequence[tuple[str, str]], sources: Mapping[str, Source]
+) -> None:
+    """BD-rate of the bundle against each anchor (name, role), per device, averaged over sequences (whole run).
+
+    Stored as ``bd_rate[NAME].METRIC`` for every anchor, and once more as ``bd_rate.METRIC`` for the first, so
+    suites, gates, exports and dashboards written for one anchor read the same rows as before.
+    """
     view = load_view(store, run_id)
     for device in devices:
         jobs = [j for j in view.jobs if j.device_id == device]
         for metric in ("psnr_yuv", "vmaf"):
             name = f"bd_rate.{metric}"
             conv = f"PCHIP on ({metric}, ln kbps), exact integral over overlap, mean over sequences"
-            if not has_anchor:
+            if not anchors:
                 store.add_run_metric(run_id, device, name, None, unit(name), conv, "no anchor bundle given")
                 continue
-            value, detail = device_bd_rate(jobs, metric, sources)
-            store.add_run_metric(run_id, device, name, value, unit(name), conv, detail)
+            for i, (anchor, role) in enumerate(anchors):
+                value, detail = device_bd_rate(against(jobs, role), metric, sources)
+                for stored in (per_anchor(name, anchor), name) if i == 0 else (per_anchor(name, anchor),):
+                    store.add_run_metric(run_id, device, stored, value, unit(name), f"{conv}; anchor {anchor}", detail)
+
+
+def against(jobs: Sequence[JobView], role: str) -> list[JobView]:
+    """The bundle's jobs and one anchor's, that anchor's role read as ``anchor`` (what BD-rate pairs up)."""
+    out = [j for j in jobs if j.role == "test"]
+    return out + [dataclasses.replace(j, role="anchor") for j in jobs if j.role == role]
 
 
 def _kbps(job: JobView, src: Source) -> float | None:

@@ -16,6 +16,9 @@ import pytest
 from pydantic import ValidationError
 
 from farm import measures, scoring
+from farm.bundle import open_bundle
+from farm.complexity.record import record_complexity
+from farm.config.inventory import load_inventory
 from farm.config.suite import Gate, Suite
 from farm.devices.base import DecodeOutcome
 from farm.measures import MEASURES, Measurement, UndeclaredMeasure, aggregate, measurement
@@ -29,6 +32,7 @@ from farm.quality.score import QualityScores
 from farm.session import measure as session_measure
 from farm.store import Store
 from farm.timing import frame_stats
+from tests.conftest import EXAMPLES, ROOT
 
 
 def assert_declared(produced: list[Measurement]) -> None:
@@ -94,7 +98,10 @@ def test_bd_rate_rows_are_declared_per_device_metrics(tmp_path: Path) -> None:
     store = Store(tmp_path / "r.db")
     store.start_run("r", suite_name="s", suite_digest="d", suite_json="{}", bundle_name="b", bundle_version="1",
                     bundle_digest="x", host="h", farm_version="0", conventions={})  # fmt: skip
-    scoring.bd_rates(store, "r", ["local"], False, {})
+    scoring.bd_rates(store, "r", ["local"], [], {})
+    bundle = open_bundle(EXAMPLES / "hevc-x265", tmp_path / "cache")
+    device = load_inventory(ROOT / "devices.yaml").devices[0]
+    record_complexity(store, "r", bundle, [device], [(64, 64)])
     rows = store.run_metrics("r")
     assert rows and {row["name"] for row in rows} == set(measures.device_metrics())
     for row in rows:

@@ -216,6 +216,31 @@ def test_anchor_jobs_are_exported_under_the_runs_bundle_with_role_anchor(farm: F
     assert got["farm_bd_rate_ratio"] == {tuple(sorted({**bd, "quality": "psnr_yuv"}.items())): -0.25}  # vmaf missing
 
 
+def test_bd_rate_per_anchor_and_decoder_complexity_are_exported(farm: Farm) -> None:
+    """A run with two anchors exports one BD-rate series per anchor name (the bd_rate.METRIC alias row of the
+    first is not exported again); an older single-anchor run of another suite keeps its bundle-named series."""
+    old = farm.start(suite="old", anchor="hevc-x265@1.0.0")
+    farm.store.add_run_metric(old, "local", "bd_rate.psnr_yuv", -0.5, "ratio", "", "")
+    farm.finish(old)
+    run = farm.start(anchor="hevc-x265@1.0.0")
+    for name, value in (("bd_rate.psnr_yuv", -0.25), ("bd_rate[x265].psnr_yuv", -0.25),
+                        ("bd_rate[fp32].psnr_yuv", 0.01), ("complexity.kmac_per_pixel", 1.5),
+                        ("complexity.params", 1234.0), ("complexity.model_bytes", None)):  # fmt: skip
+        farm.store.add_run_metric(run, "local", name, value, "", "", "")
+    farm.finish(run)
+    got = farm.scrape()
+    bd = {"device": "local", "bundle": "av1-svt", "quality": "psnr_yuv"}
+    assert got["farm_bd_rate_ratio"] == {
+        tuple(sorted({**bd, "suite": "smoke", "anchor": "x265"}.items())): -0.25,
+        tuple(sorted({**bd, "suite": "smoke", "anchor": "fp32"}.items())): 0.01,
+        tuple(sorted({**bd, "suite": "old", "anchor": "hevc-x265"}.items())): -0.5,
+    }
+    labels = (("bundle", "av1-svt"), ("device", "local"), ("suite", "smoke"))
+    assert got["farm_decoder_kilo_macs_per_pixel"] == {labels: 1.5}
+    assert got["farm_decoder_parameters"] == {labels: 1234.0}
+    assert "farm_decoder_model_bytes" not in got  # missing is absent, never 0
+
+
 def test_gates_of_the_latest_evaluation_as_passed_state_set_and_value(farm: Farm) -> None:
     run = farm.start()
     farm.job(run, fps=10.0)
@@ -327,6 +352,8 @@ def test_every_exported_family_is_in_the_schema_and_the_docs(farm: Farm) -> None
     farm.job(run, fps=1.0, energy_j=1.0, times=[1, 2, 3], power_w=1.0, energy_per_frame_j=0.1, bpp=0.1,
              psnr_y=1.0, psnr_u=1.0, psnr_v=1.0, psnr_yuv=1.0, ssim=1.0, vmaf=1.0)  # fmt: skip
     farm.store.add_run_metric(run, "local", "bd_rate.psnr_yuv", -0.1, "ratio", "", "")
+    for name in ("complexity.kmac_per_pixel", "complexity.params", "complexity.model_bytes"):
+        farm.store.add_run_metric(run, "local", name, 2.5, "", "", "")
     farm.finish(run)
     farm.store.add_gate_evaluation(run, [
         {"gate_index": 0, "metric": "fps", "op": ">=", "threshold": 1, "scope": "each", "scope_key": "local",

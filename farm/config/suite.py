@@ -8,6 +8,7 @@ Gate metrics are checked against the metric names the farm produces, so a misspe
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -15,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, 
 
 from farm.config.source import load_yaml, validate
 from farm.errors import InputError, Problem
-from farm.measures import baseline_metrics, gate_metrics
+from farm.measures import ANCHOR_NAME, baseline_metrics, gate_metrics, is_gate_metric, split_anchor
 
 GENERATORS = ("testsrc", "testsrc2", "smptebars", "mandelbrot", "life", "cellauto", "rgbtestsrc", "gradients")
 
@@ -106,7 +107,7 @@ class Gate(Strict):
     @field_validator("metric")
     @classmethod
     def _metric(cls, value: str) -> str:
-        if value not in METRICS:
+        if not is_gate_metric(value):
             raise ValueError(f"unknown metric {value!r}")
         return value
 
@@ -220,7 +221,9 @@ class Suite(Strict):
     power: PowerPlan = PowerPlan()
     thermal: ThermalPlan = ThermalPlan()
     metrics: tuple[Literal["psnr", "ssim", "vmaf"], ...] = ("psnr", "ssim", "vmaf")
-    anchor: Path | None = None
+    anchor: Path | None = None  # the single anchor (named after its bundle), as before several anchors
+    # several anchors by name, the first the default (bd_rate.NAME without [anchor]); docs/bd-rate.md
+    anchors: dict[Annotated[str, Field(pattern=rf"^{ANCHOR_NAME}$")], Path] | None = Field(default=None, min_length=1)
     gates: tuple[Gate, ...] = Field(min_length=1)  # a suite that gates nothing cannot pass or fail a release
     # where each gate was written: checks made after loading still name file:line
     _where: GateLines = PrivateAttr(default_factory=lambda: GateLines("", ()))
@@ -233,6 +236,12 @@ class Suite(Strict):
         if len(set(value)) != len(value):
             raise ValueError("rates must be distinct")
         return tuple(sorted(value))
+
+    @model_validator(mode="after")
+    def _one_anchor_form(self) -> Suite:
+        if self.anchor is not None and self.anchors is not None:
+            raise ValueError("give either 'anchor' (one bundle) or 'anchors' (by name), not both")
+        return self
 
     @model_validator(mode="after")
     def _unique_sequences(self) -> Suite:
@@ -249,18 +258,25 @@ class Suite(Strict):
         return Problem(file or self.name, line, f"gates[{index}].metric", message)
 
 
-def anchor_problems(suite: Suite, has_anchor: bool) -> list[Problem]:
-    """BD-rate gates that cannot be measured because no anchor was given (neither --anchor nor ``anchor:``).
+def anchor_problems(suite: Suite, anchors: Sequence[str] | None) -> list[Problem]:
+    """BD-rate gates that cannot be measured: no anchor was given at all (neither --anchor nor the suite's
+    ``anchor:``/``anchors:``), or the gate names an anchor the run does not have. ``anchors``: the run's anchor
+    names, or None when only their number is known yet (an anchor that failed to open has no name).
 
     Such a gate would only report ``missing`` after the whole run; refusing it first costs the user no run.
     """
-    if has_anchor:
-        return []
-    return [
-        suite.gate_problem(i, f"{gate.metric} needs an anchor bundle: give --anchor or the suite's 'anchor:'")
-        for i, gate in enumerate(suite.gates)
-        if gate.metric.startswith("bd_rate")
-    ]
+    problems = []
+    for i, gate in enumerate(suite.gates):
+        if not gate.metric.startswith("bd_rate"):
+            continue
+        _, named = split_anchor(gate.metric)
+        if anchors is not None and not anchors:
+            problems.append(suite.gate_problem(i, f"{gate.metric} needs an anchor bundle: give --anchor or the "
+                                                  "suite's 'anchor:' or 'anchors:'"))  # fmt: skip
+        elif named is not None and anchors is not None and named not in anchors:
+            problems.append(suite.gate_problem(i, f"{gate.metric} names anchor {named!r}, which this run does not "
+                                                  f"have (its anchors: {', '.join(anchors)})"))  # fmt: skip
+    return problems
 
 
 def load_suite(path: Path) -> Suite:
@@ -281,8 +297,9 @@ def load_suite(path: Path) -> Suite:
     anchor = suite.anchor
     if anchor is not None and not anchor.is_absolute():
         anchor = base / anchor
+    anchors = None if suite.anchors is None else {n: a if a.is_absolute() else base / a for n, a in suite.anchors.items()}
     if problems:
         raise InputError(problems)
-    loaded = suite.model_copy(update={"sequences": tuple(sequences), "anchor": anchor})
+    loaded = suite.model_copy(update={"sequences": tuple(sequences), "anchor": anchor, "anchors": anchors})
     loaded._where = GateLines(doc.file, tuple(doc.line_of(("gates", i)) for i in range(len(suite.gates))))
     return loaded

@@ -15,6 +15,7 @@ from farm.gates.baseline import Baselines, against_baseline
 from farm.gates.consistency import consistency
 from farm.gates.verdict import Measured, Verdict, meets
 from farm.gates.view import RunView
+from farm.measures import split_anchor
 
 PARTIAL = ("running", "interrupted")
 """Run statuses whose results are partial: a resume (or nothing) completes them, so no gate may pass."""
@@ -59,6 +60,6 @@ def _measure(gate: Gate, view: RunView, devices: list[str], baselines: Baselines
         return failures(view, devices)
     if gate.metric.startswith("consistency"):
         return consistency(gate, view, devices)
-    if gate.metric in DEVICE_METRICS:
+    if split_anchor(gate.metric)[0] in DEVICE_METRICS:  # bd_rate[NAME].METRIC is a device metric too
         return device_metric(gate, view, devices)
     return job_metric(gate, view, devices)

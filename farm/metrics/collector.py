@@ -20,7 +20,7 @@ from prometheus_client.samples import Sample
 
 from farm.metrics import names
 from farm.metrics.poller import Health
-from farm.metrics.results import RESULT_GAUGES, ResultIndex
+from farm.metrics.results import COMPLEXITY, RESULT_GAUGES, ResultIndex
 
 
 def _gauge(spec: names.Spec) -> GaugeMetricFamily:
@@ -96,7 +96,10 @@ class StoreCollector(Collector):
                 verdict.add_metric([*labels, state], 1.0 if gate.verdict == state else 0.0)
             if gate.value is not None:
                 value.add_metric(labels, gate.value)
-        return [bd, last, duration, passed, verdict, value]
+        decoder = {spec.name: _gauge(spec) for spec in names.DECODER_SPECS}
+        for (metric, *labels), figure in sorted(level.complexity.items()):
+            decoder[COMPLEXITY[metric].name].add_metric(labels, figure)
+        return [bd, last, duration, passed, verdict, value, *decoder.values()]
 
 
 DeviceInfo = tuple[str, str, str, bool]

@@ -23,11 +23,11 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
-from farm.measures import BD_RATE, ENERGY_TOTAL, MEASURES, Export, aggregate, exported_as
+from farm.measures import BD_RATE, ENERGY_TOTAL, MEASURES, Export, aggregate, exported_as, split_anchor
 from farm.metrics.names import QUANTILES
 
 T = TypeVar("T")
@@ -44,6 +44,8 @@ RESULT_GAUGES: dict[str, Export] = {
 MEASUREMENTS = tuple(RESULT_GAUGES)
 ENERGY = next(m.name for m in exported_as(ENERGY_TOTAL))  # the job measurement the energy counter sums
 BD_RATES = {m.name: m.export.label or "" for m in exported_as(BD_RATE) if m.export is not None}  # name -> quality
+# complexity metric name -> its family (one family per figure, labels device/suite/bundle)
+COMPLEXITY = {m.name: m.export.family for m in MEASURES.values() if m.name.startswith("complexity.") and m.export}
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,8 @@ class RunLevel:
     durations: dict[tuple[str, str], float] = field(default_factory=dict)  # (suite, bundle) -> seconds
     last_run: dict[tuple[str, str, str], float] = field(default_factory=dict)  # (device, suite, bundle) -> finished
     bd_rates: dict[tuple[str, str, str, str, str], float] = field(default_factory=dict)  # + (anchor, quality)
+    # (metric name, device, suite, bundle) -> value: the decoder's complexity on the device's target
+    complexity: dict[tuple[str, str, str, str], float] = field(default_factory=dict)
     gates: list[GateRow] = field(default_factory=list)
 
 
@@ -126,8 +130,8 @@ _SQLITE = {
     " JOIN runs r ON r.id = d.run_id WHERE r.finished_at IS NOT NULL {only}"
     " GROUP BY d.device_id, r.suite_name, r.bundle_name",
     "bd_rates": "SELECT m.device_id, r.suite_name, r.bundle_name, r.anchor_name, m.name, m.value, MAX(r.started_at)"
-    " FROM run_metrics m JOIN runs r ON r.id = m.run_id WHERE r.finished_at IS NOT NULL AND m.name IN ({names}) {only}"
-    " GROUP BY m.device_id, r.suite_name, r.bundle_name, m.name",
+    " FROM run_metrics m JOIN runs r ON r.id = m.run_id WHERE r.finished_at IS NOT NULL AND (m.name IN ({names}){extra})"
+    " {only} GROUP BY m.device_id, r.suite_name, r.bundle_name, m.name",
 }
 _POSTGRES = {
     # what grows or ends: the store is insert-only but for a run's end (finished_at) and its reopening
@@ -142,7 +146,7 @@ _POSTGRES = {
     " WHERE r.finished_at IS NOT NULL {only} ORDER BY d.device_id, r.suite_name, r.bundle_name, r.started_at DESC",
     "bd_rates": "SELECT DISTINCT ON (m.device_id, r.suite_name, r.bundle_name, m.name) m.device_id, r.suite_name,"
     " r.bundle_name, r.anchor_name, m.name, m.value, r.started_at FROM run_metrics m JOIN runs r ON r.id = m.run_id"
-    " WHERE r.finished_at IS NOT NULL AND m.name IN ({names}) {only}"
+    " WHERE r.finished_at IS NOT NULL AND (m.name IN ({names}){extra}) {only}"
     " ORDER BY m.device_id, r.suite_name, r.bundle_name, m.name, r.started_at DESC",
 }
 
@@ -336,14 +340,40 @@ class ResultIndex:
         # SQLite returns the other columns of the row that holds MAX(): the latest run per group
         for device, suite, bundle, finished, _ in self._db.execute(self._sql["last_run"].format(only=only), args):
             level.last_run[(device, suite, bundle)] = float(finished)
-        bd_names = ",".join("?" * len(BD_RATES))
-        for device, suite, bundle, anchor, name, value, _ in self._db.execute(
-            self._sql["bd_rates"].format(names=bd_names, only=only), (*BD_RATES, *args)
-        ):
-            if value is not None and anchor:
-                quality = BD_RATES[str(name)]
-                level.bd_rates[(device, suite, bundle, bundle_name(anchor) or "", quality)] = float(value)
+        level.bd_rates = self._bd_rates(only, args)
+        for device, suite, bundle, _, name, value, _ in self._latest_run_metrics(tuple(COMPLEXITY), "", only, args):
+            if value is not None:
+                level.complexity[(str(name), device, suite, bundle)] = float(value)
         return level
+
+    def _latest_run_metrics(self, names: tuple[str, ...], extra: str, only: str, args: tuple[str, ...]) -> list[Any]:
+        sql = self._sql["bd_rates"].format(names=",".join("?" * len(names)), extra=extra, only=only)
+        return list(self._db.execute(sql, (*names, *args)))
+
+    def _bd_rates(self, only: str, args: tuple[str, ...]) -> dict[tuple[str, str, str, str, str], float]:
+        """Per anchor: ``bd_rate[NAME].METRIC`` rows under anchor=NAME. A run stored before several anchors has
+        only ``bd_rate.METRIC``, exported under its anchor bundle's name (which is also the name a single
+        ``--anchor PATH`` gets), unless a newer run of the key has per-anchor rows."""
+        named: dict[tuple[str, str, str, str, str], tuple[float, float]] = {}
+        plain: dict[tuple[str, str, str, str, str], tuple[float, float]] = {}
+        newest: dict[tuple[str, str, str], float] = {}
+        rows = self._latest_run_metrics(tuple(BD_RATES), " OR m.name LIKE 'bd_rate[%'", only, args)
+        for device, suite, bundle, anchor_label, name, value, started in rows:
+            base, anchor = split_anchor(str(name))
+            if value is None or base not in BD_RATES:
+                continue
+            if anchor is not None:
+                named[(device, suite, bundle, anchor, BD_RATES[base])] = (float(value), float(started))
+                key = (device, suite, bundle)
+                newest[key] = max(newest.get(key, 0.0), float(started))
+            elif anchor_label:
+                plain[(device, suite, bundle, bundle_name(anchor_label) or "", BD_RATES[base])] = (
+                    float(value), float(started))  # fmt: skip
+        out = {k: v for k, (v, _) in named.items()}
+        for k, (v, started) in plain.items():
+            if started > newest.get(k[:3], 0.0) and k not in out:
+                out[k] = v
+        return out
 
     def _gates(self, run: _Run) -> Iterable[GateRow]:
         rows = self._db.execute(

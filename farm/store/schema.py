@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import sqlite3
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 BASE_VERSION = 2  # what SCHEMA below creates; MIGRATIONS bring it to SCHEMA_VERSION
 
 SCHEMA = """
@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS run_devices (
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id TEXT NOT NULL REFERENCES runs(id), device_id TEXT NOT NULL,
-    role TEXT NOT NULL,               -- test | anchor
+    role TEXT NOT NULL,               -- test | anchor (the first anchor) | anchor:NAME (schema 5: the others)
     sequence TEXT NOT NULL, rate_kbps REAL NOT NULL, repeat INTEGER NOT NULL,
     status TEXT NOT NULL,             -- ok | failed
     error TEXT,
@@ -106,6 +106,12 @@ CREATE TABLE IF NOT EXISTS run_attempts (           -- 1 = the original run, 2..
     detail TEXT,                                    -- why it was interrupted, when the store knows
     PRIMARY KEY (run_id, attempt)
 );
+""",
+    5: """
+-- several anchors: [{"name", "role", "label", "digest"}, ...], the first the default (anchor_name/anchor_digest
+-- keep naming it, so older readers see a single-anchor run). NULL: recorded before schema 5, when the run's one
+-- anchor (if any) is anchor_name, its jobs have role 'anchor', and its name is its bundle's.
+ALTER TABLE runs ADD COLUMN anchors_json TEXT;
 """,
 }
 

@@ -306,14 +306,15 @@ class Store:
             db.execute(
                 "INSERT INTO runs(id, suite_name, suite_digest, suite_json, bundle_name, bundle_version,"
                 " bundle_digest, anchor_name, anchor_digest, started_at, status, host, farm_version,"
-                " conventions_json, plan_json, controller_host, controller_pid, controller_start)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " conventions_json, plan_json, controller_host, controller_pid, controller_start, anchors_json)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     run_id, fields["suite_name"], fields["suite_digest"], fields["suite_json"],
                     fields["bundle_name"], fields["bundle_version"], fields["bundle_digest"],
                     fields.get("anchor_name"), fields.get("anchor_digest"), now, "running",
                     fields["host"], fields["farm_version"], json.dumps(fields["conventions"], sort_keys=True),
                     json.dumps(fields.get("plan", {}), sort_keys=True), me.host, me.pid, me.start,
+                    json.dumps(fields["anchors"]) if fields.get("anchors") is not None else None,
                 ),
             )  # fmt: skip
             db.execute(
