@@ -16,8 +16,9 @@ from collections.abc import Iterable, Sequence
 from html import escape
 from pathlib import Path
 
-from farm.gates import Verdict
+from farm.gates import Verdict, load_view
 from farm.measures import MEASURES, measure
+from farm.report.anchors import per_operation, run_anchors
 from farm.report.rundata import QUALITY_METRICS, Job, RunData, bd_text, curve_bd_rate, load
 from farm.report.svg import PALETTE, Chart, Series, render
 from farm.store import Store
@@ -47,6 +48,10 @@ def _num(value: float | None, digits: int = 4) -> str:
     return "missing" if value is None else f"{value:.{digits}g}"
 
 
+def _count(value: float | None) -> str:
+    return "missing" if value is None else f"{int(value):,}"
+
+
 def _simulated(store: Store, run_id: str) -> set[str]:
     return {d["device_id"] for d in store.devices(run_id) if "SIMULATED" in d["properties_json"]}
 
@@ -61,7 +66,7 @@ def _header(store: Store, run_id: str, verdicts: Sequence[Verdict]) -> str:
     passed = bool(verdicts) and all(v.verdict == "pass" for v in verdicts)
     banner = "PASSED" if passed else ("NO VERDICTS" if not verdicts else "NOT PASSED")
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(run["started_at"]))
-    anchor = run["anchor_name"] or "none"
+    anchor = ", ".join(f"{a.name} ({a.label})" for a in run_anchors(run)) or "none"
     facts = [("run", run_id), ("suite", run["suite_name"]), ("bundle", f"{run['bundle_name']}@{run['bundle_version']}"),
              ("bundle digest", run["bundle_digest"]), ("anchor", anchor), ("status", run["status"]),
              ("started", started), ("host", run["host"]), ("farm", run["farm_version"])]  # fmt: skip
@@ -91,15 +96,21 @@ def _verdicts(verdicts: Sequence[Verdict]) -> str:
     )
 
 
-def _rd_chart(data: RunData, seq: str, metric: str, devices: Sequence[str]) -> str:
+def _roles(store: Store, run_id: str) -> list[tuple[str, str]]:
+    """(role, name as drawn): the bundle, then each anchor (just 'anchor' when the run has one)."""
+    anchors = run_anchors(store.run(run_id))
+    named = [(a.role, f"anchor {a.name}" if len(anchors) > 1 else "anchor") for a in anchors]
+    return [("test", "bundle"), *named]
+
+
+def _rd_chart(data: RunData, seq: str, metric: str, devices: Sequence[str], roles: Sequence[tuple[str, str]]) -> str:
     series = []
     for device in devices:
-        for role in ("test", "anchor"):
+        for role, shown in roles:
             pts = data.curve(device, role, seq, metric)
             if pts:
-                name = f"{device} {'bundle' if role == 'test' else 'anchor'}"
-                series.append(Series(name, [(p.rate, p.quality) for p in pts], _color(devices, device),
-                                     dashed=role == "anchor"))  # fmt: skip
+                series.append(Series(f"{device} {shown}", [(p.rate, p.quality) for p in pts],
+                                     _color(devices, device), dashed=role != "test"))  # fmt: skip
     m = measure(metric)
     unit = data.rate_unit(seq)
     label = f"actual rate, {unit} (log)" if unit == "kbps" else "bpp (log; the sequence's fps is not in the suite)"
@@ -109,34 +120,55 @@ def _rd_chart(data: RunData, seq: str, metric: str, devices: Sequence[str]) -> s
     )
 
 
-def _bd_rows(data: RunData, seq: str, devices: Sequence[str]) -> list[tuple[str, str, str]]:
+def _bd_rows(
+    data: RunData, seq: str, devices: Sequence[str], roles: Sequence[tuple[str, str]]
+) -> list[tuple[str, str, str]]:
     rows = []
     for device in devices:
-        for metric in QUALITY_METRICS:
-            anchor, test = data.curve(device, "anchor", seq, metric), data.curve(device, "test", seq, metric)
-            if not anchor:
-                rows.append((device, metric, "not computed: no anchor curve"))
-                continue
-            rows.append((device, metric, bd_text(curve_bd_rate(anchor, test))))
+        for role, shown in roles[1:] or [("anchor", "anchor")]:
+            for metric in QUALITY_METRICS:
+                anchor, test = data.curve(device, role, seq, metric), data.curve(device, "test", seq, metric)
+                name = metric if len(roles) <= 2 else f"{metric} vs {shown.removeprefix('anchor ')}"
+                if not anchor:
+                    rows.append((device, name, "not computed: no anchor curve"))
+                    continue
+                rows.append((device, name, bd_text(curve_bd_rate(anchor, test))))
     return rows
 
 
 def _rd_section(store: Store, data: RunData, devices: Sequence[str]) -> str:
     out = [
-        '<h2 id="rd">Rate-quality curves</h2><p class="note">Bundle solid, anchor dashed, one colour per device; '
+        '<h2 id="rd">Rate-quality curves</h2><p class="note">Bundle solid, anchors dashed, one colour per device; '
         "points are the mean over repeats of the actual rate (bitstream bytes x 8 / duration, not the target) "
         "and of the quality. Devices that decoded bit-exactly draw the same curve, on top of each other. BD-rate: "
         "PCHIP over the overlapping quality range (negative = fewer bits).</p>"
     ]
+    roles = _roles(store, data.run_id)
     for seq in sorted({j.sequence for j in data.jobs}):
-        charts = "".join(_rd_chart(data, seq, metric, devices) for metric in QUALITY_METRICS)
+        charts = "".join(_rd_chart(data, seq, metric, devices, roles) for metric in QUALITY_METRICS)
         out.append(f'<h3>{escape(seq)}</h3><div class="charts">{charts}</div>')
-        out.append(table(("device", "metric", "BD-rate of the bundle vs the anchor"), _bd_rows(data, seq, devices)))
-    stored = [(r["device_id"], r["name"], _pct(r["value"]), r["detail"] or "") for r in store.run_metrics(data.run_id)]
+        out.append(table(("device", "metric", "BD-rate of the bundle vs the anchor"),
+                         _bd_rows(data, seq, devices, roles)))  # fmt: skip
+    stored = [(r["device_id"], r["name"], _pct(r["value"]), r["detail"] or "") for r in store.run_metrics(data.run_id)
+              if r["name"].startswith("bd_rate")]  # fmt: skip
     if stored:
         out.append("<h3>BD-rate as the gates read it (mean over sequences)</h3>")
         out.append(table(("device", "metric", "value", "detail (per sequence)"), stored))
-    return "".join(out)
+    return "".join(out) + _per_operation(store, data.run_id)
+
+
+def _per_operation(store: Store, run_id: str) -> str:
+    """Compression per operation: the decoder's kMAC/pixel beside the BD-rate against each anchor."""
+    run = store.run(run_id)
+    anchors = run_anchors(run)
+    rows = [
+        (r["device"], r["bundle"], _num(r["kmac_per_pixel"]), _count(r["params"]), _count(r["model_bytes"]),
+         *(_pct(r["bd_rate"][a.name]["psnr_yuv"]) for a in anchors), r["complexity_detail"] or "")
+        for r in (per_operation(run, load_view(store, run_id)) if run else [])
+    ]  # fmt: skip
+    head = ("device", "bundle", "kMAC/pixel", "params", "model bytes", *(f"BD-rate vs {a.name}" for a in anchors),
+            "how counted / why missing")  # fmt: skip
+    return '<h2 id="per-operation">Compression per operation</h2>' + table(head, rows)
 
 
 def _pct(value: float | None) -> str:

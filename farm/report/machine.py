@@ -11,10 +11,12 @@ import io
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from farm.gates import Verdict, load_view
+from farm.report.anchors import per_operation, run_anchors
 from farm.report.points import KEYS, job_metric_names, rate_point_rows, sequence_bd_rows
 from farm.report.tables import results_rows
 from farm.store import Store
@@ -44,8 +46,10 @@ def dumps(doc: Any) -> str:
 
 def run_json(store: Store, run_id: str, verdicts: Sequence[Verdict]) -> dict[str, Any]:
     """The whole run: ``results`` (one row per device x role x sequence, as the table), ``rate_points`` (every
-    rate point), ``bd_rate`` (per device x metric x sequence with overlap and warnings), ``device_metrics``
-    (the stored per-device BD-rate and its detail string), ``gates`` and ``passed``."""
+    rate point), ``anchors`` (name, role, label; the first is the default), ``bd_rate`` (per device x anchor x
+    metric x sequence with overlap and warnings), ``per_operation`` (per device: kMAC/pixel, parameters, model
+    bytes beside the BD-rate against each anchor), ``device_metrics`` (the stored per-device BD-rates and
+    complexity with their detail strings), ``gates`` and ``passed``."""
     run = store.run(run_id)
     assert run is not None
     view = load_view(store, run_id)
@@ -59,7 +63,9 @@ def run_json(store: Store, run_id: str, verdicts: Sequence[Verdict]) -> dict[str
         ],
         "results": results_rows(store, run_id),
         "rate_points": rate_point_rows(store, run_id),
+        "anchors": [asdict(a) for a in run_anchors(run)],
         "bd_rate": sequence_bd_rows(store, run_id),
+        "per_operation": per_operation(run, view),
         "device_metrics": {d: {k: {"value": v, "detail": why} for k, (v, why) in m.items()}
                            for d, m in view.device_metrics.items()},
         "gates": [v.as_dict() for v in verdicts],

@@ -15,9 +15,10 @@ from typing import Any
 
 from farm.gates import load_view
 from farm.gates.view import JobView
-from farm.measures import MEASURES, aggregate
+from farm.measures import MEASURES, aggregate, per_anchor
 from farm.quality.y4m import QualityError, read_y4m_info
-from farm.scoring import sequence_bd_rates
+from farm.report.anchors import run_anchors
+from farm.scoring import against, sequence_bd_rates
 from farm.store import Store
 
 KEYS = ("device", "role", "sequence", "rate_kbps", "actual_kbps", "jobs", "failed")
@@ -98,23 +99,28 @@ def sequence_bd_rows(store: Store, run_id: str) -> list[dict[str, Any]]:
     Recomputed from the stored points with bpp as the rate (the scale cancels, so the values equal the ones
     scoring stored); a run without an anchor has none.
     """
-    run = store.run(run_id)
-    if run is None or not run["anchor_name"]:
+    anchors = run_anchors(store.run(run_id))
+    if not anchors:
         return []
     view = load_view(store, run_id)
     rows: list[dict[str, Any]] = []
     for device in sorted({j.device_id for j in view.jobs}):
         jobs = [j for j in view.jobs if j.device_id == device]
-        for metric in ("psnr_yuv", "vmaf"):
-            for one in sequence_bd_rates(jobs, metric, lambda job: job.metrics.get("bpp")):
-                rows.append({"device": device, **asdict(one), "warnings": list(one.warnings)})
+        for anchor in anchors:
+            for metric in ("psnr_yuv", "vmaf"):
+                for one in sequence_bd_rates(against(jobs, anchor.role), metric, lambda job: job.metrics.get("bpp")):
+                    rows.append({"device": device, "anchor": anchor.name, **asdict(one),
+                                 "warnings": list(one.warnings)})  # fmt: skip
     return rows
 
 
 def bd_warnings(store: Store, run_id: str) -> dict[str, list[str]]:
     """Device -> the BD-rate caveats (a small quality overlap) people must see next to a passing verdict."""
     found: dict[str, list[str]] = defaultdict(list)
+    anchors = run_anchors(store.run(run_id))
     for row in sequence_bd_rows(store, run_id):
+        first = anchors and anchors[0].name == row["anchor"]
+        name = f"bd_rate.{row['metric']}" if first else per_anchor(f"bd_rate.{row['metric']}", row["anchor"])
         for text in row["warnings"]:
-            found[row["device"]].append(f"bd_rate.{row['metric']} {row['sequence']}: {text}")
+            found[row["device"]].append(f"{name} {row['sequence']}: {text}")
     return dict(found)

@@ -19,7 +19,8 @@ from rich.table import Table
 from farm.gates import Verdict, load_view
 from farm.gates.consistency import decodes, groups
 from farm.gates.view import JobView
-from farm.measures import Column, aggregate, device_metrics, measure
+from farm.measures import Column, aggregate, measure
+from farm.report.anchors import QUALITIES, bd_metric, per_operation, run_anchors
 from farm.store import Store
 
 MISSING = "missing"
@@ -114,28 +115,53 @@ def _table(title: str, keys: Sequence[str]) -> Table:
 
 
 def _bd_caption(store: Store, run_id: str) -> list[str]:
-    """Per device, the BD-rate of the bundle against the anchor, always in % (the store keeps fractions)."""
+    """Per device and anchor, the BD-rate of the bundle against it, always in % (the store keeps fractions)."""
     run = store.run(run_id)
-    if not run or not run["anchor_name"]:
+    anchors = run_anchors(run)
+    if not run or not anchors:
         return []
     lines = []
     for device, metrics in sorted(load_view(store, run_id).device_metrics.items()):
-        parts = []
-        for name in device_metrics():
-            value, detail = metrics.get(name, (None, None))
-            shown = f"{value * 100:+.2f}%" if value is not None else escape(f"missing ({detail})")
-            parts.append(f"{name.split('.')[1]} {shown}")
-        lines.append(f"{device}: BD-rate of {run['bundle_name']} vs {run['anchor_name']}: " + ", ".join(parts))
+        for anchor in anchors:
+            parts = []
+            for quality in QUALITIES:
+                value, detail = metrics.get(bd_metric(quality, anchor, anchors), (None, "not computed"))
+                shown = f"{value * 100:+.2f}%" if value is not None else escape(f"missing ({detail})")
+                parts.append(f"{quality} {shown}")
+            name = f"bd_rate[{anchor.name}]" if len(anchors) > 1 else "BD-rate"
+            lines.append(f"{device}: {name} of {run['bundle_name']} vs {anchor.label}: " + ", ".join(parts))
     return lines
+
+
+def complexity_table(store: Store, run_id: str) -> Table:
+    """Compression per operation: each device's decoder kMAC/pixel, parameters and model bytes beside the
+    bundle's BD-rate (PSNR-YUV) against each anchor."""
+    run = store.run(run_id)
+    anchors = run_anchors(run)
+    table = Table(title=f"compression per operation of run {run_id}")
+    for col in ("device", "bundle"):
+        table.add_column(col, overflow="fold")
+    for col in ("kMAC/pixel", "params", "model bytes", *(f"BD-rate vs {a.name}" for a in anchors)):
+        table.add_column(col, justify="right", no_wrap=True)
+    notes = set()
+    for row in per_operation(run, load_view(store, run_id)) if run else []:
+        kmac = row["kmac_per_pixel"]
+        if kmac is None:
+            notes.add(f"{row['device']}: complexity missing ({row['complexity_detail']})")
+        bd = [row["bd_rate"][a.name]["psnr_yuv"] for a in anchors]
+        table.add_row(escape(row["device"]), escape(row["bundle"]), _fmt(kmac, ".3f"),
+                      _fmt(row["params"], ",.0f"), _fmt(row["model_bytes"], ",.0f"),
+                      *(_fmt(None if v is None else v * 100, "+.2f", "%") for v in bd))  # fmt: skip
+    table.caption = "\n".join(escape(n) for n in sorted(notes)) or None
+    return table
 
 
 def results_table(store: Store, run_id: str) -> Group:
     """The speed/power table, then the quality table with the BD-rates under it."""
     run = store.run(run_id)
-    labels = {
-        "test": f"{run['bundle_name']}@{run['bundle_version']}" if run else "test",
-        "anchor": (run["anchor_name"] or "anchor") if run else "anchor",
-    }
+    labels = {"test": f"{run['bundle_name']}@{run['bundle_version']}" if run else "test", "anchor": "anchor"}
+    anchors = run_anchors(run)
+    labels.update({a.role: a.label if len(anchors) == 1 else f"{a.name}: {a.label}" for a in anchors})
     simulated = {d["device_id"] for d in store.devices(run_id) if "SIMULATED" in d["properties_json"]}
     speed = _table(f"speed and power of run {run_id} (medians over repeats)", SPEED)
     quality = _table(f"quality of run {run_id} (medians over repeats, means over rate points)", QUALITY)
@@ -152,7 +178,7 @@ def results_table(store: Store, run_id: str) -> Group:
             f"\npower and temperature of {', '.join(sorted(simulated))} are SIMULATED by the virtual-board load model"
         )
     quality.caption = "\n".join(_bd_caption(store, run_id)) or None
-    return Group(speed, quality)
+    return Group(speed, quality, complexity_table(store, run_id))
 
 
 def verdict_table(
