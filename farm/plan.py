@@ -6,6 +6,7 @@ says where each digest lives on this host.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -113,7 +114,7 @@ def load_plan(
     inventory: Inventory | None = attempt(lambda: load_inventory(inventory_path))
     bundle = attempt(lambda: open_bundle(bundle_path, cache))
     given = list(anchor_args) if anchor_args else (_suite_anchors(suite) if suite else [])
-    opened = [(name, attempt(lambda path=path: open_bundle(path, cache))) for name, path in given]
+    opened = [(name, attempt(functools.partial(open_bundle, path, cache))) for name, path in given]
     anchors = _named(opened, problems)
     if suite is not None:
         known = [a.name for a in anchors] if len(anchors) == len(given) else None

@@ -107,6 +107,7 @@ def _shapes(model: onnx.ModelProto) -> dict[str, Shape]:
 
 def _node_macs(node: onnx.NodeProto, shapes: Mapping[str, Shape], model: str) -> int:
     op = node.op_type
+
     def shape(tensor: str) -> Shape:
         if tensor not in shapes:
             raise Unknown(tensor)
@@ -122,9 +123,7 @@ def _node_macs(node: onnx.NodeProto, shapes: Mapping[str, Shape], model: str) ->
         ) from None
 
 
-def _rule(
-    op: str, ins: list[str], outs: list[str], shape: ops.ShapeOf, attrs: Mapping[str, object], model: str
-) -> int:
+def _rule(op: str, ins: list[str], outs: list[str], shape: ops.ShapeOf, attrs: Mapping[str, object], model: str) -> int:
     if op in ("Conv", "ConvInteger"):
         return ops.conv(ins, outs, shape)
     if op == "QLinearConv":
@@ -148,10 +147,7 @@ def params(model: onnx.ModelProto) -> int:
     """Elements of the initializers, except quantization scales and zero points (so a QDQ model has as many
     parameters as its float original)."""
     qparams = {
-        node.input[i]
-        for node in model.graph.node
-        for i in _QPARAM_SLOTS.get(node.op_type, ())
-        if i < len(node.input)
+        node.input[i] for node in model.graph.node for i in _QPARAM_SLOTS.get(node.op_type, ()) if i < len(node.input)
     }
     return sum(_elements(init.dims) for init in model.graph.initializer if init.name not in qparams)
 

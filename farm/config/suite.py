@@ -8,7 +8,6 @@ Gate metrics are checked against the metric names the farm produces, so a misspe
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -258,7 +257,7 @@ class Suite(Strict):
         return Problem(file or self.name, line, f"gates[{index}].metric", message)
 
 
-def anchor_problems(suite: Suite, anchors: Sequence[str] | None) -> list[Problem]:
+def anchor_problems(suite: Suite, anchors: list[str] | None) -> list[Problem]:
     """BD-rate gates that cannot be measured: no anchor was given at all (neither --anchor nor the suite's
     ``anchor:``/``anchors:``), or the gate names an anchor the run does not have. ``anchors``: the run's anchor
     names, or None when only their number is known yet (an anchor that failed to open has no name).
@@ -297,7 +296,9 @@ def load_suite(path: Path) -> Suite:
     anchor = suite.anchor
     if anchor is not None and not anchor.is_absolute():
         anchor = base / anchor
-    anchors = None if suite.anchors is None else {n: a if a.is_absolute() else base / a for n, a in suite.anchors.items()}
+    anchors = (
+        None if suite.anchors is None else {n: a if a.is_absolute() else base / a for n, a in suite.anchors.items()}
+    )
     if problems:
         raise InputError(problems)
     loaded = suite.model_copy(update={"sequences": tuple(sequences), "anchor": anchor, "anchors": anchors})

@@ -130,8 +130,8 @@ _SQLITE = {
     " JOIN runs r ON r.id = d.run_id WHERE r.finished_at IS NOT NULL {only}"
     " GROUP BY d.device_id, r.suite_name, r.bundle_name",
     "bd_rates": "SELECT m.device_id, r.suite_name, r.bundle_name, r.anchor_name, m.name, m.value, MAX(r.started_at)"
-    " FROM run_metrics m JOIN runs r ON r.id = m.run_id WHERE r.finished_at IS NOT NULL AND (m.name IN ({names}){extra})"
-    " {only} GROUP BY m.device_id, r.suite_name, r.bundle_name, m.name",
+    " FROM run_metrics m JOIN runs r ON r.id = m.run_id WHERE r.finished_at IS NOT NULL"
+    " AND (m.name IN ({names}){extra}) {only} GROUP BY m.device_id, r.suite_name, r.bundle_name, m.name",
 }
 _POSTGRES = {
     # what grows or ends: the store is insert-only but for a run's end (finished_at) and its reopening

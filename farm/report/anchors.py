@@ -7,11 +7,12 @@ Runs stored before several anchors existed have no ``anchors_json``: their one a
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from farm.gates.view import RunView
-from farm.measures import per_anchor
+from farm.measures import per_anchor, split_anchor
 
 QUALITIES = ("psnr_yuv", "vmaf")
 COMPLEXITY = ("complexity.kmac_per_pixel", "complexity.params", "complexity.model_bytes")
@@ -58,3 +59,12 @@ def per_operation(run: Any, view: RunView) -> list[dict[str, Any]]:
         }
         rows.append(row)
     return rows
+
+
+def gate_notes(metric: str, notes: Sequence[str]) -> list[str]:
+    """The BD-rate caveats (farm.report.points.bd_warnings, each starting with its metric's name) that belong
+    to a gate on ``metric``: those about the same anchor (``bd_rate.Q`` is the default anchor's)."""
+    if not metric.startswith("bd_rate"):
+        return []
+    anchor = split_anchor(metric)[1]
+    return [n for n in notes if split_anchor(n.split(" ", 1)[0])[1] == anchor]

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from farm.gates import Verdict
+from farm.report.anchors import gate_notes
 from farm.store import Store
 
 
@@ -68,7 +69,7 @@ def write_junit(
         seconds = per_device.get(v.scope_key, duration)
         case = ET.SubElement(suite, "testcase", classname=f"farm.{suite_name}.{v.scope_key}", name=v.label,
                              time=f"{seconds:.3f}")  # fmt: skip
-        notes = list((warnings or {}).get(v.scope_key, ())) if v.metric.startswith("bd_rate") else []
+        notes = gate_notes(v.metric, (warnings or {}).get(v.scope_key, ()))
         if v.verdict != "pass":
             value = "missing" if v.value is None else str(v.value)
             failure = ET.SubElement(case, "failure", type=v.verdict, message=f"{v.verdict}: value {value}")

@@ -119,8 +119,10 @@ def bd_warnings(store: Store, run_id: str) -> dict[str, list[str]]:
     found: dict[str, list[str]] = defaultdict(list)
     anchors = run_anchors(store.run(run_id))
     for row in sequence_bd_rows(store, run_id):
-        first = anchors and anchors[0].name == row["anchor"]
-        name = f"bd_rate.{row['metric']}" if first else per_anchor(f"bd_rate.{row['metric']}", row["anchor"])
+        base = f"bd_rate.{row['metric']}"
+        first = anchors[0].name == row["anchor"]
+        # the default anchor's caveats under both of its spellings, so a gate on either shows them
+        names = ([base] if first else []) + ([per_anchor(base, row["anchor"])] if len(anchors) > 1 else [])
         for text in row["warnings"]:
-            found[row["device"]].append(f"{name} {row['sequence']}: {text}")
+            found[row["device"]].extend(f"{name} {row['sequence']}: {text}" for name in names)
     return dict(found)

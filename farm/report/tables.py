@@ -20,7 +20,7 @@ from farm.gates import Verdict, load_view
 from farm.gates.consistency import decodes, groups
 from farm.gates.view import JobView
 from farm.measures import Column, aggregate, measure
-from farm.report.anchors import QUALITIES, bd_metric, per_operation, run_anchors
+from farm.report.anchors import QUALITIES, bd_metric, gate_notes, per_operation, run_anchors
 from farm.store import Store
 
 MISSING = "missing"
@@ -195,7 +195,7 @@ def verdict_table(
     style = {"pass": "[green]PASS[/]", "fail": "[red]FAIL[/]", "missing": "[yellow]MISSING[/]",
              "inconclusive": "[yellow]INCONCLUSIVE[/]"}  # fmt: skip
     for v in verdicts:
-        notes = list((warnings or {}).get(v.scope_key, ())) if v.metric.startswith("bd_rate") else []
+        notes = gate_notes(v.metric, (warnings or {}).get(v.scope_key, ()))
         detail = escape(v.detail[:160]) + "".join(f"\n[yellow]warning: {escape(n)}[/]" for n in notes)
         verdict = style[v.verdict] + (" [yellow]WARNING[/]" if notes else "")
         table.add_row(escape(_gate_text(v)), escape(v.scope_key), escape(_value_text(v)), verdict, detail)
