@@ -8,16 +8,13 @@ check no hard-coded number could pass). Then the refusals that cost no run.
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 from pathlib import Path
 
 import pytest
-import yaml
 
-from farm.bundle import write_sums
 from tests.conftest import EXAMPLES
-from tests.support.onnx_models import tiny_decoder, tiny_decoder_macs
+from tests.support.onnx_models import bundle_with_model, tiny_decoder_macs
 from tests.support.runs import farm, suite
 
 pytestmark = pytest.mark.slow
@@ -30,18 +27,6 @@ GATES = """  - {metric: failures, op: "==", value: 0, scope: all}
   - {metric: complexity.kmac_per_pixel, op: "<=", value: 50}"""
 
 
-def learned_variant(tmp_path: Path) -> Path:
-    """av1-svt with a decoder model declared bundle-wide (the decode itself stays dav1d)."""
-    dest = tmp_path / "av1-model"
-    shutil.copytree(EXAMPLES / "av1-svt", dest)
-    tiny_decoder(dest / "synthesis.onnx")
-    manifest = yaml.safe_load((dest / "bundle.yaml").read_text())
-    manifest["models"] = [{"file": "synthesis.onnx", "inputs": {"z": [1, 8, "H/8", "W/8"]}}]
-    (dest / "bundle.yaml").write_text(yaml.safe_dump(manifest))
-    write_sums(dest)
-    return dest
-
-
 def _metrics(db: Path, run_id: str) -> dict[str, tuple[float | None, str]]:
     with sqlite3.connect(db) as conn:
         rows = conn.execute("SELECT name, value, detail FROM run_metrics WHERE run_id=?", (run_id,)).fetchall()
@@ -49,7 +34,7 @@ def _metrics(db: Path, run_id: str) -> dict[str, tuple[float | None, str]]:
 
 
 def test_two_anchors_are_each_scored_stored_and_gated_with_complexity(tmp_path: Path) -> None:
-    bundle = learned_variant(tmp_path)
+    bundle = bundle_with_model(tmp_path)
     report = tmp_path / "run.json"
     args = ["run", suite(tmp_path, GATES), "--bundle", str(bundle), "--anchor", f"x265={EXAMPLES / 'hevc-x265'}"]
     code, out = farm(tmp_path, *args, "--anchor", f"self={bundle}", "--json", str(report))

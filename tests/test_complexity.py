@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
+import yaml
 from onnx import TensorProto, helper
 
 from farm.complexity.count import Uncountable, count
 from farm.complexity.decoder import NO_MODELS, decoder_complexity
-from farm.config.manifest import Model
+from farm.config.manifest import Model, load_manifest
+from farm.errors import InputError
+from tests.conftest import EXAMPLES
 from tests.support.onnx_models import save, tensor, tiny_decoder, tiny_decoder_macs, weight
 
 
@@ -147,3 +151,33 @@ def test_a_dimension_that_does_not_divide_is_missing_not_rounded(tmp_path: Path)
     tiny_decoder(tmp_path / "dec.onnx")
     got = decoder_complexity(tmp_path, [Model(file="dec.onnx", inputs={"z": (1, 8, "H/8", "W/8")})], [(100, 64)])
     assert got.kmac_per_pixel is None and "'W/8' is not a whole number at 100x64" in got.detail
+
+
+def _bundle_with_models(tmp_path: Path, models: str) -> Path:
+    dest = tmp_path / "b"
+    shutil.copytree(EXAMPLES / "av1-svt", dest)
+    tiny_decoder(dest / "synthesis.onnx")
+    with (dest / "bundle.yaml").open("a") as f:
+        f.write(models)
+    return dest / "bundle.yaml"
+
+
+def test_bundle_models_are_validated_with_file_line_and_field(tmp_path: Path) -> None:
+    path = _bundle_with_models(tmp_path, 'models:\n  - file: synthesis.onnx\n    inputs:\n      z: [1, 8, "W**2", 4]\n')
+    with pytest.raises(InputError) as exc:
+        load_manifest(path)
+    lines = path.read_text().splitlines()
+    assert f"{path}:{len(lines) - 1}: models[0].inputs: inputs.z[2]: 'W**2': only integers" in str(exc.value)
+    path.write_text("\n".join(lines[:-4]) + "\nmodels:\n  - file: synthesis.onnx\n  - file: gone.onnx\n")
+    with pytest.raises(InputError, match=r"bundle.yaml:\d+: models\[1\]\.file: file 'gone.onnx' is not in the bundle"):
+        load_manifest(path)
+
+
+def test_a_targets_own_models_replace_the_bundle_wide_list(tmp_path: Path) -> None:
+    path = _bundle_with_models(tmp_path, 'models:\n  - {file: synthesis.onnx, inputs: {z: [1, 8, "H/8", "W/8"]}}\n')
+    data = yaml.safe_load(path.read_text())
+    data["targets"]["linux-aarch64"] = {**data["targets"]["linux-aarch64"], "models": []}
+    path.write_text(yaml.safe_dump(data))
+    manifest = load_manifest(path)
+    assert [m.file for m in manifest.models_for("linux-x86_64")] == ["synthesis.onnx"]
+    assert manifest.models_for("linux-aarch64") == ()

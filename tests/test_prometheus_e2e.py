@@ -23,6 +23,7 @@ from farm.sim.fleet import Fleet
 from farm.store import Store
 from tests.conftest import ROOT, wait_for, write
 from tests.prom_fixtures import PROMTOOL, Prometheus, Serve
+from tests.support.onnx_models import bundle_with_model
 from tests.support.runs import TINY_SUITE, bundle_args, farm
 
 pytestmark = pytest.mark.slow
@@ -66,9 +67,10 @@ def stack(ssh_fleet: Fleet, phone_fleet: Fleet, tmp_path_factory: pytest.TempPat
         prometheus = Prometheus(tmp / "prometheus", {"codec-farm": [serve.address]},
                                 rule_files=[DASHBOARDS / "alerts.yml"])  # fmt: skip
         runs = []
+        bundle = bundle_with_model(tmp)  # av1-svt declaring a decoder model: the complexity panel has data
         for _ in range(2):  # two runs, so the counters grow while Prometheus watches
             code, out = farm(
-                tmp, "run", str(suite), *bundle_args(), "--inventory", str(inv), "--store", str(store_path)
+                tmp, "run", str(suite), *bundle_args(bundle), "--inventory", str(inv), "--store", str(store_path)
             )
             assert code == 1, out  # the deliberately impossible fps gate on the boards
             runs.append(out.split("run ")[-1].split(":")[0])

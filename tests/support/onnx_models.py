@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import onnx
+import yaml
 from onnx import TensorProto, helper, numpy_helper
+
+from farm.bundle import write_sums
+from tests.conftest import EXAMPLES
 
 OPSET = [helper.make_opsetid("", 17)]
 
@@ -62,3 +67,16 @@ def tiny_decoder_macs(width: int, height: int) -> int:
     convt2 = 16 * (2 * h8) * (2 * w8) * 6 * 9
     conv3 = 12 * (4 * h8) * (4 * w8) * 6
     return convt1 + convt2 + conv3
+
+
+def bundle_with_model(parent: Path, name: str = "av1-model") -> Path:
+    """A copy of the av1-svt bundle (same name, so the same labels) that declares the tiny decoder as its
+    bundle-wide model: its decode stays dav1d, but its complexity is known by hand (tiny_decoder_macs)."""
+    dest = parent / name
+    shutil.copytree(EXAMPLES / "av1-svt", dest)
+    tiny_decoder(dest / "synthesis.onnx")
+    manifest = yaml.safe_load((dest / "bundle.yaml").read_text())
+    manifest["models"] = [{"file": "synthesis.onnx", "inputs": {"z": [1, 8, "H/8", "W/8"]}}]
+    (dest / "bundle.yaml").write_text(yaml.safe_dump(manifest))
+    write_sums(dest)
+    return dest
