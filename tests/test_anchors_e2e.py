@@ -55,6 +55,9 @@ def test_two_anchors_are_each_scored_stored_and_gated_with_complexity(tmp_path: 
     assert row["kmac_per_pixel"] == pytest.approx(kmac) and row["bd_rate"]["x265"]["psnr_yuv"] == x265
     assert {v["metric"] for v in data["gates"]} >= {"bd_rate[x265].psnr_yuv", "bd_rate[self].psnr_yuv"}
     assert "compression per operation" in out and "bd_rate[self]" in out
+    code, _ = farm(tmp_path, "report", run_id, "--html", str(tmp_path / "run.html"))
+    page = (tmp_path / "run.html").read_text()
+    assert code == 0 and "Compression per operation" in page and "BD-rate vs self" in page and "anchor self" in page
     # resuming with another bundle as 'self' is refused before any job runs
     code, out = farm(tmp_path, *args, "--anchor", f"self={EXAMPLES / 'av1-svt'}", "--resume", run_id)
     assert code == 2 and f"cannot resume run {run_id}: its anchors changed" in out, out

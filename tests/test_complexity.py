@@ -11,12 +11,18 @@ import pytest
 import yaml
 from onnx import TensorProto, helper
 
+from farm.bundle import open_bundle
 from farm.complexity.count import Uncountable, count
 from farm.complexity.decoder import NO_MODELS, decoder_complexity
+from farm.complexity.record import record_complexity
+from farm.config.inventory import load_inventory
 from farm.config.manifest import Model, load_manifest
+from farm.config.suite import Gate
 from farm.errors import InputError
-from tests.conftest import EXAMPLES
-from tests.support.onnx_models import save, tensor, tiny_decoder, tiny_decoder_macs, weight
+from farm.gates import evaluate, load_view
+from farm.store import Store
+from tests.conftest import EXAMPLES, ROOT
+from tests.support.onnx_models import bundle_with_model, save, tensor, tiny_decoder, tiny_decoder_macs, weight
 
 
 def _conv(tmp_path: Path, **attrs: object) -> Path:
@@ -181,3 +187,22 @@ def test_a_targets_own_models_replace_the_bundle_wide_list(tmp_path: Path) -> No
     manifest = load_manifest(path)
     assert [m.file for m in manifest.models_for("linux-x86_64")] == ["synthesis.onnx"]
     assert manifest.models_for("linux-aarch64") == ()
+
+
+def test_a_complexity_gate_on_a_bundle_without_models_is_missing_and_fails(tmp_path: Path) -> None:
+    """Through the store as a run writes it: the traditional bundle's rows are missing with the reason, and the
+    gate on them is ``missing`` (not passed), while a bundle with a model passes the same gate."""
+    store = Store(tmp_path / "r.db")
+    devices = load_inventory(ROOT / "devices.yaml").devices[:1]
+    gates = [Gate(metric="complexity.kmac_per_pixel", op="<=", value=50)]
+    for run_id, path in (("plain", EXAMPLES / "hevc-x265"), ("model", bundle_with_model(tmp_path))):
+        store.start_run(run_id, suite_name="s", suite_digest="d", suite_json="{}", bundle_name="b",
+                        bundle_version="1", bundle_digest="x", host="h", farm_version="0", conventions={},
+                        plan={"devices": {d.id: {"tags": [], "test_jobs": 0} for d in devices}})  # fmt: skip
+        record_complexity(store, run_id, open_bundle(path, tmp_path / "cache"), devices, [(128, 96)])
+        store.finish_run(run_id, "complete", {})
+    [missing] = evaluate(gates, load_view(store, "plain"))
+    assert missing.verdict == "missing" and NO_MODELS in missing.detail
+    [passed] = evaluate(gates, load_view(store, "model"))
+    assert passed.verdict == "pass" and passed.value == pytest.approx(tiny_decoder_macs(128, 96) / 128 / 96 / 1000)
+    store.close()
