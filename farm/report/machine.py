@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from farm.gates import Verdict, load_view
+from farm.report.frames import per_frame_json
 from farm.report.points import KEYS, job_metric_names, rate_point_rows, sequence_bd_rows
 from farm.report.tables import results_rows
 from farm.store import Store
@@ -45,7 +46,8 @@ def dumps(doc: Any) -> str:
 def run_json(store: Store, run_id: str, verdicts: Sequence[Verdict]) -> dict[str, Any]:
     """The whole run: ``results`` (one row per device x role x sequence, as the table), ``rate_points`` (every
     rate point), ``bd_rate`` (per device x metric x sequence with overlap and warnings), ``device_metrics``
-    (the stored per-device BD-rate and its detail string), ``gates`` and ``passed``."""
+    (the stored per-device BD-rate and its detail string), ``per_frame`` (per scored output: its jobs and
+    per-frame PSNR per plane, PSNR-YUV, SSIM, VMAF and flicker as lists), ``gates`` and ``passed``."""
     run = store.run(run_id)
     assert run is not None
     view = load_view(store, run_id)
@@ -62,6 +64,7 @@ def run_json(store: Store, run_id: str, verdicts: Sequence[Verdict]) -> dict[str
         "bd_rate": sequence_bd_rows(store, run_id),
         "device_metrics": {d: {k: {"value": v, "detail": why} for k, (v, why) in m.items()}
                            for d, m in view.device_metrics.items()},
+        "per_frame": per_frame_json(store, run_id),
         "gates": [v.as_dict() for v in verdicts],
         "passed": bool(verdicts) and all(v.verdict == "pass" for v in verdicts),
     }  # fmt: skip
