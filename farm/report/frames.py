@@ -78,7 +78,7 @@ def _series(found: Sequence[OutputJobs], metric: str) -> list[Series]:
             devices = sorted({str(j["device_id"]) for j in o.jobs})
             name = f"{who} {rate:g}k" + (f" ({', '.join(devices)})" if len(group) > 1 else "")
             pts = [(float(f.frame), v) for f in o.frames if (v := asdict(f)[metric]) is not None]
-            series.append(Series(name, pts, PALETTE[i % len(PALETTE)], dashed=role == "anchor", markers=len(pts) < 60))
+            series.append(Series(name, pts, PALETTE[i % len(PALETTE)], dashed=role == "anchor", markers=len(pts) <= 16))
     return series
 
 
