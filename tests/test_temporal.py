@@ -7,12 +7,16 @@ scoring path that adds flicker to ffmpeg's per-frame scores runs the real ffmpeg
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import imageio_ffmpeg
 import numpy as np
 import pytest
 
-from farm.quality.score import score
+from farm import scoring
+from farm.config.suite import Suite
+from farm.quality.score import QualityScores, score
 from farm.quality.temporal import flicker, with_temporal
 from farm.quality.y4m import QualityError
 
@@ -89,3 +93,19 @@ def test_scoring_adds_flicker_and_the_worst_frame_to_ffmpeg_scores(tmp_path: Pat
     assert min(range(6), key=lambda t: psnr[t]) == 4  # the noisy frame
     assert s.psnr_yuv_min == psnr[4] and s.psnr_yuv is not None and psnr[4] < s.psnr_yuv
     assert "flicker" in s.conventions
+
+
+def test_a_cached_score_keeps_its_frames(tmp_path: Path) -> None:
+    # a second run of the same outputs reads the host's score cache: it must still have every frame to store
+    src = [texture()] * 4
+    ref = write_y4m(tmp_path / "s.y4m", src)
+    dist = write_y4m(tmp_path / "d.y4m", [s + (2 if t % 2 else 0) for t, s in enumerate(src)])
+    suite = cast(Suite, SimpleNamespace(metrics=("psnr",)))
+    todo = {("out", "src"): (dist, ref)}
+    first = scoring.score_outputs(todo, suite, tmp_path / "cache")[("out", "src")]
+    assert list((tmp_path / "cache" / "scores").iterdir())  # written to the cache
+    again = scoring.score_outputs(todo, suite, tmp_path / "cache")[("out", "src")]
+    assert isinstance(first, QualityScores) and again == first
+    assert [f.flicker for f in again.per_frame] == [None, 2.0, 2.0, 2.0] and again.flicker == 2.0
+    rows = scoring.frame_rows("out", "src", again.per_frame)
+    assert [r.frame for r in rows] == [0, 1, 2, 3] and rows[1].psnr_yuv == again.per_frame[1].psnr_yuv
