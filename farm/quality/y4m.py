@@ -6,7 +6,8 @@ frames, so we check the header and walk every FRAME marker ourselves first and f
 file and the byte offset where it stopped being Y4M.
 
 Only the stream header and the frame markers are read; the planes are skipped with ``seek``, so this is
-cheap even for long 1080p files.
+cheap even for long 1080p files. ``iter_frames`` then reads a checked file's planes one frame at a time, for
+the host-side measures that need pixels (output comparison, flicker) without holding a whole video.
 """
 
 from __future__ import annotations
