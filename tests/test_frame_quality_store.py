@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from farm.release.manifest import results_digests
+from farm.report.frames import frames_section, per_frame_json
 from farm.store import SCHEMA_VERSION, FrameQuality, Store, open_store
 from farm.store.copy import copy_store
 from farm.store.schema import MIGRATIONS
-from tests.store_fixtures import start
+from tests.store_fixtures import JOB, start
 
 
 def frames(output: str, n: int, source: str = "src") -> list[FrameQuality]:
@@ -51,3 +52,19 @@ def test_copy_carries_frames_into_the_digest_and_older_runs_keep_theirs(tmp_path
     assert copied["new"] == copied["old"] + 4
     assert dest.frame_quality("new") == frames("out", 4)
     assert results_digests(dest, "old") == before
+
+
+def test_report_maps_rows_back_to_their_jobs_and_says_when_a_run_has_none(tmp_path: Path) -> None:
+    store = Store(tmp_path / "r.db")
+    start(store)
+    assert per_frame_json(store, "r1") == []
+    assert "no per-frame rows stored" in frames_section(store, "r1")
+    for repeat in (0, 1):  # two repeats decoded the same output: one set of rows, two jobs
+        store.add_job("r1", JOB | {"repeat": repeat, "output_sha": "out-a", "source_sha": "src"}, [])
+    store.add_job("r1", JOB | {"repeat": 2, "status": "failed", "output_sha": None, "source_sha": "src"}, [])
+    store.add_frame_quality("r1", frames("out-a", 3))
+    (doc,) = per_frame_json(store, "r1")
+    assert [j["repeat"] for j in doc["jobs"]] == [0, 1] and doc["frame"] == [0, 1, 2]
+    assert doc["flicker"] == [None, 0.5, 1.0] and doc["vmaf"] == [None] * 3
+    html = frames_section(store, "r1")
+    assert html.count('<svg class="chart frame-') == 3 and 'data-name="bundle 100k"' in html
