@@ -177,6 +177,12 @@ VMAF = Family(
     "farm_vmaf_score", "gauge",
     "VMAF v0.6.1 (ffmpeg libvmaf), median over repeats of the latest finished run.", JOB_LABELS,
 )  # fmt: skip
+FLICKER = Family(
+    "farm_temporal_flicker", "gauge",
+    "Flicker of the decoded video against its source: mean over frames of mean |(d_t - d_t-1) - (s_t - s_t-1)| "
+    "on luma, in 8-bit code values (0 = the coding error does not change from frame to frame), median over "
+    "repeats of the latest finished run.", JOB_LABELS,
+)  # fmt: skip
 BD_RATE = Family(
     "farm_bd_rate_ratio", "gauge",
     "BD-rate of the bundle against the anchor as a fraction (-0.1 = 10% fewer bits for the same quality), per "
@@ -336,6 +342,13 @@ _QUALITY = (
          column=Column("SSIM", 4, per_rate=True)),
     _job("vmaf", "", "VMAF v0.6.1 (libvmaf via ffmpeg)", baseline=True, better="higher", export=Export(VMAF),
          column=Column("VMAF", 2, per_rate=True)),
+    _job("psnr_yuv.min", "dB", "worst frame's (6Y+U+V)/8 PSNR, dB (drift or one broken frame, which a mean hides)",
+         aggregation="min", better="higher"),
+    _job("temporal.flicker", "levels", "flicker: mean over frames of mean |(d_t - d_t-1) - (s_t - s_t-1)| on "
+         "luma, 8-bit code values", baseline=True, better="lower", export=Export(FLICKER),
+         column=Column("flicker", 3, per_rate=True)),
+    _job("temporal.flicker_max", "levels", "worst frame's flicker, 8-bit code values", aggregation="max",
+         better="lower"),
     *(Measure(f"bd_rate.{q}", "ratio", f"BD-rate vs the anchor on {what}, fraction (-0.1 = 10% fewer bits)",
               "run-device", "mean", "run_metric", gate=True, better="lower", export=Export(BD_RATE, q))
       for q, what in (("psnr_yuv", "PSNR-YUV"), ("vmaf", "VMAF"))),

@@ -13,8 +13,9 @@ import json
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from farm.config.suite import Suite
@@ -25,13 +26,19 @@ from farm.measures import Measurement, measurement, per_anchor, unit
 from farm.media import Source, host_ffmpeg, tool_identity
 from farm.quality.bdrate import BDRateError, bd_rate
 from farm.quality.compare import compare_outputs
-from farm.quality.score import QualityError, QualityScores, bits_per_pixel, score
-from farm.store import Store
+from farm.quality.score import FrameScores, QualityError, QualityScores, bits_per_pixel, score
+from farm.quality.temporal import with_temporal
+from farm.store import FrameQuality, Store
 
-SCORING_VERSION = 1  # bump when scoring changes in a way that invalidates cached scores
+SCORING_VERSION = 2  # bump when scoring changes in a way that invalidates cached scores (2: per-frame, flicker)
 TOLERANCE_METRICS = ("consistency.max_abs_diff", "consistency.psnr_db")  # gates that need outputs compared
 MAX_DISTINCT_OUTPUTS = 16  # per bitstream: at most 120 pairs
-SUMMARY_FIELDS = ("psnr_y", "psnr_u", "psnr_v", "psnr_yuv", "ssim", "vmaf")
+# job measurement -> the QualityScores field that holds it
+SUMMARY: Mapping[str, str] = MappingProxyType({
+    "psnr_y": "psnr_y", "psnr_u": "psnr_u", "psnr_v": "psnr_v", "psnr_yuv": "psnr_yuv", "ssim": "ssim", "vmaf": "vmaf",
+    "psnr_yuv.min": "psnr_yuv_min", "temporal.flicker": "flicker", "temporal.flicker_max": "flicker_max",
+})  # fmt: skip
+SUMMARY_FIELDS = tuple(SUMMARY.values())
 ScoreKey = tuple[str, str]  # (decoded output sha, source sha)
 
 
@@ -48,8 +55,16 @@ def score_run(
         if r["status"] == "ok" and r["output_sha"] and (decoded / f"{r['output_sha']}.y4m").is_file()
     }
     scored = score_outputs(todo, suite, cache)
+    for (output_sha, source_sha), result in sorted(scored.items()):
+        if isinstance(result, QualityScores):
+            store.add_frame_quality(run_id, frame_rows(output_sha, source_sha, result.per_frame))
     for r in rows:
         store.add_measurements(int(r["id"]), quality_measurements(dict(r), by_sha[r["source_sha"]], scored))
+
+
+def frame_rows(output_sha: str, source_sha: str, per_frame: tuple[FrameScores, ...]) -> list[FrameQuality]:
+    """The store's per-frame rows of one scored output (what drift and flicker curves and gates read)."""
+    return [FrameQuality(output_sha, source_sha, i, **asdict(f)) for i, f in enumerate(per_frame)]
 
 
 def score_outputs(
@@ -68,7 +83,7 @@ def score_outputs(
         except (OSError, ValueError, KeyError, TypeError):
             pass  # not cached, or a damaged cache file: score again
         try:
-            result = score(decoded, source, ffmpeg=ffmpeg, metrics=metrics)
+            result = with_temporal(score(decoded, source, ffmpeg=ffmpeg, metrics=metrics), decoded, source)
         except QualityError as exc:
             return key, str(exc)
         memo.parent.mkdir(parents=True, exist_ok=True)
@@ -80,12 +95,19 @@ def score_outputs(
 
 
 def _scores_to_json(s: QualityScores) -> dict[str, Any]:
-    return {"frames": s.frames, **{f: getattr(s, f) for f in SUMMARY_FIELDS}, "conventions": s.conventions}
+    """The cache keeps the per-frame values too: a run that reuses a score still stores its frames."""
+    return {
+        "frames": s.frames, **{f: getattr(s, f) for f in SUMMARY_FIELDS}, "conventions": s.conventions,
+        "per_frame": [asdict(f) for f in s.per_frame],
+    }  # fmt: skip
 
 
 def _scores_from_json(d: dict[str, Any]) -> QualityScores:
+    per_frame = tuple(FrameScores(**f) for f in d["per_frame"])
+    if len(per_frame) != d["frames"]:
+        raise ValueError("cached per-frame scores do not cover every frame")
     return QualityScores(
-        frames=d["frames"], per_frame=(), conventions=d["conventions"], **{f: d[f] for f in SUMMARY_FIELDS}
+        frames=d["frames"], per_frame=per_frame, conventions=d["conventions"], **{f: d[f] for f in SUMMARY_FIELDS}
     )
 
 
@@ -97,14 +119,27 @@ def quality_measurements(
     if row["status"] != "ok" or row["output_sha"] is None:
         return out
     result = scored.get((row["output_sha"], src.sha256), "decoded output is not on the host")
-    for name in SUMMARY_FIELDS:
+    for name, field in SUMMARY.items():
         if isinstance(result, str):
             out.append(measurement(name, None, "", f"not scored: {result}"))
             continue
-        value = getattr(result, name)
-        conv = result.conventions.get(name) or result.conventions.get(name.split("_")[0], "")
-        out.append(measurement(name, value, str(conv), None if value is not None else "not requested"))
+        value = getattr(result, field)
+        out.append(measurement(name, value, _convention(name, result), None if value is not None else _why(name)))
     return out
+
+
+def _convention(name: str, result: QualityScores) -> str:
+    conv = result.conventions
+    if name.startswith("temporal."):
+        return conv.get("flicker", "")
+    if name == "psnr_yuv.min":
+        return f"worst frame of: {conv['psnr_yuv']}" if "psnr_yuv" in conv else ""
+    return conv.get(name) or conv.get(name.split("_")[0], "")
+
+
+def _why(name: str) -> str:
+    """Why a scored output lacks a value: flicker needs two frames; the rest were not asked for by the suite."""
+    return "flicker needs two frames or more" if name.startswith("temporal.") else "not requested by the suite"
 
 
 def bd_rates(

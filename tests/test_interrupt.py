@@ -109,6 +109,12 @@ def test_sigint_mid_decode_stops_cleans_keeps_and_resume_completes(ssh_board: Bo
     after = _jobs(store, run["id"])
     assert len(after) == 16 and [j["id"] for j in after[: len(kept)]] == [j["id"] for j in kept]
     assert _run_row(store)["status"] == "complete"
+    # per-frame quality: every decoded output's frames once, though the run was scored in two attempts
+    db = sqlite3.connect(store)
+    counts = db.execute("SELECT output_sha, source_sha, frame, COUNT(*) FROM frame_quality WHERE run_id=?"
+                        " GROUP BY output_sha, source_sha, frame", (run["id"],)).fetchall()  # fmt: skip
+    assert counts and all(n == 1 for *_, n in counts)
+    assert {(r[0], r[1]) for r in counts} == {(j["output_sha"], j["source_sha"]) for j in after}
     tag = subprocess.run(["git", "-C", str(repo), "cat-file", "-p", "v9.9.9"], capture_output=True, text=True)
     assert '"resumed"' in tag.stdout and '"attempt": 2' in tag.stdout, tag.stdout  # the release says so
 

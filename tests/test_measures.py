@@ -84,14 +84,14 @@ def test_timing_and_power_measurements_of_a_job_are_declared_with_their_units() 
 
 def test_quality_scores_are_declared_with_their_units(tmp_path: Path) -> None:
     summary = [f.name for f in fields(QualityScores) if f.name not in {"frames", "per_frame", "conventions"}]
-    assert set(summary) <= set(MEASURES) and set(scoring.SUMMARY_FIELDS) == set(summary)
+    assert set(scoring.SUMMARY) <= set(MEASURES) and set(scoring.SUMMARY_FIELDS) == set(summary)
     values: dict[str, Any] = {name: 40.0 for name in summary}
     scores = QualityScores(frames=10, per_frame=(), conventions={"psnr": "c"}, **values)
     source = Source("s1", tmp_path / "s.y4m", "src", 64, 48, 30.0, 10)
     row = {"bitstream_bytes": 1000, "status": "ok", "output_sha": "out"}
     assert_declared(scoring.quality_measurements(row, source, {("out", "src"): scores}))
     assert_declared(scoring.quality_measurements(row, source, {("out", "src"): "ffmpeg failed"}))
-    assert {m.name for m in scoring.quality_measurements(row, source, {})} == {"bpp", *summary}
+    assert {m.name for m in scoring.quality_measurements(row, source, {})} == {"bpp", *scoring.SUMMARY}
 
 
 def test_bd_rate_rows_are_declared_per_device_metrics(tmp_path: Path) -> None:

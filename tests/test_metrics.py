@@ -350,7 +350,8 @@ def test_health_of_a_down_device_keeps_last_seen_but_no_stale_readings() -> None
 def test_every_exported_family_is_in_the_schema_and_the_docs(farm: Farm) -> None:
     run = farm.start(anchor="x@1")
     farm.job(run, fps=1.0, energy_j=1.0, times=[1, 2, 3], power_w=1.0, energy_per_frame_j=0.1, bpp=0.1,
-             psnr_y=1.0, psnr_u=1.0, psnr_v=1.0, psnr_yuv=1.0, ssim=1.0, vmaf=1.0)  # fmt: skip
+             psnr_y=1.0, psnr_u=1.0, psnr_v=1.0, psnr_yuv=1.0, ssim=1.0, vmaf=1.0,
+             **{"temporal.flicker": 0.5})  # fmt: skip
     farm.store.add_run_metric(run, "local", "bd_rate.psnr_yuv", -0.1, "ratio", "", "")
     for name in ("complexity.kmac_per_pixel", "complexity.params", "complexity.model_bytes"):
         farm.store.add_run_metric(run, "local", name, 2.5, "", "", "")

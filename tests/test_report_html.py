@@ -67,7 +67,14 @@ def test_verdicts_come_first_then_the_plots(run: tuple[Path, str]) -> None:
     assert html.count('<svg class="chart frametimes"') == 1 and html.count('<svg class="chart frameseries"') == 1
     # the local device has no meter: power is shown as missing with the session's reason, not drawn as 0
     assert "power_w missing: device has no power meter" in html
-    assert "per-sample power traces are not stored yet" in html and "not stored yet" in html
+    assert "per-sample power traces are not stored yet" in html
+    # per-frame quality (schema 6): PSNR-YUV, VMAF and flicker over the 12 frames, bundle and anchor per rate point
+    assert html.index('id="rd"') < html.index('id="frames"') < html.index('id="speed"')
+    for metric in ("psnr_yuv", "vmaf", "flicker"):
+        chart = re.findall(rf'<svg class="chart frame-{metric}".*?</svg>', html, re.S)
+        assert len(chart) == 1, metric
+        assert chart[0].count("<polyline") == 8 and 'data-name="bundle 60k"' in chart[0], metric  # 4 rates x 2
+        assert chart[0].count("<circle") == 8 * (11 if metric == "flicker" else 12), metric  # frame 0: no flicker
 
 
 def test_strings_from_the_store_are_escaped(run: tuple[Path, str], tmp_path: Path) -> None:
@@ -140,6 +147,7 @@ def test_chromium_renders_the_report(run: tuple[Path, str], tmp_path: Path) -> N
     assert len(re.findall(r'<svg class="chart rd"', dom.stdout)) == 2
     assert 'data-name="local bundle"' in dom.stdout and "<polyline" in dom.stdout
     assert 'id="overall">PASSED<' in dom.stdout
+    assert len(re.findall(r'<svg class="chart frame-(psnr_yuv|vmaf|flicker)"', dom.stdout)) == 3
 
 
 def test_fleet_page_shows_power_against_baseline_and_labels_simulated_sensors(ssh_fleet: Fleet, tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from farm.cli import app
 from farm.metrics.server import start as start_exporter
 from farm.release.manifest import results_digests
-from farm.store import SCHEMA_VERSION, Measurement, Store, StoreError, open_store
+from farm.store import SCHEMA_VERSION, FrameQuality, Measurement, Store, StoreError, open_store
 from farm.store.postgres import PostgresStore, redact
 from farm.store.schema import MIGRATIONS, SCHEMA, postgres_ddl, statements
 from tests.conftest import ROOT, wait_for
@@ -98,6 +98,8 @@ def _filled_sqlite(path: Path) -> Store:
         store.add_device(run_id, "d", "linux", "x86_64", ["local"], {"kernel": "6"}, "ok", None)
         store.add_run_metric(run_id, "d", "bd_rate.psnr_yuv", -3.25, "%", "pchip", "detail")
         store.add_output_diff(run_id, "s", 100.0, "b" * 64, "a" * 64, 3, 2.0, 80.0, None)
+        if run_id == "r1":  # per-frame rows (schema 6) are copied and verified with the rest; r2 has none
+            store.add_frame_quality(run_id, [FrameQuality("o", "s", t, 40.0, flicker=t or None) for t in range(3)])
         verdict = {"gate_index": 0, "metric": "fps", "op": ">=", "threshold": 1, "scope": "each", "scope_key": "d",
                    "stat": "median", "value": 31.0, "verdict": "pass", "detail": "", "inputs": {"v": [1]}}  # fmt: skip
         store.add_gate_evaluation(run_id, [verdict])
@@ -110,6 +112,7 @@ def _filled_sqlite(path: Path) -> Store:
 def test_store_copy_moves_every_run_into_postgresql_verified_and_is_idempotent(pg_url: str, tmp_path: Path) -> None:
     source = _filled_sqlite(tmp_path / "r.db")
     want = {run_id: results_digests(source, run_id) for run_id in ("r1", "r2")}
+    source_frames = source.frame_quality("r1")
     source.close()
     code, output = _farm(pg_url, tmp_path, "store", "copy", str(tmp_path / "r.db"), pg_url)
     assert code == 0 and "2 run(s)" in output and "verified" in output, output
@@ -117,6 +120,7 @@ def test_store_copy_moves_every_run_into_postgresql_verified_and_is_idempotent(p
     assert {run_id: results_digests(lab, run_id) for run_id in ("r1", "r2")} == want
     assert [r["tag"] for r in lab.releases()] == ["v1"] and lab.gate_verdicts("r2")[0]["verdict"] == "pass"
     assert [a.status for a in lab.attempts("r1")] == ["complete"]
+    assert lab.frame_quality("r1") == source_frames and lab.frame_quality("r2") == []
     start(lab, "r3")  # new jobs get ids after the copied ones
     assert lab.add_job("r3", JOB, []) == 7
     code, output = _farm(pg_url, tmp_path, "store", "copy", str(tmp_path / "r.db"), pg_url)

@@ -12,16 +12,14 @@ frame that drifted is exactly what a consistency gate must catch, and a mean ove
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from farm.quality.y4m import EIGHT_BIT_420, QualityError, Y4MInfo, read_y4m_info
+from farm.quality.y4m import EIGHT_BIT_420, QualityError, iter_frames, read_y4m_info
 
 PSNR_CAP_DB = 100.0
-_MAX_MARKER = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -30,14 +28,6 @@ class OutputComparison:
     max_abs_diff: float | None
     psnr_min_db: float | None
     detail: str | None = None  # why the two could not be compared (then the numbers are None)
-
-
-def _frames(path: Path, info: Y4MInfo) -> Iterator[np.ndarray]:
-    with path.open("rb") as f:
-        f.seek(info.header_len)
-        for _ in range(info.frames):
-            f.readline(_MAX_MARKER)  # FRAME marker (read_y4m_info has checked every one)
-            yield np.frombuffer(f.read(info.frame_size), dtype=np.uint8)
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -65,7 +55,7 @@ def compare_outputs(a: Path, b: Path) -> OutputComparison:
     cuts = (luma, luma + chroma)
     worst_diff = 0
     worst_psnr = PSNR_CAP_DB
-    for fa, fb in zip(_frames(a, ia), _frames(b, ib), strict=True):
+    for fa, fb in zip(iter_frames(a, ia), iter_frames(b, ib), strict=True):
         worst_diff = max(worst_diff, int(np.max(np.abs(fa.astype(np.int16) - fb.astype(np.int16)))))
         y, u, v = (_psnr(pa, pb) for pa, pb in zip(np.split(fa, cuts), np.split(fb, cuts), strict=True))
         worst_psnr = min(worst_psnr, (6 * y + u + v) / 8)

@@ -84,6 +84,7 @@ class FrameScores:
     psnr_yuv: float | None = None
     ssim: float | None = None
     vmaf: float | None = None
+    flicker: float | None = None  # farm.quality.temporal; None for frame 0 and until it is computed
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,9 @@ class QualityScores:
     vmaf: float | None
     per_frame: tuple[FrameScores, ...]
     conventions: dict[str, str] = field(default_factory=dict)
+    psnr_yuv_min: float | None = None  # the worst frame's PSNR-YUV: drift or one broken frame hides in a mean
+    flicker: float | None = None  # farm.quality.temporal adds these two
+    flicker_max: float | None = None
 
 
 def bits_per_pixel(bitstream_bytes: int, width: int, height: int, frames: int) -> float:
@@ -255,6 +259,12 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return math.fsum(v for v in values if v is not None) / len(values)
 
 
+def _worst(values: Sequence[float | None]) -> float | None:
+    if not values or any(v is None for v in values):
+        return None
+    return min(v for v in values if v is not None)
+
+
 def score(
     distorted: Path,
     reference: Path,
@@ -290,6 +300,7 @@ def score(
         vmaf=_mean([f.vmaf for f in per_frame]),
         per_frame=tuple(per_frame),
         conventions=logs.conventions,
+        psnr_yuv_min=_worst([f.psnr_yuv for f in per_frame]),
     )
 
 

@@ -6,18 +6,23 @@ frames, so we check the header and walk every FRAME marker ourselves first and f
 file and the byte offset where it stopped being Y4M.
 
 Only the stream header and the frame markers are read; the planes are skipped with ``seek``, so this is
-cheap even for long 1080p files.
+cheap even for long 1080p files. ``iter_frames`` then reads a checked file's planes one frame at a time, for
+the host-side measures that need pixels (output comparison, flicker) without holding a whole video.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["EIGHT_BIT_420", "QualityError", "Y4MInfo", "read_y4m_info"]
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["EIGHT_BIT_420", "QualityError", "Y4MInfo", "iter_frames", "read_y4m_info"]
 
 MAGIC = b"YUV4MPEG2"
 FRAME = b"FRAME"
@@ -183,3 +188,17 @@ def _count_frames(path: Path, f: BinaryIO, pos: int, frame_size: int, size: int)
         frames += 1
         pos = data_start + frame_size
     return frames
+
+
+def iter_frames(path: Path, info: Y4MInfo) -> Iterator[npt.NDArray[np.uint8]]:
+    """Each frame's planes as one flat uint8 array, one frame in memory at a time.
+
+    Only for a file ``read_y4m_info`` has walked (it checked every marker and that every frame is whole), so a
+    marker is skipped with one bounded ``readline``. Long 1080p outputs then cost the memory of a frame, not of
+    the video: scoring pulls them from every device.
+    """
+    with Path(path).open("rb") as f:
+        f.seek(info.header_len)
+        for _ in range(info.frames):
+            f.readline(MAX_FRAME_MARKER)
+            yield np.frombuffer(f.read(info.frame_size), dtype=np.uint8)

@@ -9,6 +9,7 @@ rows in a fixed order, so verification can name which kind of result changed.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -53,6 +54,9 @@ def results_digests(store: Store, run_id: str) -> dict[str, str]:
         "run_metrics": [dict(r) for r in store.run_metrics(run_id)],
         "output_diffs": [dict(r) for r in store.output_diffs(run_id)],
     }
+    frames = [dataclasses.asdict(f) for f in store.frame_quality(run_id)]
+    if frames:  # a run stored before schema 6 has none: its digests (and the releases bound to them) stay as they were
+        parts["frame_quality"] = frames
     digests = {name: _sha(rows) for name, rows in parts.items()}
     digests["all"] = hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()
     return digests

@@ -4,7 +4,7 @@ Why one file with inline CSS and inline SVG and no script: a CI artifact is open
 nothing may load from a network or a sibling file, and a page without JavaScript has nothing that can fail in a
 browser console. Verdicts come first because that is what a reader opens it for; the pictures explain them.
 Every string that comes from the store (device ids, errors, properties, gate details) is escaped.
-What the store does not hold yet (power samples over time, per-frame quality) is said on the page, not drawn.
+What the store does not hold yet (power samples over time) is said on the page, not drawn.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 from farm.gates import Verdict, load_view
 from farm.measures import MEASURES, measure
 from farm.report.anchors import per_operation, run_anchors
+from farm.report.frames import frames_section
 from farm.report.rundata import QUALITY_METRICS, Job, RunData, bd_text, curve_bd_rate, load
 from farm.report.svg import PALETTE, Chart, Series, render
 from farm.store import Store
@@ -286,10 +287,6 @@ def _power_section(store: Store, data: RunData, devices: Sequence[str], simulate
         names = ("power_w", "energy_per_frame_j", "baseline_w", "temp_max_c")
         if reasons := _reasons(store, data.run_id, device, names):
             out.append(f'<p class="note">{escape(device)}: {escape(reasons)}</p>')
-    out.append(
-        '<p class="note">Per-frame quality over time (PSNR/SSIM/VMAF per frame) is computed while scoring '
-        "but not stored yet: only each job's mean over frames is kept, so it cannot be drawn here.</p>"
-    )
     return "".join(out)
 
 
@@ -349,8 +346,8 @@ def render_run(store: Store, run_id: str, verdicts: Sequence[Verdict]) -> str:
     simulated = _simulated(store, run_id)
     parts = [
         _header(store, run_id, verdicts), _verdicts(verdicts), _rd_section(store, data, devices),
-        _speed_section(data, devices), _power_section(store, data, devices, simulated), _consistency(data, devices),
-        _devices(store, run_id, simulated), _conventions(store, run_id),
+        frames_section(store, run_id), _speed_section(data, devices), _power_section(store, data, devices, simulated),
+        _consistency(data, devices), _devices(store, run_id, simulated), _conventions(store, run_id),
     ]  # fmt: skip
     title = escape(f"codec-farm run {run_id}")
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'

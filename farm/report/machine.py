@@ -17,6 +17,7 @@ from typing import Any
 
 from farm.gates import Verdict, load_view
 from farm.report.anchors import per_operation, run_anchors
+from farm.report.frames import per_frame_json
 from farm.report.points import KEYS, job_metric_names, rate_point_rows, sequence_bd_rows
 from farm.report.tables import results_rows
 from farm.store import Store
@@ -49,7 +50,8 @@ def run_json(store: Store, run_id: str, verdicts: Sequence[Verdict]) -> dict[str
     rate point), ``anchors`` (name, role, label; the first is the default), ``bd_rate`` (per device x anchor x
     metric x sequence with overlap and warnings), ``per_operation`` (per device: kMAC/pixel, parameters, model
     bytes beside the BD-rate against each anchor), ``device_metrics`` (the stored per-device BD-rates and
-    complexity with their detail strings), ``gates`` and ``passed``."""
+    complexity with their detail strings), ``per_frame`` (per scored output: its jobs and per-frame PSNR per
+    plane, PSNR-YUV, SSIM, VMAF and flicker as lists), ``gates`` and ``passed``."""
     run = store.run(run_id)
     assert run is not None
     view = load_view(store, run_id)
@@ -68,6 +70,7 @@ def run_json(store: Store, run_id: str, verdicts: Sequence[Verdict]) -> dict[str
         "per_operation": per_operation(run, view),
         "device_metrics": {d: {k: {"value": v, "detail": why} for k, (v, why) in m.items()}
                            for d, m in view.device_metrics.items()},
+        "per_frame": per_frame_json(store, run_id),
         "gates": [v.as_dict() for v in verdicts],
         "passed": bool(verdicts) and all(v.verdict == "pass" for v in verdicts),
     }  # fmt: skip

@@ -41,7 +41,7 @@ def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
 COLUMNS = (
     ("fps_p50", "fps.p50"), ("frame_ms_p99", "frame_time_ms.p99"), ("bpp", "bpp"), ("psnr_yuv", "psnr_yuv"),
     ("ssim", "ssim"), ("vmaf", "vmaf"), ("power_w", "power_w"), ("energy_per_frame_j", "energy_per_frame_j"),
-    ("temp_max_c", "temp_max_c"),
+    ("temp_max_c", "temp_max_c"), ("flicker", "temporal.flicker"),
 )  # fmt: skip
 
 
@@ -82,7 +82,7 @@ def results_rows(store: Store, run_id: str) -> list[dict[str, Any]]:
 
 
 SPEED = ("fps_p50", "frame_ms_p99", "power_w", "energy_per_frame_j", "temp_max_c")
-QUALITY = ("bpp", "psnr_yuv", "ssim", "vmaf")
+QUALITY = ("bpp", "psnr_yuv", "ssim", "vmaf", "flicker")
 """The results are two tables so each fits 100 columns: how fast and at what power, and how well it compresses."""
 
 FPS_DEFINITION = (

@@ -12,7 +12,15 @@ from pathlib import Path
 
 from farm.project import store_path
 from farm.store.errors import NewerStoreError, RunStateError, StoreError
-from farm.store.records import RESUMABLE_STATUSES, RUN_STATUSES, JobKey, Measurement, RunAttempt
+from farm.store.records import (
+    FRAME_QUALITY_FIELDS,
+    RESUMABLE_STATUSES,
+    RUN_STATUSES,
+    FrameQuality,
+    JobKey,
+    Measurement,
+    RunAttempt,
+)
 from farm.store.schema import SCHEMA_VERSION
 from farm.store.sqlite import Store
 
@@ -36,9 +44,11 @@ def default_store_path() -> Path:
 
 
 __all__ = [
+    "FRAME_QUALITY_FIELDS",
     "RESUMABLE_STATUSES",
     "RUN_STATUSES",
     "SCHEMA_VERSION",
+    "FrameQuality",
     "JobKey",
     "Measurement",
     "NewerStoreError",

@@ -26,6 +26,7 @@ _TABLES: dict[str, str] = {
     "run_metrics": "SELECT * FROM run_metrics WHERE run_id=? ORDER BY rowid",
     "gates": "SELECT * FROM gates WHERE run_id=? ORDER BY evaluation, gate_index, rowid",
     "output_diffs": "SELECT * FROM output_diffs WHERE run_id=? ORDER BY rowid",
+    "frame_quality": "SELECT * FROM frame_quality WHERE run_id=? ORDER BY output_sha, source_sha, frame",
     "releases": "SELECT * FROM releases WHERE run_id=? ORDER BY rowid",
 }
 

@@ -282,9 +282,9 @@ def _retrying(name: str) -> Callable[..., Any]:
 # every public method that reads or writes: each is one transaction, so each can be run again whole
 for _name in (
     "start_run", "finish_run", "reopen_run", "add_device", "add_job", "add_measurements", "add_run_metric",
-    "add_gate_evaluation", "add_output_diff", "add_release", "run", "runs", "devices", "jobs", "measurements",
-    "run_metrics", "gate_verdicts", "output_diffs", "last_release", "releases", "resolve_run_id", "attempts",
-    "completed_job_keys",
+    "add_gate_evaluation", "add_output_diff", "add_frame_quality", "add_release", "run", "runs", "devices", "jobs",
+    "measurements", "run_metrics", "gate_verdicts", "output_diffs", "frame_quality", "last_release", "releases",
+    "resolve_run_id", "attempts", "completed_job_keys",
 ):  # fmt: skip
     setattr(PostgresStore, _name, _retrying(_name))
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import sqlite3
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 BASE_VERSION = 2  # what SCHEMA below creates; MIGRATIONS bring it to SCHEMA_VERSION
 
 SCHEMA = """
@@ -112,6 +112,18 @@ CREATE TABLE IF NOT EXISTS run_attempts (           -- 1 = the original run, 2..
 -- keep naming it, so older readers see a single-anchor run). NULL: recorded before schema 5, when the run's one
 -- anchor (if any) is anchor_name, its jobs have role 'anchor', and its name is its bundle's.
 ALTER TABLE runs ADD COLUMN anchors_json TEXT;
+""",
+    6: """
+CREATE TABLE IF NOT EXISTS frame_quality (          -- per-frame scores of each distinct decoded output, once a run
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    output_sha TEXT NOT NULL, source_sha TEXT NOT NULL,  -- what the jobs' output_sha and source_sha name
+    frame INTEGER NOT NULL,                         -- 0-based display index (frames paired by index)
+    psnr_y REAL, psnr_u REAL, psnr_v REAL,          -- dB, capped at 100; NULL = not requested by the suite
+    psnr_yuv REAL,                                  -- (6Y+U+V)/8 of this frame
+    ssim REAL, vmaf REAL,
+    flicker REAL                                    -- 8-bit levels; NULL for frame 0 (no previous frame)
+);
+CREATE INDEX IF NOT EXISTS frame_quality_output ON frame_quality(run_id, output_sha);
 """,
 }
 

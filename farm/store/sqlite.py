@@ -18,14 +18,14 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 from farm.store.controller import Controller
 from farm.store.errors import NewerStoreError, RunStateError, StoreError
-from farm.store.records import RESUMABLE_STATUSES, JobKey, Measurement, RunAttempt
+from farm.store.records import FRAME_QUALITY_FIELDS, RESUMABLE_STATUSES, FrameQuality, JobKey, Measurement, RunAttempt
 from farm.store.schema import BASE_VERSION, MIGRATIONS, SCHEMA, SCHEMA_VERSION, statements
 
 # an older store opened read-only is upgraded in a copy in memory; past this size, refuse instead of using
@@ -500,6 +500,29 @@ class Store:
                 (run_id, sequence, rate_kbps, a_sha, b_sha, frames, max_abs_diff, psnr_min_db, detail, time.time()),
             )
 
+    def add_frame_quality(self, run_id: str, frames: Sequence[FrameQuality]) -> int:
+        """Store per-frame scores of decoded outputs; return how many rows were written.
+
+        An output already stored for the run (a resumed run scoring again) is skipped whole, so each output has
+        its frames once per run. One executemany in one transaction: a 1000-frame output is one commit.
+        """
+        outputs = sorted({(f.output_sha, f.source_sha) for f in frames})
+        with self._tx("recording per-frame quality") as db:
+            have = {
+                (o, s) for o, s in outputs
+                if db.execute("SELECT 1 FROM frame_quality WHERE run_id=? AND output_sha=? AND source_sha=? LIMIT 1",
+                              (run_id, o, s)).fetchone()
+            }  # fmt: skip
+            rows = [
+                (run_id, f.output_sha, f.source_sha, f.frame, *(getattr(f, k) for k in FRAME_QUALITY_FIELDS))
+                for f in frames
+                if (f.output_sha, f.source_sha) not in have
+            ]
+            if rows:
+                marks = ",".join("?" * (4 + len(FRAME_QUALITY_FIELDS)))
+                db.executemany(f"INSERT INTO frame_quality VALUES ({marks})", rows)
+        return len(rows)
+
     def add_release(
         self, *, tag: str, version: str, run_id: str, suite_name: str, bundle_digest: str, evaluation: int,
         repo: str, commit_sha: str, manifest_json: str, manifest_sha256: str,
@@ -559,6 +582,17 @@ class Store:
     def output_diffs(self, run_id: str) -> list[sqlite3.Row]:
         with self._reading() as db:
             return list(db.execute("SELECT * FROM output_diffs WHERE run_id=? ORDER BY rowid", (run_id,)))
+
+    def frame_quality(self, run_id: str) -> list[FrameQuality]:
+        """Every per-frame row of the run, by output, source and frame."""
+        with self._reading() as db:
+            rows = db.execute(
+                "SELECT * FROM frame_quality WHERE run_id=? ORDER BY output_sha, source_sha, frame", (run_id,)
+            ).fetchall()
+        return [
+            FrameQuality(r["output_sha"], r["source_sha"], int(r["frame"]), *(r[k] for k in FRAME_QUALITY_FIELDS))
+            for r in rows
+        ]
 
     def last_release(self, suite_name: str, exclude_run: str | None = None) -> sqlite3.Row | None:
         """The newest release of a suite (the default baseline of statistical gates)."""
