@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from farm.release.manifest import results_digests
@@ -9,7 +10,7 @@ from farm.report.frames import frames_section, per_frame_json
 from farm.store import SCHEMA_VERSION, FrameQuality, Store, open_store
 from farm.store.copy import copy_store
 from farm.store.schema import MIGRATIONS
-from tests.store_fixtures import JOB, start
+from tests.store_fixtures import JOB, V2_SCHEMA, start
 
 
 def frames(output: str, n: int, source: str = "src") -> list[FrameQuality]:
@@ -35,8 +36,15 @@ def test_rows_round_trip_typed_with_nulls_and_each_output_once_per_run(store_tar
     assert read.frame_quality("other") == frames("out-a", 5)
 
 
-def test_schema_6_adds_the_table_and_leaves_5_to_the_other_branch() -> None:
-    assert SCHEMA_VERSION == 6 and MIGRATIONS[5] == "" and "frame_quality" in MIGRATIONS[6]
+def test_a_schema_2_store_gains_the_anchors_column_and_the_frame_table(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(V2_SCHEMA)
+    store = Store(path)
+    columns = {row[1] for row in store._db.execute("PRAGMA table_info(runs)")}
+    assert max(MIGRATIONS) == SCHEMA_VERSION and "anchors_json" in columns
+    assert store.add_frame_quality("old", frames("out-a", 3)) == 3
+    assert store.frame_quality("old") == frames("out-a", 3)
 
 
 def test_copy_carries_frames_into_the_digest_and_older_runs_keep_theirs(tmp_path: Path) -> None:
