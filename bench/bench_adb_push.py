@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchlib import rates, spread, timed, verdict  # noqa: E402
+from benchlib import machine, rates, spread, timed, verdict  # noqa: E402
 
 from farm.config.inventory import AdbTransport, load_inventory  # noqa: E402
 from farm.sim.adbd import FEATURES, MAX_PAYLOAD  # noqa: E402
@@ -96,6 +96,7 @@ def main() -> int:
             version = subprocess.run([str(ADB), "version"], env=adb_env, capture_output=True, text=True).stdout
             used = subprocess.run([str(ADB), "-s", serial, "features"], env=adb_env, capture_output=True, text=True)
             print(f"push of {args.mib} MiB to an emulated phone (farm.sim.phoned), {args.repeats} interleaved repeats")
+            print(machine())
             print(f"emulator: max payload {MAX_PAYLOAD >> 10} KiB, advertises {','.join(FEATURES)}")
             print(f"peer: {', '.join(version.splitlines()[:2])}; features it uses: {','.join(used.stdout.split())}")
             mibs = {name: rates(size, times) for name, times in results.items()}

@@ -27,7 +27,7 @@ import imageio_ffmpeg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchlib import spread, verdict
+from benchlib import machine, spread, verdict
 
 from farm.quality.score import score
 
@@ -102,6 +102,7 @@ def main() -> int:
         )
     fps = {name: [args.frames / t for t in ts] for name, ts in times.items()}
     print(f"clip: {args.width}x{args.height} x {args.frames} frames, x264 150 kb/s; {args.runs} interleaved runs")
+    print(machine())
     print(f"scores: psnr_yuv {result.psnr_yuv:.3f} dB, ssim {result.ssim:.4f}, vmaf {result.vmaf:.2f}")
     print(f"peer: {ffmpeg} psnr+ssim+libvmaf (vmaf_v0.6.1, n_threads={threads}) in one filter graph, summary only")
     print(f"farm.quality.score      frames/s: {spread(fps['farm'], '.1f')}")

@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchlib import spread, verdict  # noqa: E402
+from benchlib import machine, spread, verdict  # noqa: E402
 
 from farm.store import Measurement, Store, open_store  # noqa: E402
 
@@ -219,6 +219,7 @@ def main() -> int:
                 plain_times.append(get(plain_url)[0] * 1000)
                 steady.append(get(farm_url)[0] * 1000)
                 plain_times.append(get(plain_url)[0] * 1000)
+            print(machine())
             print(f"farm serve, first scrape after a new run ms: {spread(after_run, '.0f')}")
             print(f"farm serve, steady scrape ms:                {spread(steady, '.0f')}")
             print(f"peer, plain prometheus_client ms:            {spread(plain_times, '.0f')}")

@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchlib import rates, spread, timed, verdict  # noqa: E402
+from benchlib import machine, rates, spread, timed, verdict  # noqa: E402
 
 from farm.config.inventory import SshTransport, load_inventory  # noqa: E402
 from farm.sim.fleet import Fleet, start_fleet  # noqa: E402
@@ -107,6 +107,7 @@ def measure(fleet: Fleet, tmp: Path, mib: int, repeats: int) -> int:
     window, packet = transport.default_window_size, transport.default_max_packet_size
     link.close()
     print(f"push of {mib} MiB to a loopback OpenSSH board (farm.sim), {repeats} interleaved repeats")
+    print(machine())
     print(f"farm: paramiko, cipher {farm_cipher}, window {window >> 20} MiB, max packet {packet >> 10} KiB")
     print(f"peer: scp -c {farm_cipher} (negotiated: {scp_cipher(same)}); scp default: {scp_cipher(default)}")
     # scp connects and authenticates on every call while the farm's link is already up: subtract scp's setup

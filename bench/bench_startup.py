@@ -32,6 +32,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchlib import machine  # noqa: E402
+
 from tests.support.startup import INVENTORY, until_first_command  # noqa: E402
 
 HELP_TARGET_S = 0.3
@@ -121,6 +123,7 @@ def report(repeats: int, floor: list[float], bare: list[float], helps: list[floa
     import typer
 
     print(f"python {sys.version.split()[0]} ({sys.executable}); typer {typer.__version__}; {repeats} repeats")
+    print(machine())
     print("peer: bare Typer app (2 commands, Typer's default rich help) `--help`; floor: `python3 -c pass`")
     print(spread("floor: python3 -c pass", floor))
     print(spread("peer: bare Typer app --help", bare))

@@ -6,6 +6,7 @@ median so a reader sees how much the number can be trusted, and each names its t
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -38,3 +39,9 @@ def verdict(what: str, value: float, op: str, target: float, repeats: int) -> bo
     note = "" if enough else f" (only {repeats} repeats: at least {MIN_REPEATS} to judge)"
     print(f"target: {what} {op} {target:g} -> {value:.3g}: {word}{note}")
     return met and enough
+
+
+def machine() -> str:
+    """The host's cores and load average: on a shared machine a timing means little without them."""
+    one, five, _ = os.getloadavg()
+    return f"machine: {os.cpu_count()} cores, load average {one:.1f} (1 min), {five:.1f} (5 min)"

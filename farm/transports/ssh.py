@@ -39,7 +39,7 @@ from farm.errors import CommandFailed
 from farm.fileio import write_atomic
 from farm.transports.base import KILL_SCRIPT, SPAWN_SCRIPT, Background, Completed, TransportError, Unreachable, logged
 
-CHUNK = 256 << 10  # measured: 256 KiB writes beat 1-4 MiB ones (bench/bench_ssh_push.py)
+CHUNK = 256 << 10  # measured: 256 KiB writes beat 1-4 MiB ones (bench/bench_ssh_push.py); pushes round to packets
 WINDOW = 64 << 20
 # AES-GCM first: its MAC is computed inside OpenSSL with the cipher, while paramiko's CTR + HMAC costs a
 # second pass per packet; on loopback this is the difference between ~0.65x and ~1.2x of scp. Others stay as
@@ -49,6 +49,17 @@ KILL_GRACE_S = 5
 ANSWER_TIMEOUT_S = 10.0
 """A board that leaves a heartbeat unanswered this long (or ``io_timeout_s`` if shorter) is declared dead."""
 HEARTBEAT_S = 2.0
+
+
+def _whole_packets(chan: paramiko.Channel) -> int:
+    """A write size of whole SSH packets, about ``CHUNK``.
+
+    paramiko cuts a write into packets of the peer's max packet size minus 64 bytes (32704 for OpenSSH), so a
+    256 KiB write went out as 8 full packets and a 512-byte one: 1 packet in 9 carried almost nothing, and the
+    per-packet cost (framing, AES-GCM call, socket send, all in Python) is what limits a push.
+    """
+    payload: int = max(chan.out_max_packet_size - 64, 1)
+    return max(CHUNK // payload, 1) * payload
 
 
 class _Stall:
@@ -488,9 +499,10 @@ class SshLink:
         try:
             with self._watchdog(self.settings.io_timeout_s, "a push start"):
                 chan.exec_command(shlex.join(["sh", "-c", 'cat >"$1"', "farm-push", remote]))
+            chunk_size = _whole_packets(chan)
             # paramiko retries a stalled socket write forever: only closing the client frees it
             with local.open("rb") as f, self._watchdog(self.settings.io_timeout_s, "a push") as kick:
-                while chunk := f.read(CHUNK):
+                while chunk := f.read(chunk_size):
                     chan.sendall(chunk)
                     sent += len(chunk)
                     kick()
