@@ -2,9 +2,13 @@
 
 Both push the same random payload to the same emulated phone (a ``farm.sim.phoned`` process: the project's ADB
 emulator in its own process, so its Python does not share a GIL with the farm's), interleaved so machine load
-hits both alike. With ``--profile`` it also prints where the farm's push spends its time (cProfile, top entries).
+hits both alike. The emulator advertises the sync features it implements (farm.sim.adbd.FEATURES), and the
+official client's own ``adb features`` output is printed: what it will use. With ``--profile`` it also prints
+where the farm's push spends its time (cProfile, top entries).
 
-    python3 bench/bench_adb_push.py [--mib 64] [--repeats 3] [--profile]
+Target (issue 17): farm push >= 1.0x the throughput of the official ``adb push`` (median of >= 5 repeats).
+
+    python3 bench/bench_adb_push.py [--mib 64] [--repeats 5] [--profile]
 """
 
 from __future__ import annotations
@@ -19,24 +23,21 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchlib import machine, rates, spread, timed, verdict  # noqa: E402
+
 from farm.config.inventory import AdbTransport, load_inventory  # noqa: E402
+from farm.sim.adbd import FEATURES, MAX_PAYLOAD  # noqa: E402
 from farm.sim.fleet import start_fleet  # noqa: E402
 from farm.transports.adb import AdbLink  # noqa: E402
 
+TARGET = 1.0
+
 ADB = Path("/usr/bin/adb")
-
-
-def timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def free_port() -> int:
@@ -46,10 +47,10 @@ def free_port() -> int:
         return port
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--mib", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats (at least 5 to judge)")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     if not ADB.exists():
@@ -92,11 +93,18 @@ def main() -> None:
                 )
             for dest in (farm_dest, adb_dest):
                 assert Path(dest).read_bytes() == src.read_bytes(), f"{dest} differs from the payload"
-            print(f"push of {args.mib} MiB to an emulated phone (farm.sim.phoned), median of {args.repeats}")
-            rates = {name: size / statistics.median(times) / (1 << 20) for name, times in results.items()}
-            for name, rate in rates.items():
-                print(f"  {name:24s} {rate:8.1f} MiB/s")
-            print(f"ratio farm/adb (throughput): {rates['farm (adb-shell sync)'] / rates['adb push (official)']:.2f}")
+            version = subprocess.run([str(ADB), "version"], env=adb_env, capture_output=True, text=True).stdout
+            used = subprocess.run([str(ADB), "-s", serial, "features"], env=adb_env, capture_output=True, text=True)
+            print(f"push of {args.mib} MiB to an emulated phone (farm.sim.phoned), {args.repeats} interleaved repeats")
+            print(machine())
+            print(f"emulator: max payload {MAX_PAYLOAD >> 10} KiB, advertises {','.join(FEATURES)}")
+            print(f"peer: {', '.join(version.splitlines()[:2])}; features it uses: {','.join(used.stdout.split())}")
+            mibs = {name: rates(size, times) for name, times in results.items()}
+            for name, series in mibs.items():
+                print(f"  {name:24s} MiB/s: {spread(series, '.1f')}")
+            ratio = statistics.median(mibs["farm (adb-shell sync)"]) / statistics.median(mibs["adb push (official)"])
+            print(f"ratio farm/adb (throughput): {ratio:.2f} (medians)")
+            code = 0 if verdict("farm/adb push (throughput)", ratio, ">=", TARGET, args.repeats) else 1
             if args.profile:
                 profiler = cProfile.Profile()
                 profiler.runcall(link.push, src, farm_dest)
@@ -107,7 +115,8 @@ def main() -> None:
             if adb_env:
                 subprocess.run([str(ADB), "kill-server"], env=adb_env, capture_output=True)
             fleet.stop()
+    return code
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

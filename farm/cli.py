@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from farm import __version__
+from farm.console import LazyConsole, escape, stderr_console, stdout_console
 from farm.errors import FarmError, InputError, unnamed
 
 if TYPE_CHECKING:  # the CLI imports heavy modules inside commands, so `farm --help` stays fast
+    from rich.table import Table
+
     from farm.bundle import Bundle
     from farm.gates import Verdict
     from farm.pipeline import RunOutcome
@@ -31,16 +31,15 @@ if TYPE_CHECKING:  # the CLI imports heavy modules inside commands, so `farm --h
 # -h as well as --help everywhere; sub-apps inherit it through click's context
 CONTEXT: dict[str, Any] = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(
-    add_completion=True, no_args_is_help=True, context_settings=CONTEXT,
+    add_completion=True, no_args_is_help=True, context_settings=CONTEXT, rich_markup_mode=None,
     help="codec-farm: decode suites on real devices.",
 )  # fmt: skip
 bundle_app = typer.Typer(no_args_is_help=True, help="Pack, checksum and verify codec bundles.")
 app.add_typer(bundle_app, name="bundle")
 
-# Without a terminal (CI logs) rich would wrap tables at 80 columns; logs have no width limit. Decided on the
-# real isatty: under FORCE_COLOR rich calls a CI log a terminal, and the tables would be cut to 80 columns.
-out = Console() if sys.stdout.isatty() else Console(width=200)
-err = Console(stderr=True, soft_wrap=True)
+# Built on first use (farm/console.py): `farm --help` never pays for importing rich's console.
+out = LazyConsole(stdout_console)
+err = LazyConsole(stderr_console)
 
 
 AnchorOpt = Annotated[
@@ -220,6 +219,8 @@ def devices(
     """
     if ctx.invoked_subcommand is not None:
         return
+    from rich.table import Table
+
     from farm.config.inventory import load_inventory
     from farm.report.machine import dumps, emit
 
@@ -259,6 +260,8 @@ def _list_usbmux() -> None:
     except FarmError as exc:
         out.print(f"iOS (usbmux): {escape(str(exc))}", highlight=False)
         return
+    from rich.table import Table
+
     table = Table(title="iOS devices on usbmux")
     for col in ("udid", "connection", "model", "iOS", "name"):
         table.add_column(col)
@@ -387,7 +390,7 @@ def run(
         plan = load_plan(suite, bundle, anchors, inv, devices_sel, state / "cache")
         db = _open_store(store, create=True)
         rid = _run_id(db, resume) if resume is not None else None
-        view = LiveView(out, [d.id for d in plan.devices])
+        view = LiveView(out.get(), [d.id for d in plan.devices])
         cancel = Cancel()
         opts = RunOptions(state, cancel, [view], view.log, rid, lease_timeout)
         with stop_on_signals(cancel), view:
@@ -500,6 +503,8 @@ def runs(
     """The run history, newest first."""
     import time
 
+    from rich.table import Table
+
     from farm.report.machine import dumps, emit
 
     with _errors(), _stdout_for(json_out):
@@ -587,6 +592,8 @@ def compare(
 
 
 def _compare_table(head: Sequence[str], rows: list[Sequence[str]], title: str) -> Table:
+    from rich.table import Table
+
     table = Table(title=title)
     for col in head:
         table.add_column(col, overflow="fold")

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import signal
 import subprocess
 import tempfile
@@ -182,7 +183,21 @@ def host_runtime(names: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-def encode(bundle: Bundle, source: Source, rate_kbps: float, cache: Path, cancel: Cancel | None = None) -> Bitstream:
+def encode(
+    bundle: Bundle,
+    source: Source,
+    rate_kbps: float,
+    cache: Path,
+    cancel: Cancel | None = None,
+    *,
+    scope: str | None = None,
+) -> Bitstream:
+    """Encode one rate point, or reuse the cached bitstream of the same inputs.
+
+    ``scope`` names the run being prepared: the bitstreams of an encoder that declares itself non-deterministic
+    are keyed by it, so a run never takes its BD-rate from encodes another run happened to make (without a
+    scope, such an encoder is never served from the cache).
+    """
     enc = bundle.manifest.encoder
     runtime = host_runtime(enc.requires)
     key = _key(
@@ -192,6 +207,7 @@ def encode(bundle: Bundle, source: Source, rate_kbps: float, cache: Path, cancel
         {k: tool_identity(v) for k, v in runtime.items()},
         source.sha256,
         rate_kbps,
+        *(() if enc.deterministic else (scope or secrets.token_hex(8),)),
     )
     out = cache / "bitstreams" / f"{key}.{enc.output_ext}"
     reused = out.is_file()

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import functools
 import re
+import secrets
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -46,6 +47,8 @@ class Plan:
     bundle: Bundle
     anchors: tuple[Anchor, ...]
     devices: tuple[Device, ...]
+    encode_scope: str = field(default_factory=lambda: secrets.token_hex(8))
+    """Keys the encodes of a non-deterministic encoder to this run only (farm/media.py ``encode``)."""
 
     @property
     def anchor(self) -> Bundle | None:
@@ -175,7 +178,9 @@ def prepare_media(plan: Plan, cache: Path, log: Callable[[str], None], cancel: C
     tasks = [(role, b, sid, rate) for role, b in roles for sid in sources for rate in plan.suite.rates_kbps]
     log(f"encoding {len(tasks)} bitstreams")
     with ThreadPoolExecutor(max_workers=2) as pool:
-        results = list(pool.map(lambda t: encode(t[1], sources[t[2]], t[3], cache, cancel), tasks))
+        results = list(
+            pool.map(lambda t: encode(t[1], sources[t[2]], t[3], cache, cancel, scope=plan.encode_scope), tasks)
+        )
     bitstreams = {(t[0], t[2], t[3]): bs for t, bs in zip(tasks, results, strict=True)}
     reused = sum(1 for bs in results if bs.reused)
     return Media(sources, bitstreams, len(results) - reused, reused)

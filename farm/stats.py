@@ -26,9 +26,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-import numpy as np
-from scipy.stats import mannwhitneyu
-
 ExactLimit = 400  # samples (both sides together) up to which the exact U distribution is used (no ties)
 
 
@@ -58,6 +55,8 @@ class Comparison:
 
 def hodges_lehmann(run: Sequence[float], base: Sequence[float]) -> float:
     """Median of all pairwise differences run_i - base_j."""
+    import numpy as np
+
     diffs = np.subtract.outer(np.asarray(run, dtype=np.float64), np.asarray(base, dtype=np.float64))
     return float(np.median(diffs))
 
@@ -89,6 +88,9 @@ def compare(
     method = "exact" if not ties and n + m <= ExactLimit else "asymptotic"
     # worse = smaller values when higher is better: the alternative says run is stochastically less than base
     alternative = "less" if higher_is_better else "greater"
+    # scipy.stats costs 1.2-1.4 s to import: only a run with a baseline gate pays it, once it evaluates it
+    from scipy.stats import mannwhitneyu
+
     p = float(mannwhitneyu(run, base, alternative=alternative, method=method).pvalue)
     significant = p < alpha
     large = worse_by >= min_change
@@ -125,6 +127,8 @@ class Normalised:
 
 def normalise(run: Mapping[str, Sequence[float]], base: Mapping[str, Sequence[float]]) -> Normalised:
     """Divide every value by the baseline median of its stratum so that strata pool into one test."""
+    import numpy as np
+
     out = Normalised()
     for key in sorted(set(run) | set(base)):
         if not base.get(key):

@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from farm.measures import FRAME_QUANTILES, quantile_name
 
 
@@ -51,6 +49,8 @@ def frame_stats(
     wall_ns: int | None,
     frames: int,
 ) -> FrameStats:
+    import numpy as np  # here, not at the top: `farm run` reaches its first device command without numpy
+
     wall_s = wall_ns / 1e9 if wall_ns is not None and wall_ns > 0 else None
     steady = np.asarray(frame_times_ns[warmup:], dtype=np.float64)
     if steady.size and steady.sum() > 0:

@@ -50,6 +50,9 @@ class Encoder(Strict):
     output_ext: str = Field(pattern=r"^[A-Za-z0-9]{1,8}$")
     requires: tuple[str, ...] = ()
     files: tuple[str, ...] = ()
+    deterministic: bool = True
+    """False when the same input and settings may give different bitstreams (e.g. multi-threaded rate control):
+    then each run encodes anew and never reuses another run's bitstreams (docs/decoder-contract.md)."""
 
     @model_validator(mode="after")
     def _template(self) -> Encoder:

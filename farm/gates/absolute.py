@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from farm.config.suite import Gate
 from farm.errors import named
 from farm.gates.verdict import Measured
@@ -24,6 +22,8 @@ DEVICE_METRICS = device_metrics()
 
 
 def statistic(values: Sequence[float], stat: str) -> float:
+    import numpy as np  # when a gate is evaluated, not when the run starts
+
     arr = np.asarray(values, dtype=np.float64)
     if stat == "median":
         return float(np.median(arr))

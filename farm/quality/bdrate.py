@@ -29,9 +29,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
-import numpy as np
-from scipy.interpolate import PchipInterpolator
-
 __all__ = ["MIN_OVERLAP", "MIN_POINTS", "BDRate", "BDRateError", "bd_rate"]
 
 MIN_POINTS = 4
@@ -115,6 +112,9 @@ def _validated(curve: str, raw: Sequence[tuple[float, float]]) -> list[_Point]:
 
 def _log_rate_integral(points: list[_Point], q_lo: float, q_hi: float) -> float:
     """Exact integral over [q_lo, q_hi] of the PCHIP through (quality, ln rate)."""
+    import numpy as np  # scipy.interpolate is imported when a BD-rate is computed, not with the module
+    from scipy.interpolate import PchipInterpolator
+
     quality = np.array([p.quality for p in points], dtype=np.float64)
     log_rate = np.log(np.array([p.rate for p in points], dtype=np.float64))
     return float(PchipInterpolator(quality, log_rate, extrapolate=False).integrate(q_lo, q_hi))

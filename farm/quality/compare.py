@@ -14,10 +14,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from farm.quality.y4m import EIGHT_BIT_420, QualityError, iter_frames, read_y4m_info
+
+if TYPE_CHECKING:  # numpy is imported where outputs are compared, not when `farm run` starts
+    import numpy as np
 
 PSNR_CAP_DB = 100.0
 
@@ -31,12 +33,16 @@ class OutputComparison:
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    import numpy as np
+
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return PSNR_CAP_DB if mse == 0 else min(PSNR_CAP_DB, 10 * math.log10(255.0**2 / mse))
 
 
 def compare_outputs(a: Path, b: Path) -> OutputComparison:
     """Largest absolute sample difference and worst-frame PSNR-YUV of ``b`` against ``a``."""
+    import numpy as np
+
     try:
         ia, ib = read_y4m_info(a), read_y4m_info(b)
     except QualityError as exc:

@@ -6,7 +6,8 @@ phone, and the DESIGN asks for real peers: the real Debian ``adb`` client must a
 the farm's transport: it is written from AOSP's ``protocol.txt``, ``SYNC.TXT``, ``file_sync_protocol.h`` and
 ``shell_protocol.h`` and proven against two independent clients (adb-shell and the official ``adb``).
 
-What it implements (and advertises in its CNXN banner: ``shell_v2,stat_v2,fixed_push_mkdir``):
+What it implements (and advertises in its CNXN banner, ``FEATURES``: ``shell_v2,stat_v2,ls_v2,fixed_push_mkdir,
+fixed_push_symlink_timestamp,push_sync``; docs/adb-emulator.md says which features of a current adbd it lacks):
 
 - transport: 24-byte headers, CNXN version/max-payload negotiation (1 MiB), AUTH (TOKEN, SIGNATURE checked with
   the trusted keys, RSAPUBLICKEY accepted only for a trusted key: the user "taps allow" for known keys only),
@@ -15,7 +16,7 @@ What it implements (and advertises in its CNXN banner: ``shell_v2,stat_v2,fixed_
 - services: ``shell:CMD`` (v1: stdout and stderr merged, no exit status), ``shell,v2[,raw|pty][,TERM=..]:CMD``
   (shell protocol: stdout/stderr/exit packets, stdin and close-stdin from the host), ``exec:CMD`` (raw; as in
   AOSP adbd, whose kNone protocol dup2s stderr onto stdout, stderr is merged), ``sync:`` (STAT, STA2, LST2, LIST,
-  SEND, RECV, DATA, DONE, QUIT).
+  SEND, RECV, DATA, DONE, QUIT, and LIS2 for ls_v2).
 
 Honesty about the sandbox: commands are real processes on THIS machine (``sh -c CMD``, cwd = the device root,
 HOME = the device root, each in its own session so :meth:`AdbDevice.stop` can kill the whole group), and sync
@@ -67,7 +68,10 @@ A_VERSION = 0x01000001
 MAX_PAYLOAD = 1024 * 1024
 HEADER = struct.Struct("<6I")
 RESERVED_PORTS = range(5555, 5586)  # the adb server probes these for emulators
-FEATURES = ("shell_v2", "stat_v2", "fixed_push_mkdir")
+# Only what this emulator implements (docs/adb-emulator.md lists what a current adbd offers beyond these):
+# push_sync needs nothing beyond STAT/STA2 (the client compares and skips), ls_v2 is LIS2, and
+# fixed_push_symlink_timestamp sets a pushed symlink's own mtime.
+FEATURES = ("shell_v2", "stat_v2", "ls_v2", "fixed_push_mkdir", "fixed_push_symlink_timestamp", "push_sync")
 BANNER_PROPERTIES = ("ro.product.name", "ro.product.model", "ro.product.device")  # what adbd puts in CNXN
 # Honest defaults: the commands run on this machine, so the "phone" reports this machine's ABI (an x86_64 Android
 # emulator looks the same); callers override whatever a test or `farm sim up` needs.
@@ -98,6 +102,7 @@ printf '%s\\n' "${2-}"
 
 # sync protocol ids (file_sync_protocol.h)
 ID_STAT, ID_STA2, ID_LST2, ID_LIST = _id(b"STAT"), _id(b"STA2"), _id(b"LST2"), _id(b"LIST")
+ID_LIS2, ID_DNT2 = _id(b"LIS2"), _id(b"DNT2")
 ID_SEND, ID_RECV, ID_DENT, ID_DONE = _id(b"SEND"), _id(b"RECV"), _id(b"DENT"), _id(b"DONE")
 ID_DATA, ID_OKAY, ID_FAIL, ID_QUIT = _id(b"DATA"), _id(b"OKAY"), _id(b"FAIL"), _id(b"QUIT")
 SYNC_DATA_MAX = 64 * 1024
@@ -677,7 +682,7 @@ def _run_sync(stream: _Stream) -> None:
         ident, length = struct.unpack("<II", header)
         if ident == ID_QUIT:
             return
-        if ident not in (ID_STAT, ID_STA2, ID_LST2, ID_LIST, ID_SEND, ID_RECV):
+        if ident not in (ID_STAT, ID_STA2, ID_LST2, ID_LIST, ID_LIS2, ID_SEND, ID_RECV):
             out.fail(f"unknown sync request {header[:4]!r}")
             out.flush()
             return
@@ -692,6 +697,8 @@ def _run_sync(stream: _Stream) -> None:
             _sync_stat_v2(out, path, ident)
         elif ident == ID_LIST:
             _sync_list(out, path)
+        elif ident == ID_LIS2:
+            _sync_list_v2(out, path)
         elif ident == ID_SEND:
             _sync_send(stream, out, path)
         else:
@@ -765,6 +772,24 @@ def _sync_list(out: _SyncWriter, path: str) -> None:
     out.put(struct.pack("<5I", ID_DONE, 0, 0, 0, 0))
 
 
+DENT_V2 = struct.Struct("<IIQQIIIIQqqqI")  # file_sync_protocol.h sync_dent_v2, then namelen bytes of name
+
+
+def _sync_list_v2(out: _SyncWriter, path: str) -> None:
+    """LIS2 (feature ls_v2): 64-bit sizes and times, and an errno per entry; ends with an all-zero DONE."""
+    with contextlib.suppress(OSError):
+        for name in [".", "..", *sorted(os.listdir(path))]:
+            try:
+                st = os.lstat(os.path.join(path, name))
+            except OSError:
+                continue
+            raw = name.encode("utf-8", "surrogateescape")
+            fields = (st.st_dev, st.st_ino, st.st_mode, st.st_nlink, st.st_uid, st.st_gid, st.st_size)
+            times = (int(st.st_atime), int(st.st_mtime), int(st.st_ctime))
+            out.put(DENT_V2.pack(ID_DNT2, 0, *fields, *times, len(raw)) + raw)
+    out.put(DENT_V2.pack(ID_DONE, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+
+
 def _send_spec(spec: str) -> tuple[str, int, str | None]:
     """SEND's "path,mode" argument: the path, the mode, and what is wrong with it (reported after DONE)."""
     path, sep, mode_text = spec.rpartition(",")
@@ -782,7 +807,12 @@ def _finish_send(path: str, mode: int, mtime: int, link_target: bytes | None) ->
         if link_target is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-            os.symlink(link_target.decode("utf-8", "surrogateescape"), path)
+            # the official client sends the target with its C string's NUL (file_sync_client.cpp): cut there
+            target = link_target.split(b"\0", 1)[0]
+            Path(path).parent.mkdir(parents=True, exist_ok=True)  # fixed_push_mkdir: for links too
+            os.symlink(target.decode("utf-8", "surrogateescape"), path)
+            # fixed_push_symlink_timestamp: the link's own mtime, as the host's lstat had it
+            os.utime(path, (mtime, mtime), follow_symlinks=False)
         else:
             os.chmod(path, stat.S_IMODE(mode))
             os.utime(path, (mtime, mtime))

@@ -11,9 +11,9 @@
   flaky board costs a retry, not the run. A command that ran and failed raises CommandFailed, never a
   TransportError: retrying it cannot help.
 - ``hold`` keeps a command on its own channel for as long as the link lives (the device's tether).
-- Transfers stream through ``cat`` on an exec channel with a large window and AES-GCM preferred (faster than
-  paramiko's SFTP, and than scp, here: see bench/bench_ssh_push.py); integrity is checked by sha256 on the
-  board by the device layer.
+- Transfers stream through ``cat`` on an exec channel with a large window, whole-packet writes and AES-GCM
+  preferred: faster than paramiko's SFTP; about 0.8x of scp on the same cipher on a loaded 2-core loopback
+  (docs/performance.md says what limits it). Integrity is checked by sha256 on the board by the device layer.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from farm.errors import CommandFailed
 from farm.fileio import write_atomic
 from farm.transports.base import KILL_SCRIPT, SPAWN_SCRIPT, Background, Completed, TransportError, Unreachable, logged
 
-CHUNK = 256 << 10  # measured: 256 KiB writes beat 1-4 MiB ones (bench/bench_ssh_push.py)
+CHUNK = 256 << 10  # measured: 256 KiB writes beat 1-4 MiB ones (bench/bench_ssh_push.py); pushes round to packets
 WINDOW = 64 << 20
 # AES-GCM first: its MAC is computed inside OpenSSL with the cipher, while paramiko's CTR + HMAC costs a
 # second pass per packet; on loopback this is the difference between ~0.65x and ~1.2x of scp. Others stay as
@@ -49,6 +49,46 @@ KILL_GRACE_S = 5
 ANSWER_TIMEOUT_S = 10.0
 """A board that leaves a heartbeat unanswered this long (or ``io_timeout_s`` if shorter) is declared dead."""
 HEARTBEAT_S = 2.0
+
+
+def _whole_packets(chan: paramiko.Channel) -> int:
+    """A write size of whole SSH packets, about ``CHUNK``.
+
+    paramiko cuts a write into packets of the peer's max packet size minus 64 bytes (32704 for OpenSSH), so a
+    256 KiB write went out as 8 full packets and a 512-byte one: 1 packet in 9 carried almost nothing, and the
+    per-packet cost (framing, AES-GCM call, socket send, all in Python) is what limits a push.
+    """
+    payload: int = max(chan.out_max_packet_size - 64, 1)
+    return max(CHUNK // payload, 1) * payload
+
+
+class _Stall:
+    """Calls ``on_stall`` once no ``kick`` came for ``seconds``: one thread for a whole transfer."""
+
+    def __init__(self, seconds: float, on_stall: Callable[[], object]) -> None:
+        self.seconds = seconds
+        self.fired = threading.Event()
+        self._on_stall = on_stall
+        self._last = time.monotonic()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="farm-ssh-stall", daemon=True)
+        self._thread.start()
+
+    def kick(self) -> None:
+        self._last = time.monotonic()
+
+    def stop(self) -> None:
+        self._done.set()
+
+    def _watch(self) -> None:
+        while True:
+            left = self._last + self.seconds - time.monotonic()
+            if left <= 0:
+                self.fired.set()
+                self._on_stall()
+                return
+            if self._done.wait(left):
+                return
 
 
 class _Heartbeat:
@@ -303,32 +343,30 @@ class SshLink:
             return t
 
     @contextlib.contextmanager
-    def _watchdog(self, seconds: float, what: str) -> Iterator[None]:
+    def _watchdog(self, seconds: float, what: str) -> Iterator[Callable[[], None]]:
         """Close the connection if a paramiko call that has no timeout of its own blocks past ``seconds``.
 
         A frozen board (process stopped, kernel still ACKing) never fails a TCP read or write, and paramiko's
-        channel requests wait without limit; closing the transport wakes every waiter with an error.
+        channel requests wait without limit; closing the transport wakes every waiter with an error. The
+        context yields ``kick``: a transfer calls it after each chunk, so one watchdog covers the whole
+        transfer and fires only when no chunk moved for ``seconds`` (a thread per chunk cost about 2 % of a
+        push's throughput).
         """
-        fired = threading.Event()
-
         client = self._client
 
         def expire() -> None:
-            fired.set()
             if client is not None:
                 self._went_silent(client, seconds)
 
-        timer = threading.Timer(seconds, expire)
-        timer.daemon = True
-        timer.start()
+        stall = _Stall(seconds, expire)
         try:
-            yield
+            yield stall.kick
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            if fired.is_set():
+            if stall.fired.is_set():
                 raise EOFError(f"board stopped answering for {seconds:g}s during {what}") from exc
             raise
         finally:
-            timer.cancel()
+            stall.stop()
 
     @staticmethod
     def _exit_status(chan: paramiko.Channel, seconds: float) -> int:
@@ -461,12 +499,13 @@ class SshLink:
         try:
             with self._watchdog(self.settings.io_timeout_s, "a push start"):
                 chan.exec_command(shlex.join(["sh", "-c", 'cat >"$1"', "farm-push", remote]))
-            with local.open("rb") as f:
-                while chunk := f.read(CHUNK):
-                    # paramiko retries a stalled socket write forever: only closing the client frees it
-                    with self._watchdog(self.settings.io_timeout_s, "a push"):
-                        chan.sendall(chunk)
+            chunk_size = _whole_packets(chan)
+            # paramiko retries a stalled socket write forever: only closing the client frees it
+            with local.open("rb") as f, self._watchdog(self.settings.io_timeout_s, "a push") as kick:
+                while chunk := f.read(chunk_size):
+                    chan.sendall(chunk)
                     sent += len(chunk)
+                    kick()
             with self._watchdog(self.settings.io_timeout_s, "a push"):
                 chan.shutdown_write()
             status = self._exit_status(chan, self.settings.io_timeout_s)
