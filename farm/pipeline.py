@@ -23,7 +23,6 @@ from typing import Any
 
 from farm import __version__
 from farm.artifacts import DecodedCache
-from farm.complexity.record import record_complexity
 from farm.errors import FarmError, InfraError, InputError, Stopped
 from farm.executors.threads import ThreadExecutor
 from farm.gates import StoreBaselines, Verdict, evaluate, load_view
@@ -194,6 +193,8 @@ def _run(
     opts.log("scoring decoded outputs")
     score_run(store, run_id, plan.suite, media.sources, decoded.root, cache)
     bd_rates(store, run_id, [d.id for d in plan.devices], [(a.name, a.role) for a in plan.anchors], media.sources)
+    from farm.complexity.record import record_complexity  # onnx and numpy: not before the first device command
+
     record_complexity(store, run_id, plan.bundle, plan.devices, _frame_sizes(media))
     if any(g.metric in TOLERANCE_METRICS for g in plan.suite.gates):
         compare_differing_outputs(store, run_id, decoded.root, opts.log)

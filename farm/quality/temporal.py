@@ -21,12 +21,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING
 
 from farm.quality.score import QualityScores
 from farm.quality.y4m import EIGHT_BIT_420, QualityError, iter_frames, read_y4m_info
+
+if TYPE_CHECKING:  # imported where frames are compared: a run reaches its devices before scoring needs numpy
+    import numpy as np
+    import numpy.typing as npt
 
 __all__ = ["CONVENTION", "TemporalScores", "flicker", "with_temporal"]
 
@@ -56,6 +58,8 @@ def flicker(distorted: Path, reference: Path) -> TemporalScores:
             f"{distorted} is {dist.width}x{dist.height}x{dist.frames} frames, reference {reference} is "
             f"{ref.width}x{ref.height}x{ref.frames}: not comparable"
         )
+    import numpy as np
+
     luma = dist.width * dist.height
     values: list[float | None] = []
     previous: npt.NDArray[np.int16] | None = None

@@ -17,10 +17,11 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-import numpy as np
-import numpy.typing as npt
+if TYPE_CHECKING:  # numpy is imported by iter_frames: devices are reached before any frame is read on the host
+    import numpy as np
+    import numpy.typing as npt
 
 __all__ = ["EIGHT_BIT_420", "QualityError", "Y4MInfo", "iter_frames", "read_y4m_info"]
 
@@ -197,6 +198,8 @@ def iter_frames(path: Path, info: Y4MInfo) -> Iterator[npt.NDArray[np.uint8]]:
     marker is skipped with one bounded ``readline``. Long 1080p outputs then cost the memory of a frame, not of
     the video: scoring pulls them from every device.
     """
+    import numpy as np
+
     with Path(path).open("rb") as f:
         f.seek(info.header_len)
         for _ in range(info.frames):
