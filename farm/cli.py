@@ -813,21 +813,29 @@ def sim_up(
         int | None, typer.Option("--ssh", min=0, help="virtual Linux boards (real OpenSSH sshd on loopback)")
     ] = None,
     adb: Annotated[int, typer.Option("--adb", min=0, help="emulated Android phones (the farm's ADB emulator)")] = 0,
+    qemu: Annotated[
+        int, typer.Option("--qemu", min=0, help="emulated Debian arm64 boards (qemu-system-aarch64, TCG)")
+    ] = 0,
     out_file: Annotated[Path | None, typer.Option("--out", help="devices file to write")] = None,
 ) -> None:
     """Start virtual devices and write an inventory for them (default .farm/sim/devices.yaml).
 
-    With neither --ssh nor --adb, two boards are started.
+    With none of --ssh, --adb and --qemu, two SSH boards are started. The first --qemu builds the boards'
+    disk image (minutes; cached under ~/.cache/codec-farm/qemu, see docs/qemu-boards.md).
     """
     from farm.sim.fleet import DEFAULT_STATE_DIR, start_fleet
 
     with _errors():
-        boards = ssh if ssh is not None else (0 if adb else 2)
-        if boards + adb < 1:
-            raise InputError("nothing to start: give --ssh N and/or --adb N with N >= 1")
-        fleet = start_fleet(boards, DEFAULT_STATE_DIR, phones=adb, inventory=out_file)
+        boards = ssh if ssh is not None else (0 if adb or qemu else 2)
+        if boards + adb + qemu < 1:
+            raise InputError("nothing to start: give --ssh N, --adb N and/or --qemu N with N >= 1")
+        fleet = start_fleet(boards, DEFAULT_STATE_DIR, phones=adb, qemu=qemu, inventory=out_file)
         for board in fleet.boards:
             out.print(f"{board.name}: ssh {board.user}@{board.host} -p {board.port}", highlight=False)
+        for vm in fleet.qemu_boards:
+            boot = f"{vm.boot_s:.0f}s" if vm.boot_s is not None else "?"
+            out.print(f"{vm.name}: ssh root@{vm.host} -p {vm.port}  (aarch64, EMULATED; booted in {boot})",
+                      highlight=False)  # fmt: skip
         for phone in fleet.phones:
             out.print(f"{phone.name}: adb connect {phone.address}  (root {phone.root})", highlight=False)
         out.print(
@@ -837,6 +845,17 @@ def sim_up(
             f"--inventory {fleet.inventory_path}",
             highlight=False,
         )
+
+
+@sim_app.command("image")
+def sim_image() -> None:
+    """Build (or find in the cache) the QEMU boards' Debian arm64 image and print its directory."""
+    from farm.sim.qemu.image import ensure_image
+
+    with _errors():
+        image = ensure_image(say=lambda line: out.print(line, highlight=False))
+        took = f"built in {image.build_s:.0f}s" if image.build_s is not None else "cached"
+        out.print(f"{image.dir} ({took}, recipe {image.digest})", highlight=False)
 
 
 @sim_app.command("down")
