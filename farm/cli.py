@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sqlite3
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -807,6 +809,16 @@ sim_app = typer.Typer(no_args_is_help=True, help="Virtual devices for developmen
 app.add_typer(sim_app, name="sim")
 
 
+def _sigterm_interrupts() -> None:
+    """SIGTERM stops `farm sim up` like Ctrl-C: devices half-started (a booting qemu) are stopped, not leaked."""
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
+
+
 @sim_app.command("up")
 def sim_up(
     ssh: Annotated[
@@ -825,6 +837,7 @@ def sim_up(
     """
     from farm.sim.fleet import DEFAULT_STATE_DIR, start_fleet
 
+    _sigterm_interrupts()
     with _errors():
         boards = ssh if ssh is not None else (0 if adb or qemu else 2)
         if boards + adb + qemu < 1:

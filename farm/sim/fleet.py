@@ -46,9 +46,22 @@ INVENTORY_HEADER = """\
 # by the load model in farm/sim/loadmodel.py (power rises with the CPU time the device's processes use;
 # temperature follows power with a time constant). They are not measurements of any hardware.
 # QEMU boards (tag qemu, emulated: true) are Debian arm64 under qemu-system-aarch64 (TCG): real kernel and
-# userland, an EMULATED CPU (their fps is not a hardware measurement) and no power meter (power is missing).
+# userland, an EMULATED CPU (their fps is not a hardware measurement) and no power meter (power is missing);
+# `local` (this host) is listed with them, so one inventory compares ISAs: --devices local,qemu-1.
 # Stop them with `farm sim down`. Generated; do not edit.
 """
+LOCAL_DEVICE: dict[str, Any] = {
+    "id": "local",
+    "platform": "linux",
+    "transport": {"kind": "local"},
+    "target": "auto",
+    "tags": ["host"],
+    "runtime": {"ffmpeg": "@imageio-ffmpeg", "python": "@python"},
+    "power": {"meter": "auto"},
+    "thermal": {"zones": "auto"},
+}
+"""This host, as in the shipped devices.yaml: a fleet with QEMU boards lists it so that one inventory runs a
+cross-ISA comparison (``--devices local,qemu-1``)."""
 
 
 @dataclass
@@ -132,7 +145,8 @@ def write_inventory(
         if adb_key is None:
             raise ValueError("phones need the ADB key they trust")
         entries += [phone.inventory_entry(adb_key) for phone in phones]
-    entries += [board.inventory_entry(known_hosts) for board in qemu]
+    if qemu:
+        entries = [LOCAL_DEVICE, *entries, *(board.inventory_entry(known_hosts) for board in qemu)]
     body = yaml.safe_dump({"devices": entries}, sort_keys=False, default_flow_style=None, width=1000)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

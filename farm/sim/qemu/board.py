@@ -297,6 +297,12 @@ def power_off(qemu: Proc | None, host: str, port: int, key: Path, known_hosts: P
     started = time.monotonic()
     argv = [
         "ssh",
+        "-F",
+        "/dev/null",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "GlobalKnownHostsFile=/dev/null",
         "-i",
         str(key),
         "-p",
