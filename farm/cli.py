@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # the CLI imports heavy modules inside commands, so `farm --h
     from farm.bundle import Bundle
     from farm.gates import Verdict
     from farm.pipeline import RunOutcome
+    from farm.sim.fleet import Fleet
     from farm.store import Store
 
 # -h as well as --help everywhere; sub-apps inherit it through click's context
@@ -809,6 +810,18 @@ sim_app = typer.Typer(no_args_is_help=True, help="Virtual devices for developmen
 app.add_typer(sim_app, name="sim")
 
 
+def _sim_notes(fleet: Fleet) -> str:
+    """What is not real about the devices just started (printed with the inventory's path)."""
+    notes = []
+    if fleet.boards or fleet.phones:
+        notes.append("Power, battery and temperature of the SSH boards and phones are SIMULATED by a load model "
+                     "(docs/sim-boards.md, docs/android.md).")  # fmt: skip
+    if fleet.qemu_boards:
+        notes.append("The QEMU boards' CPU is EMULATED (fps is not a hardware measurement) and they have no "
+                     "power meter; `local` is listed for --devices local,qemu-1 (docs/qemu-boards.md).")  # fmt: skip
+    return " ".join(notes)
+
+
 def _sigterm_interrupts() -> None:
     """SIGTERM stops `farm sim up` like Ctrl-C: devices half-started (a booting qemu) are stopped, not leaked."""
 
@@ -852,9 +865,9 @@ def sim_up(
         for phone in fleet.phones:
             out.print(f"{phone.name}: adb connect {phone.address}  (root {phone.root})", highlight=False)
         out.print(
-            f"wrote {fleet.inventory_path}. Power, battery and temperature of these devices are SIMULATED by a "
-            "load model (docs/sim-boards.md, docs/android.md).\n"
-            f"try: farm run suites/smoke.yaml --bundle examples/bundles/av1-svt --anchor examples/bundles/hevc-x265 "
+            f"wrote {fleet.inventory_path}. {_sim_notes(fleet)}\n"
+            f"try: farm run suites/{'smoke-cross-isa' if fleet.qemu_boards else 'smoke'}.yaml "
+            "--bundle examples/bundles/av1-svt --anchor examples/bundles/hevc-x265 "
             f"--inventory {fleet.inventory_path}",
             highlight=False,
         )

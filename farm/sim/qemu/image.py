@@ -128,6 +128,7 @@ def _install_ffmpeg(recipe: Recipe, root: Path, work: Path, log: Path) -> None:
         with wheel.open(names[0]) as src, open(target, "wb") as dst:
             shutil.copyfileobj(src, dst)
     target.chmod(0o755)
+    shutil.rmtree(wheels)
 
 
 def _strip(root: Path) -> None:
