@@ -81,3 +81,18 @@ def test_the_inventory_entry_is_an_emulated_aarch64_board_without_a_power_meter(
     argv = qemu_argv(img, tmp_path / "o.qcow2", tmp_path / "seed.img", 2222, tmp_path / "c.log", tmp_path / "q")
     assert argv[0] == "qemu-system-aarch64" and "tcg,thread=multi" in argv and "cortex-a72" in argv
     assert any(a.startswith("user,") and "hostfwd=tcp:127.0.0.1:2222-:22" in a for a in argv)
+
+
+def test_the_cross_isa_suite_is_smoke_with_fps_gated_on_the_host_only() -> None:
+    from farm.config.suite import load_suite
+
+    root = Path(__file__).resolve().parent.parent / "suites"
+    smoke, cross = load_suite(root / "smoke.yaml"), load_suite(root / "smoke-cross-isa.yaml")
+    assert cross.sequences == smoke.sequences and cross.rates_kbps == smoke.rates_kbps
+    assert cross.repeats == smoke.repeats and cross.metrics == smoke.metrics
+    pairs = list(zip(smoke.gates, cross.gates, strict=True))
+    for a, b in pairs:
+        if a.metric == "fps.p50":
+            assert (a.scope, b.scope) == ("each", "tag:host") and (a.op, a.value) == (b.op, b.value)
+        else:
+            assert a == b

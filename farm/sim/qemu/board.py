@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from farm.sim.qemu.image import Image, _run
+from farm.sim.qemu.image import Image, run_step
 from farm.sim.qemu.recipe import FFMPEG_ON_BOARD, PYTHON_ON_BOARD, SEED_LABEL
 from farm.sim.sshboard import LOCALHOST, Proc, SimError, free_port, generate_key
 
@@ -136,14 +136,16 @@ class QemuBoard:
         (files / "hostname").write_text(self.name + "\n")
         seed = self.base_dir / "seed.img"
         seed.unlink(missing_ok=True)
-        _run(["mkfs.ext4", "-q", "-F", "-L", SEED_LABEL, "-d", str(files), str(seed), "4M"], self.base_dir / "seed.log")
+        run_step(
+            ["mkfs.ext4", "-q", "-F", "-L", SEED_LABEL, "-d", str(files), str(seed), "4M"], self.base_dir / "seed.log"
+        )
         return seed
 
     def _overlay(self) -> Path:
         """A fresh copy-on-write overlay over the shared base: every boot starts from the built image."""
         overlay = self.base_dir / "overlay.qcow2"
         overlay.unlink(missing_ok=True)
-        _run(
+        run_step(
             ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(self.image.base), str(overlay)],
             self.base_dir / "seed.log",
         )

@@ -43,7 +43,7 @@ class Image:
     """Seconds the cold build took (None for an image found in the cache)."""
 
 
-def _run(argv: list[str], log: Path, timeout: float = STEP_TIMEOUT_S) -> None:
+def run_step(argv: list[str], log: Path, timeout: float = STEP_TIMEOUT_S) -> None:
     """Run one build step with its output appended to the build log; a failure names the step and the log."""
     with open(log, "ab") as out:
         out.write(f"\n$ {' '.join(argv)}\n".encode())
@@ -62,9 +62,9 @@ def _run(argv: list[str], log: Path, timeout: float = STEP_TIMEOUT_S) -> None:
 def ensure_binfmt(log: Path) -> None:
     """Make arm64 binaries runnable on this host through qemu-aarch64-static (containers often lack it)."""
     if not (BINFMT / "register").exists():
-        _run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT)], log)
+        run_step(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT)], log)
     if not (BINFMT / "qemu-aarch64").exists():
-        _run(["update-binfmts", "--enable", "qemu-aarch64"], log)
+        run_step(["update-binfmts", "--enable", "qemu-aarch64"], log)
     entry = BINFMT / "qemu-aarch64"
     if not entry.exists() or not entry.read_text().startswith("enabled"):
         raise SimError(f"qemu-aarch64 is not registered in {BINFMT}; install qemu-user-static and binfmt-support")
@@ -98,7 +98,7 @@ def _enable_units(root: Path) -> None:
 def _install_ffmpeg(recipe: Recipe, root: Path, work: Path, log: Path) -> None:
     """The aarch64 ffmpeg out of imageio-ffmpeg's wheel (the host's exact version: the same build on both ISAs)."""
     wheels = work / "wheels"
-    _run(
+    run_step(
         [
             sys.executable,
             "-m",
@@ -152,7 +152,7 @@ def _boot_files(root: Path, out: Path) -> tuple[Path, Path]:
 
 
 def _debootstrap(recipe: Recipe, root: Path, log: Path) -> None:
-    _run(
+    run_step(
         [
             "debootstrap",
             "--foreign",
@@ -166,14 +166,14 @@ def _debootstrap(recipe: Recipe, root: Path, log: Path) -> None:
         log,
     )
     _write_files(recipe, root)  # before the second stage: the kernel's postinst must see the initramfs hook
-    _run(["chroot", str(root), "/debootstrap/debootstrap", "--second-stage"], log)
+    run_step(["chroot", str(root), "/debootstrap/debootstrap", "--second-stage"], log)
 
 
 def _disk(recipe: Recipe, root: Path, out: Path, log: Path) -> Path:
     raw = out / "root.raw"
-    _run(["mkfs.ext4", "-q", "-F", "-L", ROOT_LABEL, "-d", str(root), str(raw), f"{recipe.disk_mib}M"], log)
+    run_step(["mkfs.ext4", "-q", "-F", "-L", ROOT_LABEL, "-d", str(root), str(raw), f"{recipe.disk_mib}M"], log)
     base = out / "base.qcow2"
-    _run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(base)], log)
+    run_step(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(base)], log)
     raw.unlink()
     return base
 
