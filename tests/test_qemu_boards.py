@@ -25,7 +25,9 @@ from farm.sim.sshboard import SimError, generate_key
 from tests.conftest import ROOT, require_tool, write
 from tests.support.runs import bundle_args, farm
 
-pytestmark = pytest.mark.slow
+# Boot (1-3 min idle, up to the 900 s bound on a loaded host) counts against the first test: a longer bound than
+# pytest's default 600 s.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 CROSS_ISA_SUITE = """name: cross-isa
 sequences:

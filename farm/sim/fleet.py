@@ -240,7 +240,10 @@ def _start_all(devices: Sequence[SshBoard | SimPhone | QemuBoard]) -> list[str]:
     """
     pool = ThreadPoolExecutor(max_workers=max(1, min(len(devices), 8)))
     try:
-        futures = [pool.submit(device.start) for device in devices]
+        for device in devices:
+            if isinstance(device, QemuBoard):
+                device.launch()  # in this thread: see QemuBoard.launch
+        futures = [pool.submit(d.wait_ready if isinstance(d, QemuBoard) else d.start) for d in devices]
         errors = [str(error) for error in (f.exception() for f in futures) if error is not None]
     except BaseException:
         for device in devices:

@@ -104,6 +104,7 @@ class QemuBoard:
     boot_s: float | None = None
     _popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
+    _started: float = field(default=0.0, repr=False)
 
     def __post_init__(self) -> None:
         self.base_dir = Path(os.path.abspath(self.base_dir))
@@ -154,16 +155,31 @@ class QemuBoard:
     # -- life cycle ----------------------------------------------------------------------------------------
     def start(self) -> QemuBoard:
         """Boot and wait until SSH answers with this board's host key; on any failure no qemu is left."""
+        self.launch()
+        return self.wait_ready()
+
+    def launch(self) -> None:
+        """Start qemu (returns at once). Call it from the thread that lives as long as the board should:
+        with ``exit_with_parent`` the kernel kills qemu when the *thread* that forked it exits (PR_SET_PDEATHSIG
+        follows the forking thread, not the process), so a fleet launches in its main thread and only waits
+        for SSH in worker threads."""
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self._cancelled.clear()
-        started = time.monotonic()
+        self._started = time.monotonic()
         try:
             self._launch()
-            self._wait_for_ssh(started + self.boot_timeout_s)
         except BaseException:
             self.kill()
             raise
-        self.boot_s = time.monotonic() - started
+
+    def wait_ready(self) -> QemuBoard:
+        """Wait until the launched board answers SSH (any thread); on failure or timeout no qemu is left."""
+        try:
+            self._wait_for_ssh(self._started + self.boot_timeout_s)
+        except BaseException:
+            self.kill()
+            raise
+        self.boot_s = time.monotonic() - self._started
         return self
 
     def _launch(self) -> None:
