@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sqlite3
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +28,7 @@ if TYPE_CHECKING:  # the CLI imports heavy modules inside commands, so `farm --h
     from farm.bundle import Bundle
     from farm.gates import Verdict
     from farm.pipeline import RunOutcome
+    from farm.sim.fleet import Fleet
     from farm.store import Store
 
 # -h as well as --help everywhere; sub-apps inherit it through click's context
@@ -820,36 +823,78 @@ sim_app = typer.Typer(no_args_is_help=True, help="Virtual devices for developmen
 app.add_typer(sim_app, name="sim")
 
 
+def _sim_notes(fleet: Fleet) -> str:
+    """What is not real about the devices just started (printed with the inventory's path)."""
+    notes = []
+    if fleet.boards or fleet.phones:
+        notes.append("Power, battery and temperature of the SSH boards and phones are SIMULATED by a load model "
+                     "(docs/sim-boards.md, docs/android.md).")  # fmt: skip
+    if fleet.qemu_boards:
+        notes.append("The QEMU boards' CPU is EMULATED (fps is not a hardware measurement) and they have no "
+                     "power meter; `local` is listed for --devices local,qemu-1 (docs/qemu-boards.md).")  # fmt: skip
+    return " ".join(notes)
+
+
+def _sigterm_interrupts() -> None:
+    """SIGTERM stops `farm sim up` like Ctrl-C: devices half-started (a booting qemu) are stopped, not leaked."""
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
+
+
 @sim_app.command("up")
 def sim_up(
     ssh: Annotated[
         int | None, typer.Option("--ssh", min=0, help="virtual Linux boards (real OpenSSH sshd on loopback)")
     ] = None,
     adb: Annotated[int, typer.Option("--adb", min=0, help="emulated Android phones (the farm's ADB emulator)")] = 0,
+    qemu: Annotated[
+        int, typer.Option("--qemu", min=0, help="emulated Debian arm64 boards (qemu-system-aarch64, TCG)")
+    ] = 0,
     out_file: Annotated[Path | None, typer.Option("--out", help="devices file to write")] = None,
 ) -> None:
     """Start virtual devices and write an inventory for them (default .farm/sim/devices.yaml).
 
-    With neither --ssh nor --adb, two boards are started.
+    With none of --ssh, --adb and --qemu, two SSH boards are started. The first --qemu builds the boards'
+    disk image (minutes; cached under ~/.cache/codec-farm/qemu, see docs/qemu-boards.md).
     """
     from farm.sim.fleet import DEFAULT_STATE_DIR, start_fleet
 
+    _sigterm_interrupts()
     with _errors():
-        boards = ssh if ssh is not None else (0 if adb else 2)
-        if boards + adb < 1:
-            raise InputError("nothing to start: give --ssh N and/or --adb N with N >= 1")
-        fleet = start_fleet(boards, DEFAULT_STATE_DIR, phones=adb, inventory=out_file)
+        boards = ssh if ssh is not None else (0 if adb or qemu else 2)
+        if boards + adb + qemu < 1:
+            raise InputError("nothing to start: give --ssh N, --adb N and/or --qemu N with N >= 1")
+        fleet = start_fleet(boards, DEFAULT_STATE_DIR, phones=adb, qemu=qemu, inventory=out_file)
         for board in fleet.boards:
             out.print(f"{board.name}: ssh {board.user}@{board.host} -p {board.port}", highlight=False)
+        for vm in fleet.qemu_boards:
+            boot = f"{vm.boot_s:.0f}s" if vm.boot_s is not None else "?"
+            out.print(f"{vm.name}: ssh root@{vm.host} -p {vm.port}  (aarch64, EMULATED; booted in {boot})",
+                      highlight=False)  # fmt: skip
         for phone in fleet.phones:
             out.print(f"{phone.name}: adb connect {phone.address}  (root {phone.root})", highlight=False)
         out.print(
-            f"wrote {fleet.inventory_path}. Power, battery and temperature of these devices are SIMULATED by a "
-            "load model (docs/sim-boards.md, docs/android.md).\n"
-            f"try: farm run suites/smoke.yaml --bundle examples/bundles/av1-svt --anchor examples/bundles/hevc-x265 "
+            f"wrote {fleet.inventory_path}. {_sim_notes(fleet)}\n"
+            f"try: farm run suites/{'smoke-cross-isa' if fleet.qemu_boards else 'smoke'}.yaml "
+            "--bundle examples/bundles/av1-svt --anchor examples/bundles/hevc-x265 "
             f"--inventory {fleet.inventory_path}",
             highlight=False,
         )
+
+
+@sim_app.command("image")
+def sim_image() -> None:
+    """Build (or find in the cache) the QEMU boards' Debian arm64 image and print its directory."""
+    from farm.sim.qemu.image import ensure_image
+
+    with _errors():
+        image = ensure_image(say=lambda line: out.print(line, highlight=False))
+        took = f"built in {image.build_s:.0f}s" if image.build_s is not None else "cached"
+        out.print(f"{image.dir} ({took}, recipe {image.digest})", highlight=False)
 
 
 @sim_app.command("down")

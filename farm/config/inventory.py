@@ -150,6 +150,7 @@ class Device(Strict):
     runtime: dict[str, str] = Field(default_factory=dict)
     power: PowerSettings = PowerSettings()
     thermal: ThermalSettings = ThermalSettings()
+    emulated: bool = False  # the CPU is emulated (QEMU TCG): reports label its fps EMULATED, not hardware timing
 
     @field_validator("target")
     @classmethod

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from html import escape
 from pathlib import Path
 
+from farm.emulation import emulated_devices
 from farm.gates import Verdict, load_view
 from farm.measures import MEASURES, measure
 from farm.report.anchors import per_operation, run_anchors
@@ -218,17 +219,22 @@ def _speed_charts(data: RunData, device: str) -> str:
     return render(dist_chart) + render(over_chart)  # fmt: skip
 
 
-def _speed_section(data: RunData, devices: Sequence[str]) -> str:
+def _speed_section(data: RunData, devices: Sequence[str], emulated: set[str] | None = None) -> str:
     out = ['<h2 id="speed">Frame rate and frame times</h2><p class="note">fps = steady-state frames after warm-up '
            "/ their decode time (per-frame decoder timestamps when the decoder reports them).</p>"]  # fmt: skip
     names = ("fps", "fps.p50", "frame_time_ms.p50", "frame_time_ms.p99", "deadline_misses", "wall_s")
     rows = []
+    emulated = emulated or set()
     for device in devices:
+        if device in emulated:
+            out.append(f'<p class="sim">{escape(device)}: frame rates are EMULATED (QEMU TCG), not a measurement '
+                       "of any hardware.</p>")  # fmt: skip
         out.append(f'<div class="charts">{_speed_charts(data, device)}</div>')
+        label = f"{device} (EMULATED)" if device in emulated else device
         for role in ("test", "anchor"):
             jobs = [j for j in data.jobs if (j.device_id, j.role, j.status) == (device, role, "ok")]
             if jobs:
-                rows.append((device, role, str(len(jobs)), *(_num(_median(jobs, n)) for n in names)))
+                rows.append((label, role, str(len(jobs)), *(_num(_median(jobs, n)) for n in names)))
     out.append(table(("device", "role", "jobs", *(f"median {n} ({measure(n).unit})" for n in names)), rows))
     return "".join(out)
 
@@ -315,11 +321,14 @@ def _consistency(data: RunData, devices: Sequence[str]) -> str:
 
 
 def _devices(store: Store, run_id: str, simulated: set[str]) -> str:
+    emulated = emulated_devices(store.devices(run_id))
     rows = []
     for d in store.devices(run_id):
         props = json.loads(d["properties_json"])
         shown = "; ".join(f"{k}={v}" for k, v in sorted(props.items()))
         sim = "SIMULATED sensors" if d["device_id"] in simulated else ""
+        if d["device_id"] in emulated:
+            sim = ", ".join(x for x in (sim, "EMULATED CPU") if x)
         rows.append((d["device_id"], d["platform"], d["target"], d["status"], d["error"] or "", sim, shown))
     head = ("device", "platform", "target", "status", "error", "sensors", "properties")
     return '<h2 id="devices">Devices</h2>' + table(head, rows)
@@ -344,9 +353,11 @@ def render_run(store: Store, run_id: str, verdicts: Sequence[Verdict]) -> str:
     data = load(store, run_id)
     devices = sorted({j.device_id for j in data.jobs} | {d["device_id"] for d in store.devices(run_id)})
     simulated = _simulated(store, run_id)
+    emulated = emulated_devices(store.devices(run_id))
     parts = [
         _header(store, run_id, verdicts), _verdicts(verdicts), _rd_section(store, data, devices),
-        frames_section(store, run_id), _speed_section(data, devices), _power_section(store, data, devices, simulated),
+        frames_section(store, run_id), _speed_section(data, devices, emulated),
+        _power_section(store, data, devices, simulated),
         _consistency(data, devices), _devices(store, run_id, simulated), _conventions(store, run_id),
     ]  # fmt: skip
     title = escape(f"codec-farm run {run_id}")

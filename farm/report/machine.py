@@ -15,6 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from farm.emulation import emulated_devices
 from farm.gates import Verdict, load_view
 from farm.report.anchors import per_operation, run_anchors
 from farm.report.frames import per_frame_json
@@ -55,15 +56,18 @@ def run_json(store: Store, run_id: str, verdicts: Sequence[Verdict]) -> dict[str
     run = store.run(run_id)
     assert run is not None
     view = load_view(store, run_id)
+    emulated = emulated_devices(store.devices(run_id))
     return {
         "run": {k: v for k, v in dict(run).items() if not k.endswith("_json")}
         | {"conventions": json.loads(run["conventions_json"]), "summary": json.loads(run["summary_json"] or "{}")},
         "devices": [
             {"id": d["device_id"], "platform": d["platform"], "target": d["target"], "status": d["status"],
-             "error": d["error"], "properties": json.loads(d["properties_json"])}
+             "error": d["error"], "emulated": d["device_id"] in emulated,
+             "properties": json.loads(d["properties_json"])}
             for d in store.devices(run_id)
         ],
-        "results": results_rows(store, run_id),
+        "results": [r | {"fps_label": "EMULATED" if r["device"] in emulated else None}
+                    for r in results_rows(store, run_id)],
         "rate_points": rate_point_rows(store, run_id),
         "anchors": [asdict(a) for a in run_anchors(run)],
         "bd_rate": sequence_bd_rows(store, run_id),

@@ -16,6 +16,7 @@ from rich.console import Group
 from rich.markup import escape
 from rich.table import Table
 
+from farm.emulation import emulated_devices
 from farm.gates import Verdict, load_view
 from farm.gates.consistency import decodes, groups
 from farm.gates.view import JobView
@@ -90,10 +91,12 @@ FPS_DEFINITION = (
 )
 
 
-def _cells(r: dict[str, Any], simulated: set[str]) -> dict[str, str]:
-    """A row's metric cells as the table shows them; power says when it is simulated, temperature when the
-    board throttled."""
+def _cells(r: dict[str, Any], simulated: set[str], emulated: set[str] | None = None) -> dict[str, str]:
+    """A row's metric cells as the table shows them; power says when it is simulated, fps when the CPU was
+    emulated, temperature when the board throttled."""
     cells = {key: _fmt(r[key], f".{_column(name).digits}f", _column(name).suffix) for key, name in COLUMNS}
+    if emulated and r["device"] in emulated and r["fps_p50"] is not None:
+        cells["fps_p50"] += " (emu)"
     if r["power_w"] is None:
         cells["power_w"] = "[yellow]missing[/]"
     elif r["device"] in simulated:
@@ -163,13 +166,14 @@ def results_table(store: Store, run_id: str) -> Group:
     anchors = run_anchors(run)
     labels.update({a.role: a.label if len(anchors) == 1 else f"{a.name}: {a.label}" for a in anchors})
     simulated = {d["device_id"] for d in store.devices(run_id) if "SIMULATED" in d["properties_json"]}
+    emulated = emulated_devices(store.devices(run_id))
     speed = _table(f"speed and power of run {run_id} (medians over repeats)", SPEED)
     quality = _table(f"quality of run {run_id} (medians over repeats, means over rate points)", QUALITY)
     for r in results_rows(store, run_id):
         jobs = f"{r['jobs'] - r['failed']}/{r['jobs']}"
         head = [escape(r["device"]), escape(labels.get(r["role"], r["role"])), escape(r["sequence"]),
                 f"[red]{jobs}[/]" if r["failed"] else jobs]  # fmt: skip
-        cells = _cells(r, simulated)
+        cells = _cells(r, simulated, emulated)
         speed.add_row(*head, *(cells[k] for k in SPEED))
         quality.add_row(*head, *(cells[k] for k in QUALITY))
     speed.caption = FPS_DEFINITION
@@ -177,6 +181,8 @@ def results_table(store: Store, run_id: str) -> Group:
         speed.caption += (
             f"\npower and temperature of {', '.join(sorted(simulated))} are SIMULATED by the virtual-board load model"
         )
+    if emulated:
+        speed.caption += f"\nfps of {', '.join(sorted(emulated))} is EMULATED (QEMU TCG): not a hardware measurement"
     quality.caption = "\n".join(_bd_caption(store, run_id)) or None
     return Group(speed, quality, complexity_table(store, run_id))
 

@@ -21,6 +21,7 @@ from farm.config.inventory import Device
 from farm.config.manifest import substitute
 from farm.devices.base import AppRef, DecodeOutcome, FarmDevice, NullTether, PowerMeter, Tether
 from farm.devices.connect import connect, disconnect
+from farm.emulation import EMULATED_NOTE
 from farm.errors import CommandFailed, FarmError
 from farm.power import energy as power_energy
 from farm.power.battery import BatteryState
@@ -194,6 +195,8 @@ class _Session:
             self.props["power_meter"] = f"{self.props['power_meter']} [SIMULATED]"
         if self.device.thermal.simulated:
             self.props["thermal"] = "SIMULATED"
+        if self.device.emulated:
+            self.props["cpu_timing"] = EMULATED_NOTE
         self._cooldown(dev, zones)
         self._check()
         self._status("staging", self._staging_text())

@@ -8,6 +8,7 @@ different process later, so everything needed to find and stop them is on disk::
     <state_dir>/boards/board-N/    one board each (see farm.sim.sshboard)
     <state_dir>/adbkey(.pub)       the ADB key every emulated phone trusts (mode 0600)
     <state_dir>/phones/phone-N/    one emulated Android phone each (see farm.sim.phone)
+    <state_dir>/qemu/qemu-N/       one emulated aarch64 board each (see farm.sim.qemu.board)
     <state_dir>/state.json         pids (with start times, so a recycled pid is never killed) of every device
     <state_dir>/devices.yaml       the inventory (default; ``farm sim up --out`` may put it elsewhere)
 
@@ -32,6 +33,7 @@ from farm.fileio import write_atomic
 from farm.sim.battery import BatteryParams
 from farm.sim.loadmodel import LoadParams
 from farm.sim.phone import SimPhone, phone_from_state
+from farm.sim.qemu.board import QemuBoard, kill_qemu, power_off
 from farm.sim.sshboard import SimError, SshBoard, generate_key, proc_from_state, stop_recorded
 
 DEFAULT_STATE_DIR = Path(".farm/sim")
@@ -43,8 +45,23 @@ INVENTORY_HEADER = """\
 # are the farm's ADB emulator (farm.sim.adbd) on 127.0.0.1. Their POWER, BATTERY AND TEMPERATURE ARE SIMULATED
 # by the load model in farm/sim/loadmodel.py (power rises with the CPU time the device's processes use;
 # temperature follows power with a time constant). They are not measurements of any hardware.
+# QEMU boards (tag qemu, emulated: true) are Debian arm64 under qemu-system-aarch64 (TCG): real kernel and
+# userland, an EMULATED CPU (their fps is not a hardware measurement) and no power meter (power is missing);
+# `local` (this host) is listed with them, so one inventory compares ISAs: --devices local,qemu-1.
 # Stop them with `farm sim down`. Generated; do not edit.
 """
+LOCAL_DEVICE: dict[str, Any] = {
+    "id": "local",
+    "platform": "linux",
+    "transport": {"kind": "local"},
+    "target": "auto",
+    "tags": ["host"],
+    "runtime": {"ffmpeg": "@imageio-ffmpeg", "python": "@python"},
+    "power": {"meter": "auto"},
+    "thermal": {"zones": "auto"},
+}
+"""This host, as in the shipped devices.yaml: a fleet with QEMU boards lists it so that one inventory runs a
+cross-ISA comparison (``--devices local,qemu-1``)."""
 
 
 @dataclass
@@ -58,6 +75,7 @@ class Fleet:
     inventory_path: Path
     phones: list[SimPhone] = field(default_factory=list)
     adb_key_path: Path | None = None
+    qemu_boards: list[QemuBoard] = field(default_factory=list)
 
     def board(self, board_id: str) -> SshBoard:
         for board in self.boards:
@@ -67,7 +85,9 @@ class Fleet:
 
     def write_inventory(self, path: Path) -> Path:
         """Write (or rewrite, e.g. after a board restarted) the devices YAML for these boards to ``path``."""
-        return write_inventory(path, self.boards, self.key_path, self.known_hosts_path, self.phones, self.adb_key_path)
+        return write_inventory(
+            path, self.boards, self.key_path, self.known_hosts_path, self.phones, self.adb_key_path, self.qemu_boards
+        )
 
     def phone(self, phone_id: str) -> SimPhone:
         for phone in self.phones:
@@ -77,7 +97,8 @@ class Fleet:
 
     def write_known_hosts(self) -> Path:
         """Rewrite the shared known_hosts from the boards' current ports and keys."""
-        write_atomic(self.known_hosts_path, "".join(b.known_hosts_line + "\n" for b in self.boards))
+        devices: list[SshBoard | QemuBoard] = [*self.boards, *self.qemu_boards]
+        write_atomic(self.known_hosts_path, "".join(b.known_hosts_line + "\n" for b in devices))
         return self.known_hosts_path
 
     def write_state(self) -> Path:
@@ -86,6 +107,7 @@ class Fleet:
             "inventory": str(self.inventory_path),
             "boards": [board.state() for board in self.boards],
             "phones": [phone.state() for phone in self.phones],
+            "qemu": [board.state() for board in self.qemu_boards],
         }
         path = self.state_dir / STATE_FILE
         write_atomic(path, json.dumps(state, indent=2) + "\n")
@@ -94,7 +116,7 @@ class Fleet:
     def stop(self) -> None:
         """Stop every board (no process of any of them is left) and forget the fleet's state."""
         errors: list[str] = []
-        devices: list[SshBoard | SimPhone] = [*self.boards, *self.phones]
+        devices: list[SshBoard | SimPhone | QemuBoard] = [*self.boards, *self.phones, *self.qemu_boards]
         for device in devices:
             try:
                 device.stop()
@@ -115,7 +137,7 @@ class Fleet:
 
 def write_inventory(
     path: Path, boards: Sequence[SshBoard], key: Path, known_hosts: Path,
-    phones: Sequence[SimPhone] = (), adb_key: Path | None = None,
+    phones: Sequence[SimPhone] = (), adb_key: Path | None = None, qemu: Sequence[QemuBoard] = (),
 ) -> Path:  # fmt: skip
     """A devices YAML for ``boards`` and ``phones`` (farm inventory schema), with the SIMULATED-sensor notice on top."""
     entries = [board.inventory_entry(key, known_hosts) for board in boards]
@@ -123,6 +145,8 @@ def write_inventory(
         if adb_key is None:
             raise ValueError("phones need the ADB key they trust")
         entries += [phone.inventory_entry(adb_key) for phone in phones]
+    if qemu:
+        entries = [LOCAL_DEVICE, *entries, *(board.inventory_entry(known_hosts) for board in qemu)]
     body = yaml.safe_dump({"devices": entries}, sort_keys=False, default_flow_style=None, width=1000)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -140,6 +164,10 @@ def _running(state_dir: Path) -> list[str]:
             alive.append(str(record.get("id")))
     for record in state.get("phones", []):
         proc = phone_from_state(record)
+        if proc is not None and proc.alive():
+            alive.append(str(record.get("id")))
+    for record in state.get("qemu", []):
+        proc = proc_from_state(record.get("qemu"))
         if proc is not None and proc.alive():
             alive.append(str(record.get("id")))
     return alive
@@ -189,17 +217,60 @@ def _phones(
     ]  # fmt: skip
 
 
+def _qemu_boards(n: int, state_dir: Path, key_path: Path, exit_with_parent: bool) -> list[QemuBoard]:
+    """The emulated aarch64 boards of a fleet; the image is built first if the cache lacks it (minutes)."""
+    if not n:
+        return []
+    from farm.sim.qemu.image import ensure_image
+
+    image = ensure_image(say=lambda line: print(line, flush=True))
+    generate_key(key_path, "farm-sim client")
+    return [
+        QemuBoard(name=f"qemu-{i}", base_dir=state_dir / "qemu" / f"qemu-{i}", image=image, client_key=key_path,
+                  exit_with_parent=exit_with_parent)
+        for i in range(1, n + 1)
+    ]  # fmt: skip
+
+
+def _start_all(devices: Sequence[SshBoard | SimPhone | QemuBoard]) -> list[str]:
+    """Start every device in parallel; the errors of those that failed.
+
+    Ctrl-C (or any exception) while they start kills what was started before it propagates: QEMU boards are
+    cancelled from this thread, so no booting qemu is left behind and no worker waits out its boot timeout.
+    """
+    pool = ThreadPoolExecutor(max_workers=max(1, min(len(devices), 8)))
+    try:
+        for device in devices:
+            if isinstance(device, QemuBoard):
+                device.launch()  # in this thread: see QemuBoard.launch
+        futures = [pool.submit(d.wait_ready if isinstance(d, QemuBoard) else d.start) for d in devices]
+        errors = [str(error) for error in (f.exception() for f in futures) if error is not None]
+    except BaseException:
+        for device in devices:
+            if isinstance(device, QemuBoard):
+                device.kill()
+        pool.shutdown(wait=True, cancel_futures=True)
+        for device in devices:
+            if not isinstance(device, QemuBoard):
+                device.stop()
+        raise
+    pool.shutdown(wait=True)
+    return errors
+
+
 def start_fleet(
     n: int,
     state_dir: Path = DEFAULT_STATE_DIR,
     *,
     phones: int = 0,
+    qemu: int = 0,
     inventory: Path | None = None,
     params: LoadParams | None = None,
     period_s: float = 0.1,
     exit_with_parent: bool = False,
 ) -> Fleet:
-    """Start ``n`` boards (``board-1`` ...) and ``phones`` phones (``phone-1`` ...) and write their inventory.
+    """Start ``n`` boards (``board-1`` ...), ``phones`` phones (``phone-1`` ...) and ``qemu`` emulated aarch64
+    boards (``qemu-1`` ...), and write their inventory.
 
     Phones alternate between the two fuel-gauge conventions seen in the field, so a fleet of two exercises the
     farm's inference of both: odd phones read uV/uA with a negative current while discharging, even phones
@@ -208,15 +279,15 @@ def start_fleet(
     ``inventory`` defaults to ``state_dir/devices.yaml`` (``.farm/sim/devices.yaml`` for the default state
     directory). Refuses to start over a fleet that is still running in ``state_dir``.
     """
-    if n < 0 or phones < 0 or n + phones < 1:
-        raise SimError(f"a fleet needs at least one device, not {n} boards and {phones} phones")
+    if n < 0 or phones < 0 or qemu < 0 or n + phones + qemu < 1:
+        raise SimError(f"a fleet needs at least one device, not {n} boards, {phones} phones and {qemu} qemu boards")
     state_dir = Path(os.path.abspath(state_dir))
     running = _running(state_dir)
     if running:
         raise SimError(f"virtual boards {', '.join(running)} are still running in {state_dir}; `farm sim down` first")
     state_dir.mkdir(parents=True, exist_ok=True)
     key_path = state_dir / "id_ed25519"
-    boards = _boards(n, state_dir, key_path, params or LoadParams(), period_s, exit_with_parent)
+    boards = _boards(n, state_dir, key_path, params or LoadParams(), period_s, exit_with_parent) if n else []
     adb_key = state_dir / "adbkey"
     sims = _phones(phones, state_dir, adb_key, params or LoadParams(), period_s, exit_with_parent)
     fleet = Fleet(
@@ -227,11 +298,9 @@ def start_fleet(
         inventory_path=Path(os.path.abspath(inventory)) if inventory else state_dir / "devices.yaml",
         phones=sims,
         adb_key_path=adb_key if phones else None,
+        qemu_boards=_qemu_boards(qemu, state_dir, key_path, exit_with_parent),
     )
-    with ThreadPoolExecutor(max_workers=max(1, min(n + phones, 8))) as pool:
-        devices: list[SshBoard | SimPhone] = [*boards, *sims]
-        futures = [pool.submit(device.start) for device in devices]
-        errors = [str(error) for error in (f.exception() for f in futures) if error is not None]
+    errors = _start_all([*boards, *sims, *fleet.qemu_boards])
     if errors:
         fleet.stop()
         raise SimError("\n".join(errors))
@@ -256,5 +325,17 @@ def stop_fleet(state_dir: Path = DEFAULT_STATE_DIR) -> list[str]:
     for record in state.get("phones", []):
         stop_recorded(phone_from_state(record), None)
         stopped.append(str(record.get("id")))
+    for record in state.get("qemu", []):
+        _stop_qemu_record(record, state_dir / "known_hosts")
+        stopped.append(str(record.get("id")))
     (state_dir / STATE_FILE).unlink(missing_ok=True)
     return stopped
+
+
+def _stop_qemu_record(record: dict[str, Any], known_hosts: Path) -> None:
+    """Power a recorded QEMU board off over SSH (a clean shutdown), then make sure its qemu is gone."""
+    proc = proc_from_state(record.get("qemu"))
+    port = record.get("port")
+    if isinstance(port, int) and isinstance(record.get("key"), str):
+        power_off(proc, str(record.get("host", "127.0.0.1")), port, Path(record["key"]), known_hosts)
+    kill_qemu(proc)

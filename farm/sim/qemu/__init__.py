@@ -1,0 +1,1 @@
+"""Emulated Debian arm64 boards under qemu-system-aarch64 (docs/qemu-boards.md)."""

@@ -1,0 +1,98 @@
+"""The QEMU boards' image recipe: its digest follows what goes into the image, and a cached image is reused."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from farm.config.inventory import Device
+from farm.sim.qemu import image as image_mod
+from farm.sim.qemu.board import QemuBoard, qemu_argv
+from farm.sim.qemu.image import MANIFEST, Image, ensure_image
+from farm.sim.qemu.recipe import CACHE_ENV, Recipe, cache_root, image_dir
+
+
+def test_the_digest_is_stable_and_follows_every_part_of_the_recipe() -> None:
+    base = Recipe()
+    assert base.digest() == Recipe().digest()
+    changed = [
+        dataclasses.replace(base, packages=(*base.packages, "htop")),
+        dataclasses.replace(base, ffmpeg_wheel="imageio-ffmpeg==0.5.1"),
+        dataclasses.replace(base, files=((*base.files[:-1], ("etc/hostname", "other\n", 0o644)))),
+        dataclasses.replace(base, files=((*base.files[:-1], (*base.files[-1][:2], 0o600)))),
+        dataclasses.replace(base, suite="trixie"),
+        dataclasses.replace(base, revision=base.revision + 1),
+    ]
+    digests = {r.digest() for r in changed}
+    assert len(digests) == len(changed) and base.digest() not in digests
+
+
+def test_the_ffmpeg_on_the_board_is_the_hosts_imageio_ffmpeg_version() -> None:
+    import imageio_ffmpeg
+
+    assert Recipe().ffmpeg_wheel == f"imageio-ffmpeg=={imageio_ffmpeg.__version__}"
+
+
+def test_the_cache_is_under_the_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    assert cache_root() == tmp_path / "cache"
+    assert image_dir(Recipe()) == tmp_path / "cache" / Recipe().digest()
+    monkeypatch.delenv(CACHE_ENV)
+    assert cache_root() == Path.home() / ".cache" / "codec-farm" / "qemu"
+
+
+def test_a_cached_image_is_reused_and_another_recipe_is_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    recipe = Recipe()
+    cached = image_dir(recipe)
+    cached.mkdir(parents=True)
+    (cached / MANIFEST).write_text(json.dumps({"digest": recipe.digest()}))
+    builds: list[Path] = []
+
+    def build(recipe: Recipe, work: Path, say: object) -> tuple[Path, Path, Path]:
+        builds.append(work)
+        raise RuntimeError("stop before debootstrap")
+
+    monkeypatch.setattr(image_mod, "build", build)
+    found = ensure_image(recipe)
+    assert (found.dir, found.build_s, found.base) == (cached, None, cached / "base.qcow2")
+    assert builds == []
+    other = dataclasses.replace(recipe, packages=(*recipe.packages, "htop"))
+    with pytest.raises(RuntimeError, match="stop before debootstrap"):
+        ensure_image(other)
+    assert len(builds) == 1 and builds[0].parent == tmp_path
+    assert not builds[0].exists(), "a failed build leaves no half-built directory"
+    assert not image_dir(other).exists()
+
+
+def test_the_inventory_entry_is_an_emulated_aarch64_board_without_a_power_meter(tmp_path: Path) -> None:
+    img = Image(tmp_path, tmp_path / "base.qcow2", tmp_path / "vmlinuz", tmp_path / "initrd.img", "d", None)
+    key = tmp_path / "id_ed25519"
+    board = QemuBoard("qemu-1", tmp_path / "qemu-1", img, key, port=2222)
+    entry = board.inventory_entry(tmp_path / "known_hosts")
+    device = Device.model_validate(yaml.safe_load(yaml.safe_dump(entry)))
+    assert device.target == "linux-aarch64" and device.emulated
+    assert device.power.meter == "none" and device.thermal.zones == ()
+    assert device.runtime == {"python": "/usr/bin/python3", "ffmpeg": "/opt/farm/ffmpeg"}
+    argv = qemu_argv(img, tmp_path / "o.qcow2", tmp_path / "seed.img", 2222, tmp_path / "c.log", tmp_path / "q")
+    assert argv[0] == "qemu-system-aarch64" and "tcg,thread=multi" in argv and "cortex-a72" in argv
+    assert any(a.startswith("user,") and "hostfwd=tcp:127.0.0.1:2222-:22" in a for a in argv)
+
+
+def test_the_cross_isa_suite_is_smoke_with_fps_gated_on_the_host_only() -> None:
+    from farm.config.suite import load_suite
+
+    root = Path(__file__).resolve().parent.parent / "suites"
+    smoke, cross = load_suite(root / "smoke.yaml"), load_suite(root / "smoke-cross-isa.yaml")
+    assert cross.sequences == smoke.sequences and cross.rates_kbps == smoke.rates_kbps
+    assert cross.repeats == smoke.repeats and cross.metrics == smoke.metrics
+    pairs = list(zip(smoke.gates, cross.gates, strict=True))
+    for a, b in pairs:
+        if a.metric == "fps.p50":
+            assert (a.scope, b.scope) == ("each", "tag:host") and (a.op, a.value) == (b.op, b.value)
+        else:
+            assert a == b
