@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -80,7 +81,8 @@ def read_y4m(path: Path) -> tuple[Header, list[np.ndarray]]:
     w, h = int(fields[b"W"]), int(fields[b"H"])
     num, _, den = fields.get(b"F", "30:1").partition(":")
     size = w * h * 3 // 2
-    frames, pos = [], end + 1
+    frames: list[np.ndarray] = []
+    pos = end + 1
     while pos < len(data):
         pos = data.index(b"\n", pos) + 1
         if pos + size > len(data):
@@ -106,7 +108,7 @@ def to_i420(chan: np.ndarray, w: int, h: int) -> bytes:
     c = np.clip(np.rint((chan[0, :, : h // 2, : w // 2] + 0.5) * 255.0), 0, 255).astype(np.uint8)
     y = np.empty((h, w), np.uint8)
     y[0::2, 0::2], y[0::2, 1::2], y[1::2, 0::2], y[1::2, 1::2] = c[0], c[1], c[2], c[3]
-    return y.tobytes() + c[4].tobytes() + c[5].tobytes()
+    return bytes(y.tobytes() + c[4].tobytes() + c[5].tobytes())
 
 
 def y4m_header(h: Header) -> bytes:
@@ -136,7 +138,8 @@ def channel_scales(prior: Prior, q: float, shape: tuple[int, ...]) -> np.ndarray
 
 
 def quantize(latent: np.ndarray, prior: Prior, q: float) -> np.ndarray:
-    return np.rint((latent[0] - prior.mean[:, None, None]) / q).astype(np.int32)
+    symbols: np.ndarray = np.rint((latent[0] - prior.mean[:, None, None]) / q).astype(np.int32)
+    return symbols
 
 
 def dequantize(symbols: np.ndarray, prior: Prior, q: float) -> np.ndarray:
@@ -161,7 +164,7 @@ def sequence_step(latents: list[np.ndarray], prior: Prior, budget_bits: float) -
 
     lo, hi = -6.0, 8.0
     if size(2.0**hi) > budget_bits:
-        return 2.0**hi
+        return float(2.0**hi)
     for _ in range(24):
         mid = (lo + hi) / 2
         lo, hi = (lo, mid) if size(2.0**mid) <= budget_bits else (mid, hi)
@@ -177,7 +180,7 @@ def code_frame(symbols: np.ndarray, prior: Prior, q: float) -> bytes:
     scales = channel_scales(prior, q, symbols.shape)
     coder.encode_reverse(symbols.ravel(), model, np.zeros_like(scales), scales)
     words = coder.get_compressed().astype("<u4")
-    return FRAME.pack(q, bound, len(words)) + words.tobytes()
+    return bytes(FRAME.pack(q, bound, len(words)) + words.tobytes())
 
 
 def encode(model: Path, prior_path: Path, src: Path, dst: Path, rate_kbps: float) -> None:
@@ -201,7 +204,7 @@ def encode(model: Path, prior_path: Path, src: Path, dst: Path, rate_kbps: float
 def read_header(blob: bytes, prior: Prior) -> Header:
     if len(blob) < HEADER.size or blob[:4] != MAGIC:
         raise CodecError("not an LRC1 bitstream (bad magic)")
-    magic, version, w, h, num, den, frames, channels, ident = HEADER.unpack_from(blob)
+    _magic, version, w, h, num, den, frames, channels, ident = HEADER.unpack_from(blob)
     if version != 1:
         raise CodecError(f"LRC version {version} is not supported (1 only)")
     if ident != prior.ident or channels != len(prior.mean):
@@ -259,7 +262,7 @@ def decode(model: Path, prior_path: Path, src: Path, dst: Path, stats: Path, pro
 # ---- runtime provenance ---------------------------------------------------------------------------------------
 
 
-def open_session(model: Path, providers: list[str], scratch: Path) -> tuple[object, dict[str, object]]:
+def open_session(model: Path, providers: list[str], scratch: Path) -> tuple[Any, dict[str, object]]:
     """The decode session and what the device really ran it on (docs/learned-codec.md, "Runtime provenance").
 
     With any provider but the CPU requested, fallback to the CPU is disabled (the session fails instead of quietly
@@ -348,4 +351,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -16,7 +16,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import lrc  # noqa: E402
 
-STEPS = (0.35, 0.7, 1.4, 2.8)  # about the steps the smoke suite's rate points select (docs/learned-codec.md)
+STEPS = (1.4, 2.0, 2.8, 4.0, 5.6)  # about the steps the smoke suite's rate points select (docs/learned-codec.md)
 
 
 def calibration_latents(model: Path, frames: list[np.ndarray]) -> list[np.ndarray]:

@@ -142,7 +142,8 @@ def train(data: list[np.ndarray], steps: int, lam: float) -> Codec:
                 g["lr"] = 5e-5
         if step % 200 == 0 or step == steps - 1:
             psnr = 10 * np.log10(1.0 / max(float(mse.detach()), 1e-12))
-            print(f"step {step:5d}  loss {float(loss.detach()):.4f}  bpp {float(bpp.detach()):.4f}  psnr {psnr:.2f} dB", flush=True)
+            shown = f"loss {float(loss.detach()):.4f}  bpp {float(bpp.detach()):.4f}  psnr {psnr:.2f} dB"
+            print(f"step {step:5d}  {shown}", flush=True)
     return model
 
 
