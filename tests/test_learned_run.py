@@ -13,6 +13,7 @@ import yaml
 
 from farm.bundle import write_sums
 from tests.conftest import EXAMPLES, write
+from tests.sim_fixtures import PhoneFactory
 from tests.support.runs import farm
 
 pytestmark = pytest.mark.slow
@@ -76,3 +77,18 @@ def test_a_decoder_that_rejects_the_bitstream_fails_its_jobs_with_stderr_kept(tm
     for _, error, stderr in rows:
         assert "decoder exited 1" in error and "another entropy model" in error
         assert "lrc decode: bitstream was made for another entropy model" in stderr
+
+
+def test_an_emulated_phone_decodes_with_onnxruntime_and_reports_it(sim_phone: PhoneFactory, tmp_path: Path) -> None:
+    sim_phone("phone-l")
+    inv = sim_phone.inventory(tmp_path / "devices.yaml")
+    text = SUITE.replace("[100, 200, 400, 800]", "[200]").replace(
+        '  - {metric: bd_rate.psnr_yuv, op: "<=", value: 0.5}\n', ""
+    )
+    report = tmp_path / "run.json"
+    code, out = farm(tmp_path, "run", str(write(tmp_path / "s.yaml", text)), "--bundle", str(EXAMPLES / "learned-int8"),
+                     "--inventory", str(inv), "--json", str(report))  # fmt: skip
+    assert code == 0, out
+    props = json.loads(report.read_text())["devices"][0]["properties"]
+    assert props["runtime[test].providers_used"] == "CPUExecutionProvider"
+    assert props["runtime[test].version"] == onnxruntime.__version__
