@@ -16,7 +16,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import lrc  # noqa: E402
 
-STEPS = (1.4, 2.0, 2.8, 4.0, 5.6)  # about the steps the smoke suite's rate points select (docs/learned-codec.md)
+STEPS = (3.1, 4.7, 6.5, 9.0, 12.9, 17.6)  # about the steps the smoke suite's rate points select (docs/learned-codec.md)
 
 
 def calibration_latents(model: Path, frames: list[np.ndarray]) -> list[np.ndarray]:

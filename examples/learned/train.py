@@ -126,7 +126,7 @@ def train(data: list[np.ndarray], steps: int, lam: float) -> Codec:
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     for step in range(steps):
         x = batches(data, rng, 8, 64)
-        q = torch.from_numpy(np.float32(2.0 ** rng.uniform(-3.0, 1.0, size=(8, 1, 1, 1))))
+        q = torch.from_numpy(np.float32(2.0 ** rng.uniform(-1.0, 3.0, size=(8, 1, 1, 1))))
         y = model.analysis(x)
         y_noisy = y + q * (torch.rand_like(y) - 0.5)
         x_hat = model.synthesis(y_noisy)
