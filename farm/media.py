@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.metadata
 import json
 import os
 import secrets
 import signal
+import site
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -173,14 +176,38 @@ def _sha_cached(path: Path, cache: Path) -> str:
     return digest
 
 
+# An encoder may run on the farm's own python; `onnxruntime` names that python as one that imports onnxruntime
+# (docs/learned-codec.md): the learned example bundles encode with it.
+PYTHON_RUNTIMES = frozenset({"python", "onnxruntime"})
+
+
 def host_runtime(names: tuple[str, ...]) -> dict[str, str]:
     out: dict[str, str] = {}
     for name in names:
         if name == "ffmpeg":
             out[name] = host_ffmpeg()
+        elif name in PYTHON_RUNTIMES:
+            out[name] = sys.executable
         else:
-            raise InputError(f"encoder requires runtime {name!r}, which the host does not provide (ffmpeg only)")
+            raise InputError(
+                f"encoder requires runtime {name!r}, which the host does not provide (ffmpeg, python, onnxruntime)"
+            )
     return out
+
+
+def runtime_dirs(names: tuple[str, ...]) -> list[Path]:
+    """What a python runtime must read inside the encoder's sandbox: its prefix and its site-packages."""
+    if not PYTHON_RUNTIMES & set(names):
+        return []
+    dirs = {sys.prefix, sys.base_prefix, *site.getsitepackages()}
+    return sorted(Path(d) for d in dirs if os.path.isdir(d))
+
+
+def runtime_identity(name: str, path: str) -> str:
+    """A cache key part: the binary, and for onnxruntime the package version the encode ran on."""
+    if name == "onnxruntime":
+        return f"{tool_identity(path)}:onnxruntime-{importlib.metadata.version('onnxruntime')}"
+    return tool_identity(path)
 
 
 def encode(
@@ -204,7 +231,7 @@ def encode(
         "encode",
         enc.model_dump(mode="json"),
         {f: bundle.files.get(f) for f in enc.files},
-        {k: tool_identity(v) for k, v in runtime.items()},
+        {k: runtime_identity(k, v) for k, v in runtime.items()},
         source.sha256,
         rate_kbps,
         *(() if enc.deterministic else (scope or secrets.token_hex(8),)),
@@ -228,6 +255,7 @@ def encode(
                 "bundle": str(root),
             }
             # a bundle is code: its encoder sees its input, its bundle and runtimes, and writes only tmpdir
-            argv = confine(substitute(enc.argv, values), [src, root], Path(tmpdir), [*runtime.values()])
+            readable = [src, root, *runtime_dirs(enc.requires)]
+            argv = confine(substitute(enc.argv, values), readable, Path(tmpdir), [*runtime.values()])
             _atomic_run(argv, out, tmp, f"{bundle.label} encode of {source.sequence_id} at {rate_kbps:g} kbps", cancel)
     return Bitstream(out, _sha_cached(out, cache), out.stat().st_size, rate_kbps, reused)

@@ -39,6 +39,7 @@ class DecodeOutcome:
     temp_end_c: float | None = None  # and right after it
     failure: str | None = None
     free_bytes: int | None = None  # free space in the job folder right after a failed decode (None: unknown)
+    runtime: tuple[tuple[str, str], ...] = ()  # the decoder's runtime report (farm.provenance), key-sorted
 
 
 class Tether(Protocol):

@@ -42,6 +42,7 @@ from farm.power import ios_battery, probe
 from farm.power.battery import BatteryState
 from farm.power.instrument import Instrument, Window
 from farm.power.sampler import PowerSample
+from farm.provenance import runtime_of
 from farm.transports.base import TransportError, Unreachable
 
 T = TypeVar("T")
@@ -481,6 +482,7 @@ class IosDevice:
                 sha, size = await _pull_hashed(afc, out, local)
                 self._pulled[out] = local
         frames, stats_error = parse_stats(stats.splitlines())
+        runtime, runtime_error = runtime_of(stats.splitlines())
         status: int | None = None
         failure: str | None = None
         if launched.state == "vanished":
@@ -491,7 +493,8 @@ class IosDevice:
         return DecodeOutcome(
             exit_status=status, timed_out=launched.state == "timeout", start_ns=launched.start_ns,
             end_ns=launched.end_ns, output_sha=sha_ok, output_bytes=size, frame_times_ns=frames, stderr_tail=log,
-            stats_error=stats_error, temp_start_c=t_start, temp_end_c=t_end, failure=failure,
+            stats_error=stats_error or runtime_error, temp_start_c=t_start, temp_end_c=t_end, failure=failure,
+            runtime=runtime,
         )  # fmt: skip
 
     def kill_job(self, job_dir: str) -> None:

@@ -25,6 +25,7 @@ from farm.power import probe
 from farm.power.battery import BatteryState, Gauge
 from farm.power.instrument import Instrument, Window
 from farm.power.sampler import PowerSample
+from farm.provenance import runtime_line, runtime_of
 from farm.transports.base import AWAIT_SESSION_LEADER, Background, Held, Transport
 
 __all__ = ["DecodeOutcome", "PosixDevice", "TransferCounter", "parse_decode", "parse_stats"]
@@ -468,6 +469,7 @@ def parse_decode(text: str, shell_status: int | None, marker: str, timeout_s: fl
     if status is None:
         status = 125 if shell_status in (None, 0) else shell_status
     frame_times, stats_error = parse_stats(body["stats"])
+    runtime, runtime_error = runtime_of(body["stats"])
     return DecodeOutcome(
         exit_status=status,
         timed_out=_ran_out(status, start, end, timeout_s),
@@ -477,10 +479,11 @@ def parse_decode(text: str, shell_status: int | None, marker: str, timeout_s: fl
         output_bytes=size,
         frame_times_ns=frame_times,
         stderr_tail="\n".join(body["stderr"])[-4000:],
-        stats_error=stats_error,
+        stats_error=stats_error or runtime_error,
         temp_start_c=temps.get("temps_start"),
         temp_end_c=temps.get("temps_end"),
         free_bytes=None if free_kb is None else free_kb * 1024,
+        runtime=runtime,
     )
 
 
@@ -507,6 +510,8 @@ def parse_stats(lines: Sequence[str]) -> tuple[tuple[int, ...], str | None]:
             continue
         try:
             rec = json.loads(line)
+            if runtime_line(rec):
+                continue  # the runtime report (farm.provenance.runtime_of)
             frame, ns = int(rec["frame"]), int(rec["decode_ns"])
         except (ValueError, KeyError, TypeError):
             return (), f'stats line {lineno}: expected {{"frame": i, "decode_ns": n}}'

@@ -16,6 +16,7 @@ from rich.console import Group
 from rich.markup import escape
 from rich.table import Table
 
+from farm import provenance
 from farm.emulation import emulated_devices
 from farm.gates import Verdict, load_view
 from farm.gates.consistency import decodes, groups
@@ -183,8 +184,18 @@ def results_table(store: Store, run_id: str) -> Group:
         )
     if emulated:
         speed.caption += f"\nfps of {', '.join(sorted(emulated))} is EMULATED (QEMU TCG): not a hardware measurement"
+    speed.caption += "".join(f"\n{line}" for line in _runtime_caption(store, run_id))
     quality.caption = "\n".join(_bd_caption(store, run_id)) or None
     return Group(speed, quality, complexity_table(store, run_id))
+
+
+def _runtime_caption(store: Store, run_id: str) -> list[str]:
+    """The runtime that really decoded on each device, as its decoder reported it (farm.provenance)."""
+    lines = []
+    for d in store.devices(run_id):
+        for line in provenance.summary(json.loads(d["properties_json"] or "{}")):
+            lines.append(escape(f"runtime on {d['device_id']}: {line}"))
+    return lines
 
 
 def verdict_table(

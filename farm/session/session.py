@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from farm import provenance
 from farm.config.inventory import Device
 from farm.config.manifest import substitute
 from farm.devices.base import AppRef, DecodeOutcome, FarmDevice, NullTether, PowerMeter, Tether
@@ -392,6 +393,7 @@ class _Session:
         )
         after = dev.battery()
         outcome = box[0]
+        provenance.merge(self.props, job.key.role, dict(outcome.runtime))
         error = measure.failure(outcome, timeout)
         frames, error = self._collect(dev, job_dir, outcome, error)
         charging = measure.charging_reason(before, after, dev.charging_advice)

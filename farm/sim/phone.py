@@ -178,7 +178,11 @@ class SimPhone:
             "target": emulator_target(),
             "tags": ["sim", "adb", "android"],
             "workdir": str(self.workdir),
-            "runtime": {"ffmpeg": str(Path(imageio_ffmpeg.get_ffmpeg_exe()).resolve()), "python": sys.executable},
+            "runtime": {
+                "ffmpeg": str(Path(imageio_ffmpeg.get_ffmpeg_exe()).resolve()),
+                "python": sys.executable,
+                "onnxruntime": sys.executable,  # a python that imports onnxruntime (docs/learned-codec.md)
+            },
             "power": power,
             "thermal": {"zones": [str(self.thermal_zone)], "throttle_c": self.params.throttle_c, "simulated": True},
         }  # fmt: skip

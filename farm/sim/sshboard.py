@@ -483,7 +483,11 @@ class SshBoard:
             "target": local_target(),
             "tags": ["sim", "ssh"],
             "workdir": str(self.workdir),
-            "runtime": {"ffmpeg": str(Path(imageio_ffmpeg.get_ffmpeg_exe()).resolve()), "python": sys.executable},
+            "runtime": {
+                "ffmpeg": str(Path(imageio_ffmpeg.get_ffmpeg_exe()).resolve()),
+                "python": sys.executable,
+                "onnxruntime": sys.executable,  # a python that imports onnxruntime (docs/learned-codec.md)
+            },
             "power": {"meter": "hwmon", "nodes": [str(self.power_node)], "unit": "uW", "simulated": True},
             "thermal": {"zones": [str(self.thermal_zone)], "throttle_c": self.params.throttle_c, "simulated": True},
         }

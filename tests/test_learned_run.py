@@ -1,0 +1,94 @@
+"""The learned bundles through a whole farm run on the local device: INT8 against its float original as the anchor."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import onnxruntime
+import pytest
+import yaml
+
+from farm.bundle import write_sums
+from tests.conftest import EXAMPLES, write
+from tests.sim_fixtures import PhoneFactory
+from tests.support.runs import farm
+
+pytestmark = pytest.mark.slow
+
+SUITE = """name: learned-tiny
+sequences:
+  - id: bars
+    generate: {source: testsrc2, width: 160, height: 120, fps: 30, frames: 6}
+rates_kbps: [100, 200, 400, 800]
+repeats: 1
+warmup_frames: 1
+timeout_s: 120
+power: {baseline_s: 0}
+gates:
+  - {metric: failures, op: "==", value: 0, scope: all}
+  - {metric: bd_rate.psnr_yuv, op: "<=", value: 0.5}
+"""
+
+
+def test_int8_against_fp32_gives_a_bd_rate_and_stores_the_runtime_that_decoded(tmp_path: Path) -> None:
+    report = tmp_path / "run.json"
+    args = ["--bundle", str(EXAMPLES / "learned-int8"), "--anchor", str(EXAMPLES / "learned-fp32")]
+    code, out = farm(tmp_path, "run", str(write(tmp_path / "s.yaml", SUITE)), *args, "--json", str(report))
+    assert code == 0, out
+    data = json.loads(report.read_text())
+    gap = data["device_metrics"]["local"]["bd_rate.psnr_yuv"]["value"]
+    assert gap is not None and -0.05 < gap < 0.5, data["device_metrics"]
+    props = data["devices"][0]["properties"]
+    for role in ("test", "anchor"):
+        assert props[f"runtime[{role}].name"] == "onnxruntime"
+        assert props[f"runtime[{role}].version"] == onnxruntime.__version__
+        assert props[f"runtime[{role}].providers_used"] == "CPUExecutionProvider"
+        assert props[f"runtime[{role}].cpu_fallback_nodes"] == "0"
+    assert props["runtime[test].model_sha256"] != props["runtime[anchor].model_sha256"]
+    assert "runtime_disagreement" not in props
+    assert "runtime on local: test: onnxruntime" in out
+
+
+def test_a_decoder_that_rejects_the_bitstream_fails_its_jobs_with_stderr_kept(tmp_path: Path) -> None:
+    bundle = tmp_path / "wrong-prior"
+    shutil.copytree(EXAMPLES / "learned-int8", bundle)
+    prior = json.loads((bundle / "prior.json").read_text())
+    prior["scale"][0] *= 2  # another entropy model: the bitstream's prior id no longer matches
+    (bundle / "other-prior.json").write_text(json.dumps(prior))
+    manifest = yaml.safe_load((bundle / "bundle.yaml").read_text())
+    target = manifest["targets"]["linux-x86_64"]
+    target["files"].append("other-prior.json")
+    target["decode"] = [a.replace("{bundle}/prior.json", "{bundle}/other-prior.json") for a in target["decode"]]
+    manifest["targets"] = {"linux-x86_64": target}
+    (bundle / "bundle.yaml").write_text(yaml.safe_dump(manifest))
+    write_sums(bundle)
+    text = SUITE.replace("[100, 200, 400, 800]", "[100]").replace(
+        '  - {metric: bd_rate.psnr_yuv, op: "<=", value: 0.5}\n', ""
+    )
+    suite = write(tmp_path / "s.yaml", text)
+    code, out = farm(tmp_path, "run", str(suite), "--bundle", str(bundle))
+    assert code == 1, out
+    with sqlite3.connect(tmp_path / "state" / "results.db") as db:
+        rows = db.execute("SELECT status, error, stderr_tail FROM jobs").fetchall()
+    assert rows and all(status == "failed" for status, _, _ in rows), rows
+    for _, error, stderr in rows:
+        assert "decoder exited 1" in error and "another entropy model" in error
+        assert "lrc decode: bitstream was made for another entropy model" in stderr
+
+
+def test_an_emulated_phone_decodes_with_onnxruntime_and_reports_it(sim_phone: PhoneFactory, tmp_path: Path) -> None:
+    sim_phone("phone-l")
+    inv = sim_phone.inventory(tmp_path / "devices.yaml")
+    text = SUITE.replace("[100, 200, 400, 800]", "[200]").replace(
+        '  - {metric: bd_rate.psnr_yuv, op: "<=", value: 0.5}\n', ""
+    )
+    report = tmp_path / "run.json"
+    code, out = farm(tmp_path, "run", str(write(tmp_path / "s.yaml", text)), "--bundle", str(EXAMPLES / "learned-int8"),
+                     "--inventory", str(inv), "--json", str(report))  # fmt: skip
+    assert code == 0, out
+    props = json.loads(report.read_text())["devices"][0]["properties"]
+    assert props["runtime[test].providers_used"] == "CPUExecutionProvider"
+    assert props["runtime[test].version"] == onnxruntime.__version__
