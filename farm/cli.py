@@ -20,6 +20,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from farm import __version__
+from farm.cluster import cli as _cluster_cli
+from farm.cluster.cli import CertsOpt, ClusterOpt
 from farm.errors import FarmError, InputError, unnamed
 
 if TYPE_CHECKING:  # the CLI imports heavy modules inside commands, so `farm --help` stays fast
@@ -208,6 +210,8 @@ def devices(
     usbmux: Annotated[
         bool, typer.Option("--usbmux", help="also list every iOS device usbmuxd sees (UDID, model, iOS version)")
     ] = False,
+    cluster: ClusterOpt = None,
+    cert_dir: CertsOpt = None,
 ) -> None:
     """List the inventory; with --check, connect to each device and report reachability and properties.
 
@@ -218,6 +222,12 @@ def devices(
     from farm.config.inventory import load_inventory
     from farm.report.machine import dumps, emit
 
+    if cluster is not None:
+        with _errors(), _stdout_for(json_out):
+            rows = _cluster_cli.show_devices(cluster, cert_dir, out)
+            if json_out:
+                emit(json_out, dumps({"cluster": cluster, "devices": rows}))
+        return
     with _errors(), _stdout_for(json_out):
         inv = load_inventory(_inventory(inventory))
         listed: list[dict[str, Any]] = []
@@ -362,6 +372,11 @@ def run(
     lease_timeout: Annotated[
         float, typer.Option("--lease-timeout", min=0, max=86400, help="seconds to wait for a device another run holds")
     ] = 600.0,
+    cluster: ClusterOpt = None,
+    cert_dir: CertsOpt = None,
+    agent_wait: Annotated[
+        float, typer.Option("--agent-wait", min=0, help="--cluster: seconds to wait for an agent offering a device")
+    ] = 30.0,
 ) -> None:
     """Run SUITE with a bundle on the selected devices and gate it. Ctrl-C stops it (exit 130); --resume finishes it."""
     from farm.interrupt import stop_on_signals
@@ -383,9 +398,10 @@ def run(
         rid = _run_id(db, resume) if resume is not None else None
         view = LiveView(out, [d.id for d in plan.devices])
         cancel = Cancel()
-        opts = RunOptions(state, cancel, [view], view.log, rid, lease_timeout)
-        with stop_on_signals(cancel), view:
-            outcome = execute(plan, db, opts)
+        with _cluster_cli.executor(cluster, cert_dir, agent_wait) as executor:
+            opts = RunOptions(state, cancel, [view], view.log, rid, lease_timeout, executor)
+            with stop_on_signals(cancel), view:
+                outcome = execute(plan, db, opts)
         code = _print_outcome(db, outcome, plan.suite.name, _Outputs(json_out, csv_out, junit))
         code, pushed = _push(store_path, outcome.run_id, pushgateway, code)
         _say_verdict(outcome, code, pushed)
@@ -847,6 +863,9 @@ def sim_down() -> None:
     with _errors():
         stopped = stop_fleet(DEFAULT_STATE_DIR)
         out.print(f"stopped {', '.join(stopped)}" if stopped else "no virtual devices were running")
+
+
+_cluster_cli.register(app, _errors, out)
 
 
 def main() -> None:
