@@ -31,7 +31,7 @@ from tests.support.runs import variant
 pytestmark = pytest.mark.slow
 
 HOSTS = {"board-1": "agent-a", "board-2": "agent-b"}
-STOP_BOUND_S = 10.0
+STOP_BOUND_S = 20.0  # the local bound (10 s) plus Dask's cancel round trips on a loaded 2-core machine
 SUITE = """name: cluster
 sequences:
   - id: bars
@@ -225,7 +225,8 @@ def test_controller_sigint_stops_every_session_and_releases_the_devices(
 ) -> None:
     hang = variant(tmp_path, "hang", ["sh", "-c", 'sleep 300; exec "$@"', "hang"])
     proc = _run(cluster, tmp_path, *_on_cluster(cluster), bundle=hang, name="h")
-    assert wait_for(lambda: all(alive(f"{b.workdir}/jobs") for b in fleet.boards), 120), "never decoding"
+    decoding = wait_for(lambda: all(alive(f"{b.workdir}/jobs") for b in fleet.boards), 180)
+    assert decoding, proc.communicate()[0] if proc.poll() is not None else "still running, never decoding"
     t0 = time.monotonic()
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)

@@ -42,15 +42,22 @@ def wait_for_agents(client: Client, wanted: Iterable[str], timeout_s: float, can
         cancel.wait(min(POLL_S, max(0.0, deadline - time.monotonic())))
 
 
-def stage(client: Client, addr: str, digests: set[str], local: Callable[[str], Path]) -> tuple[int, int]:
-    """Send the agent every file it lacks, asked by digest; returns (files sent, bytes sent)."""
-    lacking = client.run(remote.missing, sorted(digests), workers=[addr])[addr]
-    sent = 0
-    for digest in lacking:
+def stage(client: Client, needs: dict[str, set[str]], local: Callable[[str], Path]) -> dict[str, tuple[int, int]]:
+    """Send each agent (address -> digests it needs) every file it lacks, asked by digest, all agents at once.
+
+    One round trip asks every agent; then each lacking file is read once and sent to every agent that lacks it.
+    Returns, per agent, (files sent, bytes sent).
+    """
+    everything = sorted(set().union(*needs.values())) if needs else []
+    lacking: dict[str, list[str]] = client.run(remote.missing, everything, workers=list(needs)) if needs else {}
+    sent = {addr: (0, 0) for addr in needs}
+    for digest in sorted({d for addr, ds in lacking.items() for d in ds if d in needs[addr]}):
+        to = [addr for addr, ds in lacking.items() if digest in ds and digest in needs[addr]]
         data = local(digest).read_bytes()
-        client.run(remote.put, digest, data, workers=[addr])
-        sent += len(data)
-    return len(lacking), sent
+        client.run(remote.put, digest, data, workers=to)
+        for addr in to:
+            sent[addr] = (sent[addr][0] + 1, sent[addr][1] + len(data))
+    return sent
 
 
 def pull_output(client: Client, addr: str, digest: str, dest: Path) -> int:

@@ -105,14 +105,13 @@ class _Dispatch:
                 self._finish(DeviceDone(spec.device.id, why, None if self.cancel.is_set() else text, False))
             else:
                 self.devices[spec.device.id] = _Device(spec, addr)
-        by_agent: dict[str, set[str]] = {}
+        needs: dict[str, set[str]] = {}
         for d in self.devices.values():
-            by_agent.setdefault(d.addr, set()).update(_digests(d.spec))
-        for addr, digests in by_agent.items():
-            sent, size = controller.stage(self.client, addr, digests, self.ex.artifact)
-            for d in self.devices.values():
-                if d.addr == addr:
-                    self.on_event(Status(d.spec.device.id, "staging", f"agent {addr}: sent {sent} files, {size} B"))
+            needs.setdefault(d.addr, set()).update(_digests(d.spec))
+        sent = controller.stage(self.client, needs, self.ex.artifact)
+        for d in self.devices.values():
+            files, size = sent[d.addr]
+            self.on_event(Status(d.spec.device.id, "staging", f"agent {d.addr}: sent {files} files, {size} B"))
 
     def _submit(self) -> None:
         for device_id, d in self.devices.items():
