@@ -10,7 +10,12 @@ ideal = the slowest device's total sleep (jobs x S); efficiency = ideal / wall. 
 controller process's CPU time over the run divided by the jobs (for threads that process also runs every
 session; for Dask the sessions run in the agents).
 
+Then the scoring decision of docs/scale-out.md: pulling one decoded output (640x360, --pull-frames frames of
+Y4M) from an agent over Dask TLS, against scoring it (farm.quality.score: PSNR, SSIM, VMAF through ffmpeg), the
+same file, interleaved repeats.
+
     python3 bench/bench_dispatch.py [--devices 64] [--agents 4] [--jobs 3] [--sleep 2] [--repeats 5]
+                                    [--pull-frames 60]
 """
 
 from __future__ import annotations
@@ -140,6 +145,7 @@ def main() -> int:
     p.add_argument("--jobs", type=int, default=3)
     p.add_argument("--sleep", type=float, default=2.0)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--pull-frames", type=int, default=60)
     a = p.parse_args()
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
@@ -186,9 +192,40 @@ def run_bench(a: argparse.Namespace, tmp: Path, inv: Path, suite: Path, y4m: Pat
                 cpu[kind].append(used * 1000 / n_jobs)
                 print(f"repeat {r + 1} {kind:7s}: wall {wall:.2f}s efficiency {ideal / wall:.3f} "
                       f"controller CPU {used * 1000 / n_jobs:.1f} ms/job", flush=True)  # fmt: skip
-    report(a, eff, cpu, ideal, failures)
+        report(a, eff, cpu, ideal, failures)
+        pull_vs_score(client, tmp, a.pull_frames, a.repeats)
     ok = statistics.median(eff["dask"]) >= TARGET_EFF and statistics.median(cpu["dask"]) <= TARGET_CPU_MS
     return 0 if ok and not failures else 1
+
+
+def pull_vs_score(client: object, tmp: Path, frames: int, repeats: int) -> None:
+    import imageio_ffmpeg
+
+    from farm.cluster.controller import pull_output
+    from farm.quality.score import score
+
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    src = tmp / "decoded.y4m"
+    lavfi = "testsrc2=size=640x360:rate=30"
+    subprocess.run([ffmpeg, "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i", lavfi,
+                    "-frames:v", str(frames), "-pix_fmt", "yuv420p", str(src)], check=True)  # fmt: skip
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()
+    (tmp / "agent-0" / "outputs").mkdir(parents=True, exist_ok=True)
+    (tmp / "agent-0" / "outputs" / f"{digest}.y4m").write_bytes(src.read_bytes())
+    addr = next(w for w, i in client.scheduler_info()["workers"].items() if i.get("name") == "farm-agent-agent-0")  # type: ignore[attr-defined]
+    pulls, scores = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        pull_output(client, addr, digest, tmp / "pulled.y4m")  # type: ignore[arg-type]
+        pulls.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        score(tmp / "pulled.y4m", src, ffmpeg=ffmpeg)
+        scores.append(time.perf_counter() - t0)
+    mb = src.stat().st_size / 1e6
+    print(f"\npull vs score of one decoded output ({mb:.1f} MB, 640x360, {frames} frames), {repeats} interleaved:")
+    print(f"pull over Dask TLS (s): {stats(pulls)}; {mb / statistics.median(pulls):.0f} MB/s")
+    print(f"score psnr+ssim+vmaf (s): {stats(scores)}")
+    print(f"ratio score/pull (time, median): {statistics.median(scores) / statistics.median(pulls):.1f}")
 
 
 def report(a: argparse.Namespace, eff: dict[str, list[float]], cpu: dict[str, list[float]], ideal: float,

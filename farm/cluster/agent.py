@@ -16,6 +16,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+import dask
 from distributed import Security, Worker
 
 from farm.cluster.names import resource
@@ -24,6 +25,12 @@ from farm.config.inventory import Device, load_inventory
 from farm.errors import InputError
 
 RECONNECT_S = 1.0
+SETTINGS = {
+    # the statistical profiler walks every thread's stack every 10 ms; an agent runs a thread per device that
+    # mostly waits on it, so profiling them costs CPU on the device host and tells nobody anything
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.system-monitor.gil.enabled": False,
+}
 log = logging.getLogger("farm.agent")
 
 
@@ -88,6 +95,7 @@ def run_agent(config: AgentConfig, security: Security | None) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await serve(config, security, stop)
+        with dask.config.set(SETTINGS):
+            await serve(config, security, stop)
 
     asyncio.run(main())
