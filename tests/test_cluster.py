@@ -264,3 +264,33 @@ def test_an_agent_refuses_plain_tcp_off_loopback(tmp_path: Path) -> None:
     argv = [sys.executable, "-m", "farm", "agent", "--scheduler", "tcp://192.0.2.1:8786", "--host", "h"]
     done = subprocess.run(argv, cwd=tmp_path, env=farm_env(), capture_output=True, text=True, timeout=180)
     assert done.returncode == 2 and "plain tcp:// is refused off loopback" in done.stderr, done.stderr
+
+
+def test_lease_timeout_gives_up_on_a_device_another_run_holds(cluster: Cluster, tmp_path: Path) -> None:
+    gate = tmp_path / "go"
+    held = variant(tmp_path, "held", ["sh", "-c", f'while [ ! -e {gate} ]; do sleep 0.1; done; exec "$@"', "w"])
+    suite = _suite(tmp_path, more="")
+    args = (*_on_cluster(cluster), "--devices", "board-1")
+    holder = _run(cluster, tmp_path, *args, bundle=held, name="holder", suite=suite)
+    try:
+        assert wait_for(lambda: alive(f"{gate}"), 180), "the holding run never started decoding"
+        waiter = _run(cluster, tmp_path, *args, "--lease-timeout", "3", name="waiter", suite=suite)
+        out, _ = waiter.communicate(timeout=180)
+        assert waiter.returncode == 3, out
+        assert "board-1: held by run" in out and "gave up after 3s (--lease-timeout)" in out
+    finally:
+        gate.touch()
+        out_h, _ = holder.communicate(timeout=180)
+    assert holder.returncode == 0, out_h
+
+
+def test_agents_reconnect_by_themselves_after_a_scheduler_restart(cluster: Cluster, tmp_path: Path) -> None:
+    assert cluster.scheduler is not None
+    cluster.scheduler.send_signal(signal.SIGTERM)
+    cluster.scheduler.wait(timeout=60)
+    cluster.start_scheduler()  # same port, same certificates; nobody touches the agents
+    cluster.wait_ready(120)
+    assert all(proc.poll() is None for proc in cluster.agents.values())
+    proc = _run(cluster, tmp_path, *_on_cluster(cluster), name="after", suite=_suite(tmp_path, more=""))
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
