@@ -66,6 +66,10 @@ def pull_output(client: Client, addr: str, digest: str, dest: Path) -> int:
     return len(data)
 
 
-def holders(client: Client, addr: str, device_ids: list[str]) -> dict[str, tuple[str, float]]:
-    result: dict[str, tuple[str, float]] = client.run(remote.holders, device_ids, workers=[addr])[addr]
-    return result
+def holders(client: Client, addrs: set[str], device_ids: list[str]) -> dict[str, tuple[str, float]]:
+    """Which run holds each of these devices, and since when: one call to all the agents concerned at once."""
+    answers: dict[str, dict[str, tuple[str, float]]] = client.run(remote.holders, device_ids, workers=sorted(addrs))
+    out: dict[str, tuple[str, float]] = {}
+    for held in answers.values():
+        out.update(held)
+    return out

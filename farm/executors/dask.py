@@ -45,7 +45,6 @@ class _Device:
     done: DeviceDone | None = None
     finished_at: float | None = None
     holder: tuple[str, float] | None = None
-    asked: float = 0.0
 
 
 @dataclass
@@ -79,6 +78,7 @@ class _Dispatch:
         self.devices: dict[str, _Device] = {}
         self.results: dict[str, DeviceDone] = {}
         self.pulls = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pull")
+        self.asked = 0.0
 
     def run(self) -> list[DeviceDone]:
         try:
@@ -140,6 +140,8 @@ class _Dispatch:
             for d in self.devices.values():
                 if d.spec.device.id not in self.results:
                     self._check(d, stopping=stop_by is not None)
+            if stop_by is None:
+                self._ask_holders()
 
     def _handle(self, event: Event) -> None:
         d = self.devices.get(event.device_id)
@@ -174,7 +176,7 @@ class _Dispatch:
             self._finish(DeviceDone(d.spec.device.id, "interrupted", None, False))
 
     def _waiting(self, d: _Device, now: float) -> None:
-        """Not started yet: another run holds the device (the resource). Say which, and since when; time out."""
+        """Not started yet: another run holds the device (its resource); give up after the lease timeout."""
         waited = now - d.submitted
         if waited > self.ex.lease_timeout_s:
             assert d.future is not None
@@ -183,15 +185,25 @@ class _Dispatch:
             text = f"{d.spec.device.id}: {held}; gave up after {self.ex.lease_timeout_s:g}s (--lease-timeout)"
             self._finish(DeviceDone(d.spec.device.id, "unavailable", text, False))
             return
-        if waited < 1.0 or now - d.asked < HOLDER_POLL_S:
+
+    def _ask_holders(self) -> None:
+        """Every few seconds, one round trip to the agents of devices still waiting: who holds them, since when."""
+        now = time.monotonic()
+        if now - self.asked < HOLDER_POLL_S:
             return
-        d.asked = now
-        holder = controller.holders(self.client, d.addr, [d.spec.device.id]).get(d.spec.device.id)
-        if holder is not None and holder != d.holder:
-            d.holder = holder
-            since = time.strftime("%H:%M:%S", time.localtime(holder[1]))
-            text = f"waiting for {d.spec.device.id}, held by run {holder[0]} since {since}"
-            self.on_event(Status(d.spec.device.id, "waiting", text, warning=True))
+        self.asked = now
+        waiting = [d for d in self.devices.values()
+                   if not d.started and d.spec.device.id not in self.results and now - d.submitted >= 1.0]  # fmt: skip
+        if not waiting:
+            return
+        held = controller.holders(self.client, {d.addr for d in waiting}, [d.spec.device.id for d in waiting])
+        for d in waiting:
+            holder = held.get(d.spec.device.id)
+            if holder is not None and holder != d.holder:
+                d.holder = holder
+                since = time.strftime("%H:%M:%S", time.localtime(holder[1]))
+                text = f"waiting for {d.spec.device.id}, held by run {holder[0]} since {since}"
+                self.on_event(Status(d.spec.device.id, "waiting", text, warning=True))
 
     # -- endings ----------------------------------------------------------------------------------------
     def _lost(self, d: _Device, fut: Future[Any]) -> None:
