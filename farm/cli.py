@@ -21,13 +21,14 @@ from rich.table import Table
 
 from farm import __version__
 from farm.cluster import cli as _cluster_cli
-from farm.cluster.cli import CertsOpt, ClusterOpt
+from farm.cluster.cli import AgentWaitOpt, CertsOpt, ClusterOpt
 from farm.errors import FarmError, InputError, unnamed
 
 if TYPE_CHECKING:  # the CLI imports heavy modules inside commands, so `farm --help` stays fast
     from farm.bundle import Bundle
     from farm.gates import Verdict
     from farm.pipeline import RunOutcome
+    from farm.plan import Plan
     from farm.store import Store
 
 # -h as well as --help everywhere; sub-apps inherit it through click's context
@@ -374,16 +375,10 @@ def run(
     ] = 600.0,
     cluster: ClusterOpt = None,
     cert_dir: CertsOpt = None,
-    agent_wait: Annotated[
-        float, typer.Option("--agent-wait", min=0, help="--cluster: seconds to wait for an agent offering a device")
-    ] = 30.0,
+    agent_wait: AgentWaitOpt = 30.0,
 ) -> None:
     """Run SUITE with a bundle on the selected devices and gate it. Ctrl-C stops it (exit 130); --resume finishes it."""
-    from farm.interrupt import stop_on_signals
-    from farm.pipeline import RunOptions, execute
     from farm.plan import load_plan
-    from farm.progress import LiveView
-    from farm.session.cancel import Cancel
 
     with _errors(), _stdout_for(json_out, csv_out):
         if pushgateway is not None:
@@ -396,12 +391,7 @@ def run(
         plan = load_plan(suite, bundle, anchor, _inventory(inventory), devices_sel, state / "cache")
         db = _open_store(store, create=True)
         rid = _run_id(db, resume) if resume is not None else None
-        view = LiveView(out, [d.id for d in plan.devices])
-        cancel = Cancel()
-        with _cluster_cli.executor(cluster, cert_dir, agent_wait) as executor:
-            opts = RunOptions(state, cancel, [view], view.log, rid, lease_timeout, executor)
-            with stop_on_signals(cancel), view:
-                outcome = execute(plan, db, opts)
+        outcome = _execute(plan, db, state, rid, lease_timeout, (cluster, cert_dir, agent_wait))
         code = _print_outcome(db, outcome, plan.suite.name, _Outputs(json_out, csv_out, junit))
         code, pushed = _push(store_path, outcome.run_id, pushgateway, code)
         _say_verdict(outcome, code, pushed)
@@ -411,6 +401,24 @@ def run(
             else:
                 _tag(db, outcome.run_id, release, repo_root, plan.bundle, sign, state)
     raise typer.Exit(code)
+
+
+def _execute(
+    plan: Plan, db: Store, state: Path, rid: str | None, lease_timeout: float,
+    cluster: tuple[str | None, Path | None, float],
+) -> RunOutcome:  # fmt: skip
+    """The run itself, on this host's threads or (``--cluster``) on the cluster's agents, with the live view."""
+    from farm.interrupt import stop_on_signals
+    from farm.pipeline import RunOptions, execute
+    from farm.progress import LiveView
+    from farm.session.cancel import Cancel
+
+    view = LiveView(out, [d.id for d in plan.devices])
+    cancel = Cancel()
+    with _cluster_cli.executor(*cluster) as executor:
+        opts = RunOptions(state, cancel, [view], view.log, rid, lease_timeout, executor)
+        with stop_on_signals(cancel), view:
+            return execute(plan, db, opts)
 
 
 class _Outputs(NamedTuple):

@@ -29,6 +29,9 @@ CertsOpt = Annotated[
 ClusterOpt = Annotated[
     str | None, typer.Option("--cluster", envvar="FARM_CLUSTER", help="the cluster's scheduler, tls://HOST:8786")
 ]
+AgentWaitOpt = Annotated[
+    float, typer.Option("--agent-wait", min=0, help="--cluster: seconds to wait for an agent offering a device")
+]
 Errors = Callable[[], contextlib.AbstractContextManager[None]]
 
 
