@@ -193,9 +193,29 @@ def run_bench(a: argparse.Namespace, tmp: Path, inv: Path, suite: Path, y4m: Pat
                 print(f"repeat {r + 1} {kind:7s}: wall {wall:.2f}s efficiency {ideal / wall:.3f} "
                       f"controller CPU {used * 1000 / n_jobs:.1f} ms/job", flush=True)  # fmt: skip
         report(a, eff, cpu, ideal, failures)
+        start_floor(client, a.devices, a.repeats)
         pull_vs_score(client, tmp, a.pull_frames, a.repeats)
     ok = statistics.median(eff["dask"]) >= TARGET_EFF and statistics.median(cpu["dask"]) <= TARGET_CPU_MS
     return 0 if ok and not failures else 1
+
+
+def _now() -> float:
+    return time.time()
+
+
+def start_floor(client: object, devices: int, repeats: int) -> None:
+    """Dask's own floor: how late a trivial task holding one device resource starts after its submit."""
+    from farm.cluster.names import resource
+
+    spreads = []
+    for r in range(repeats):
+        t0 = time.time()
+        futs = [client.submit(_now, key=f"floor-{r}-{i}-{t0}", pure=False,  # type: ignore[attr-defined]
+                              resources={resource(f"dev-{i:03d}"): 1}) for i in range(devices)]  # fmt: skip
+        starts = sorted(f.result() - t0 for f in futs)
+        spreads.append(starts[-1])
+    print(f"\nDask floor: {devices} trivial tasks, one per device resource: last start after submit (s): "
+          f"{stats(spreads)}")  # fmt: skip
 
 
 def pull_vs_score(client: object, tmp: Path, frames: int, repeats: int) -> None:
