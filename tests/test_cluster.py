@@ -235,12 +235,27 @@ def test_controller_sigint_stops_every_session_and_releases_the_devices(
     for board in fleet.boards:
         assert wait_for(lambda b=board: not alive(str(b.workdir)), 5), alive(str(board.workdir))
 
-    def idle() -> bool:
-        with connect(cluster.url, cluster.certs) as client:
-            answers = client.run(remote.describe)
-        return all(d["state"] == "idle" for a in answers.values() for d in a["devices"])
+    assert wait_for(lambda: _all_idle(cluster), 10), "a device resource is still held after the controller stopped"
 
-    assert wait_for(idle, 10), "a device resource is still held after the controller stopped"
+
+def _all_idle(cluster: Cluster) -> bool:
+    with connect(cluster.url, cluster.certs) as client:
+        answers = client.run(remote.describe)
+    return all(d["state"] == "idle" for a in answers.values() for d in a["devices"])
+
+
+def test_a_killed_controllers_sessions_are_stopped_by_the_agents(
+    cluster: Cluster, fleet: Fleet, tmp_path: Path
+) -> None:
+    hang = variant(tmp_path, "hang", ["sh", "-c", 'sleep 300; exec "$@"', "hang"])
+    proc = _run(cluster, tmp_path, *_on_cluster(cluster), bundle=hang, name="killed")
+    decoding = wait_for(lambda: all(alive(f"{b.workdir}/jobs") for b in fleet.boards), 180)
+    assert decoding, proc.communicate()[0] if proc.poll() is not None else "still running, never decoding"
+    proc.kill()  # no goodbye: the scheduler drops the dead client's tasks, and each agent stops its session
+    proc.wait()
+    for board in fleet.boards:
+        assert wait_for(lambda b=board: not alive(str(b.workdir)), STOP_BOUND_S), alive(str(board.workdir))
+    assert wait_for(lambda: _all_idle(cluster), STOP_BOUND_S), "a device resource is still held"
 
 
 def test_farm_devices_cluster_lists_each_agents_devices(cluster: Cluster, tmp_path: Path) -> None:
