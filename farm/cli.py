@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 import typer
 
 from farm import __version__
+from farm.cluster import cli as _cluster_cli
+from farm.cluster.cli import AgentWaitOpt, CertsOpt, ClusterOpt
 from farm.console import LazyConsole, escape, stderr_console, stdout_console
 from farm.errors import FarmError, InputError, unnamed
 
@@ -28,6 +30,7 @@ if TYPE_CHECKING:  # the CLI imports heavy modules inside commands, so `farm --h
     from farm.bundle import Bundle
     from farm.gates import Verdict
     from farm.pipeline import RunOutcome
+    from farm.plan import Plan
     from farm.sim.fleet import Fleet
     from farm.store import Store
 
@@ -215,6 +218,8 @@ def devices(
     usbmux: Annotated[
         bool, typer.Option("--usbmux", help="also list every iOS device usbmuxd sees (UDID, model, iOS version)")
     ] = False,
+    cluster: ClusterOpt = None,
+    cert_dir: CertsOpt = None,
 ) -> None:
     """List the inventory; with --check, connect to each device and report reachability and properties.
 
@@ -227,6 +232,12 @@ def devices(
     from farm.config.inventory import load_inventory
     from farm.report.machine import dumps, emit
 
+    if cluster is not None:
+        with _errors(), _stdout_for(json_out):
+            rows = _cluster_cli.show_devices(cluster, cert_dir, out.get())
+            if json_out:
+                emit(json_out, dumps({"cluster": cluster, "devices": rows}))
+        return
     with _errors(), _stdout_for(json_out):
         inv = load_inventory(_inventory(inventory))
         listed: list[dict[str, Any]] = []
@@ -373,13 +384,12 @@ def run(
     lease_timeout: Annotated[
         float, typer.Option("--lease-timeout", min=0, max=86400, help="seconds to wait for a device another run holds")
     ] = 600.0,
+    cluster: ClusterOpt = None,
+    cert_dir: CertsOpt = None,
+    agent_wait: AgentWaitOpt = 30.0,
 ) -> None:
     """Run SUITE with a bundle on the selected devices and gate it. Ctrl-C stops it (exit 130); --resume finishes it."""
-    from farm.interrupt import stop_on_signals
-    from farm.pipeline import RunOptions, execute
     from farm.plan import load_plan, parse_anchor
-    from farm.progress import LiveView
-    from farm.session.cancel import Cancel
 
     with _errors(), _stdout_for(json_out, csv_out):
         if pushgateway is not None:
@@ -393,11 +403,7 @@ def run(
         plan = load_plan(suite, bundle, anchors, inv, devices_sel, state / "cache")
         db = _open_store(store, create=True)
         rid = _run_id(db, resume) if resume is not None else None
-        view = LiveView(out.get(), [d.id for d in plan.devices])
-        cancel = Cancel()
-        opts = RunOptions(state, cancel, [view], view.log, rid, lease_timeout)
-        with stop_on_signals(cancel), view:
-            outcome = execute(plan, db, opts)
+        outcome = _execute(plan, db, state, rid, lease_timeout, (cluster, cert_dir, agent_wait))
         code = _print_outcome(db, outcome, plan.suite.name, _Outputs(json_out, csv_out, junit))
         code, pushed = _push(store_path, outcome.run_id, pushgateway, code)
         _say_verdict(outcome, code, pushed)
@@ -407,6 +413,24 @@ def run(
             else:
                 _tag(db, outcome.run_id, release, repo_root, plan.bundle, sign, state)
     raise typer.Exit(code)
+
+
+def _execute(
+    plan: Plan, db: Store, state: Path, rid: str | None, lease_timeout: float,
+    cluster: tuple[str | None, Path | None, float],
+) -> RunOutcome:  # fmt: skip
+    """The run itself, on this host's threads or (``--cluster``) on the cluster's agents, with the live view."""
+    from farm.interrupt import stop_on_signals
+    from farm.pipeline import RunOptions, execute
+    from farm.progress import LiveView
+    from farm.session.cancel import Cancel
+
+    view = LiveView(out.get(), [d.id for d in plan.devices])
+    cancel = Cancel()
+    with _cluster_cli.executor(*cluster) as executor:
+        opts = RunOptions(state, cancel, [view], view.log, rid, lease_timeout, executor)
+        with stop_on_signals(cancel), view:
+            return execute(plan, db, opts)
 
 
 class _Outputs(NamedTuple):
@@ -905,6 +929,9 @@ def sim_down() -> None:
     with _errors():
         stopped = stop_fleet(DEFAULT_STATE_DIR)
         out.print(f"stopped {', '.join(stopped)}" if stopped else "no virtual devices were running")
+
+
+_cluster_cli.register(app, _errors, out)
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ from typing import Any
 from farm import __version__
 from farm.artifacts import DecodedCache
 from farm.errors import FarmError, InfraError, InputError, Stopped
+from farm.executors.base import Executor
 from farm.executors.threads import ThreadExecutor
 from farm.gates import StoreBaselines, Verdict, evaluate, load_view
 from farm.plan import Media, Plan, artifacts, plan_jobs, prepare_media, session_specs
@@ -36,6 +37,8 @@ from farm.session.spec import JobKey, JobSpec
 from farm.store import Store
 
 EXIT_INTERRUPTED = 130
+ExecutorFactory = Callable[[Callable[[str], Path], DecodedCache, float], Executor]
+"""(artifact by digest, decoded-output cache, lease timeout) -> the executor that runs the sessions."""
 
 RUN_CONVENTIONS = {
     "fps": "steady state after warm-up frames, from per-frame decode times (else device wall clock)",
@@ -74,6 +77,8 @@ class RunOptions:
     log: Callable[[str], None] = lambda _: None
     resume: str | None = None
     lease_timeout_s: float = 600.0
+    executor: ExecutorFactory | None = None
+    """Where sessions run (the cluster's agents, farm.executors.dask); default: threads on this host."""
 
 
 def _new_run_id() -> str:
@@ -182,7 +187,11 @@ def _run(
     opts.log(f"run {run_id}: {sum(len(s.jobs) for s in specs)} jobs on {len(specs)} device(s)")
     recorder = Recorder(store, run_id, {d.id: d for d in plan.devices}, opts.subscribers,
                         on_store_error=lambda: opts.cancel.set("the store failed"))  # fmt: skip
-    executor = ThreadExecutor(opts.state_dir, artifacts(plan, media).__getitem__, decoded, opts.lease_timeout_s)
+    local = artifacts(plan, media).__getitem__
+    executor: Executor = (
+        opts.executor(local, decoded, opts.lease_timeout_s) if opts.executor is not None
+        else ThreadExecutor(opts.state_dir, local, decoded, opts.lease_timeout_s)
+    )  # fmt: skip
     results = executor.run(specs, recorder, opts.cancel)
     if recorder.error is not None:
         raise StoreFailed(recorder, run_id, opts.state_dir)

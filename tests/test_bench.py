@@ -26,6 +26,10 @@ CASES = {
     "bench_gates.py": (["--trials", "300", "--other-trials", "50"], "summary: false alarms"),
     "bench_store.py": (["--jobs", "20", "--repeats", "1"], "ratio postgresql/sqlite (time, median):"),
     "bench_startup.py": (["--repeats", "1"], "ratio farm --help / bare Typer --help (time, median):"),
+    "bench_dispatch.py": (
+        ["--devices", "4", "--agents", "2", "--jobs", "1", "--sleep", "0.2", "--repeats", "1"],
+        "ratio dask/threads (efficiency, median):",
+    ),
 }
 
 
@@ -37,6 +41,8 @@ def test_every_benchmark_has_a_case() -> None:
 def test_benchmark_runs_to_its_report(script: str) -> None:
     if script == "bench_adb_push.py":
         require_tool(Path("/usr/bin/adb"), "adb")
+    if script == "bench_dispatch.py":
+        pytest.importorskip("distributed")
     if script == "bench_ssh_push.py":
         require_sshd()
     if script == "bench_store.py":

@@ -1,0 +1,99 @@
+"""What an agent keeps between tasks: its devices, its caches, and which session holds which device.
+
+A Dask worker plugin, because it lives exactly as long as the worker and every task on that worker can find it
+(``get_worker().plugins``). It also turns Dask's cancellation into the farm's: a cancelled Dask task's thread
+keeps running (and keeps the device's resource) until it returns, so a watcher polls the worker's own task
+states and sets the session's ``Cancel`` when its task was cancelled or released (the controller cancelled it,
+or died and the scheduler dropped its tasks), and the session then kills the decoder and cleans the device.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from distributed.diagnostics.plugin import WorkerPlugin
+
+from farm.artifacts import DecodedCache
+from farm.cluster.cache import ArtifactCache
+from farm.cluster.names import PLUGIN
+from farm.config.inventory import Device
+from farm.session.cancel import Cancel
+
+if TYPE_CHECKING:
+    from distributed import Worker
+
+WATCH_S = 0.2
+"""How often the watcher looks for cancelled tasks: a stop reaches the device within this plus the tether's kill."""
+LIVE_STATES = {"executing", "long-running", "constrained", "ready", "waiting", "fetch", "flight", "memory"}
+
+
+@dataclass
+class Holding:
+    """A session running on this agent: what the ``farm devices --cluster`` view and the watcher need."""
+
+    key: str
+    device_id: str
+    run_id: str
+    since: float
+    cancel: Cancel
+
+
+@dataclass
+class AgentState(WorkerPlugin):
+    name = PLUGIN
+    host: str
+    devices: dict[str, Device]
+    state_dir: Path
+    artifacts: ArtifactCache = field(init=False)
+    outputs: DecodedCache = field(init=False)
+    holding: dict[str, Holding] = field(default_factory=dict)  # task key -> session
+    last: dict[str, str] = field(default_factory=dict)  # device id -> how its last session ended
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.artifacts = ArtifactCache(self.state_dir / "artifacts")
+        self.outputs = DecodedCache(self.state_dir / "outputs")
+
+    def setup(self, worker: Worker) -> None:
+        self._stop.clear()
+        threading.Thread(target=self._watch, args=(worker,), name="farm-cancel-watch", daemon=True).start()
+
+    def teardown(self, worker: Worker) -> None:
+        """The worker is closing (SIGTERM, or the scheduler is gone): stop every session so devices are cleaned."""
+        self._stop.set()
+        self.cancel_all("the agent is stopping")
+
+    def cancel_all(self, reason: str) -> None:
+        with self._lock:
+            held = list(self.holding.values())
+        for h in held:
+            h.cancel.set(reason)
+
+    def hold(self, key: str, device_id: str, run_id: str) -> Holding:
+        h = Holding(key, device_id, run_id, time.time(), Cancel())
+        with self._lock:
+            self.holding[key] = h
+        return h
+
+    def release(self, h: Holding, outcome: str) -> None:
+        with self._lock:
+            self.holding.pop(h.key, None)
+            self.last[h.device_id] = outcome
+
+    def holder_of(self, device_id: str) -> Holding | None:
+        with self._lock:
+            return next((h for h in self.holding.values() if h.device_id == device_id), None)
+
+    def _watch(self, worker: Worker) -> None:
+        while not self._stop.wait(WATCH_S):
+            with self._lock:
+                held = list(self.holding.values())
+            for h in held:
+                ts = worker.state.tasks.get(h.key)
+                if ts is None or ts.state not in LIVE_STATES:
+                    h.cancel.set("the controller cancelled the run")
