@@ -26,6 +26,10 @@ CASES = {
     "bench_gates.py": (["--trials", "300", "--other-trials", "50"], "summary: false alarms"),
     "bench_store.py": (["--jobs", "20", "--repeats", "1"], "ratio postgresql/sqlite (time, median):"),
     "bench_startup.py": (["--repeats", "1"], "ratio farm --help / bare Typer --help (time, median):"),
+    "bench_job_overhead.py": (
+        ["--repeats", "1", "--jobs", "2", "--decode-s", "0.05"],
+        "ratio separate verbs / one round trip (overhead, median):",
+    ),
 }
 
 
@@ -37,7 +41,7 @@ def test_every_benchmark_has_a_case() -> None:
 def test_benchmark_runs_to_its_report(script: str) -> None:
     if script == "bench_adb_push.py":
         require_tool(Path("/usr/bin/adb"), "adb")
-    if script == "bench_ssh_push.py":
+    if script in ("bench_ssh_push.py", "bench_job_overhead.py"):
         require_sshd()
     if script == "bench_store.py":
         require_tool(pg_bin() / "initdb", "postgresql")

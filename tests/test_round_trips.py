@@ -8,94 +8,21 @@ session does for a job escapes it. Power, thermal and battery must still be meas
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from pathlib import Path
 
 import pytest
 
-from farm.artifacts import DecodedCache
 from farm.config.inventory import Device, load_inventory
-from farm.config.suite import load_suite
-from farm.devices.base import FarmDevice
-from farm.devices.connect import connect
-from farm.devices.posix import PosixDevice
+from farm.devices.posix_decode import outcome_of, parse_power, split_reply
+from farm.power.meters import Meter
 from farm.session.cancel import Cancel
-from farm.session.events import DeviceDone, Event, JobDone, Status
-from farm.session.session import SessionEnv, run_session
-from farm.session.spec import BundleRef, FileRef, JobKey, JobSpec, SessionSpec
+from farm.session.events import DeviceDone, JobDone
 from farm.sim.fleet import Fleet
 from tests.conftest import alive, wait_for, write
+from tests.support.job_session import Counted, counted_session
 
 MAX_CHANNELS = 2
-SUITE = """
-name: round-trips
-sequences:
-  - id: clip
-    generate: {source: testsrc2, width: 16, height: 8, fps: 30, frames: 3}
-rates_kbps: [100]
-repeats: 1
-timeout_s: 61.37
-power: {baseline_s: 0, sample_hz: 20}
-gates:
-  - {metric: failures, op: "==", value: 0}
-"""
-# a 2x2 one-frame Y4M, the same on every run (so later jobs' outputs are already on the host: nothing to pull)
-DECODER = r"""#!/bin/sh
-sleep "$3"
-printf 'YUV4MPEG2 W2 H2 F30:1 Ip A1:1 C420jpeg\nFRAME\n\001\002\003\004\005\006' >"$2"
-"""
-
-
-def _spec(tmp_path: Path, device: Device, jobs: int, decode_s: str) -> tuple[SessionSpec, dict[str, Path]]:
-    suite = load_suite(write(tmp_path / "suite.yaml", SUITE))
-    decoder = write(tmp_path / "decoder.sh", DECODER)
-    decoder.chmod(0o755)
-    bs = write(tmp_path / "bs.bin", "bits")
-    dsha, bsha = (hashlib.sha256(p.read_bytes()).hexdigest() for p in (decoder, bs))
-    argv = ("{bundle}/decoder.sh", "{input}", "{output}", decode_s)
-    bundle = BundleRef("b" * 64, "codec 1", (FileRef(dsha, "decoder.sh", decoder.stat().st_size),), argv)
-    ref = FileRef(bsha, f"{bsha}.bin", 4)
-    specs = tuple(
-        JobSpec(i, JobKey("test", "clip", 100.0, i), bundle.digest, ref, "s" * 64, 30.0, 1000) for i in range(jobs)
-    )
-    return SessionSpec("rt-1", device, suite, (bundle,), specs), {dsha: decoder, bsha: bs}
-
-
-class _Counted:
-    """Session events with the device's channel count at each, so each job's round trips can be told apart."""
-
-    def __init__(self) -> None:
-        self.dev: PosixDevice | None = None
-        self.events: list[tuple[Event, int]] = []
-
-    def connect(self, device: Device, state: Path) -> FarmDevice:
-        dev = connect(device, state)
-        assert isinstance(dev, PosixDevice)
-        self.dev = dev
-        return dev
-
-    def emit(self, event: Event) -> None:
-        self.events.append((event, self.dev.transport.opened if self.dev is not None else 0))
-
-    def per_job(self) -> list[tuple[JobDone, int]]:
-        """(job, channels opened from its "job" status to its JobDone)."""
-        out, start = [], None
-        for event, count in self.events:
-            if isinstance(event, Status) and event.phase == "job":
-                start = count
-            elif isinstance(event, JobDone) and start is not None:
-                out.append((event, count - start))
-        return out
-
-
-def _session(tmp_path: Path, device: Device, jobs: int, decode_s: str, cancel: Cancel) -> _Counted:
-    spec, files = _spec(tmp_path, device, jobs, decode_s)
-    counted = _Counted()
-    env = SessionEnv(tmp_path / "state", files.__getitem__, DecodedCache(tmp_path / "decoded"), cancel,
-                     counted.emit, connect=counted.connect)  # fmt: skip
-    run_session(spec, env)
-    return counted
 
 
 def _device(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Device:
@@ -116,7 +43,7 @@ def _value(job: JobDone, name: str) -> float | None:
 def test_each_job_is_at_most_two_channels_and_still_measures_everything(
     kind: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    counted = _session(tmp_path, _device(kind, tmp_path, request), 4, "0.3", Cancel())
+    counted = counted_session(tmp_path, _device(kind, tmp_path, request), 4, "0.3", Cancel())
     jobs = counted.per_job()
     assert [j.status for j, _ in jobs] == ["ok"] * 4, [j.error for j, _ in jobs]
     channels = [n for _, n in jobs]
@@ -143,8 +70,8 @@ def test_a_stop_mid_decode_leaves_no_process_and_no_file(
     cancel = Cancel()
     marker = "29.4871"  # the decoder's sleep: its command line names it
     lifetime = "181.37"  # the samplers' bounded life (timeout_s + spare): their command line names it
-    box: list[_Counted] = []
-    session = threading.Thread(target=lambda: box.append(_session(tmp_path, device, 2, marker, cancel)))
+    box: list[Counted] = []
+    session = threading.Thread(target=lambda: box.append(counted_session(tmp_path, device, 2, marker, cancel)))
     session.start()
     try:
         sampled = kind != "local"  # the board has a meter and a zone: samplers run beside the decoder
@@ -159,3 +86,17 @@ def test_a_stop_mid_decode_leaves_no_process_and_no_file(
     assert wait_for(lambda: not run_dir.exists(), 5), sorted(run_dir.rglob("*"))
     done = box[0].events[-1][0]
     assert isinstance(done, DeviceDone) and done.status == "interrupted"
+
+
+def test_a_sample_line_cut_by_the_kill_is_dropped_not_misread() -> None:
+    meter = Meter(kind="hwmon", nodes=("/p",), scale=(1e-6,))
+    text = "\n".join([
+        "@@m timing 1000000000 3000000000 0", "@@m sha " + "a" * 64 + " - 12", "@@m power", "900000000 2000000",
+        "1500000000 3000000", "2500000000 40@@m power_end", "3100000000 5000000", "@@m thermal", "@@m stats",
+        '{"frame": 0, "decode_ns": 5}@@m stderr', "oops",
+    ])  # fmt: skip
+    reply = split_reply(text, "m")
+    assert [s.t_s for s in parse_power(reply, meter)] == [0.9, 1.5, 3.1]  # not 2.5 s at 40 uW
+    outcome = outcome_of(reply, 0, 10.0)
+    assert outcome.output_sha == "a" * 64 and outcome.output_bytes == 12 and outcome.frame_times_ns == (5,)
+    assert outcome.stderr_tail == "oops" and (outcome.start_ns, outcome.end_ns) == (10**9, 3 * 10**9)

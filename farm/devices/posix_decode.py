@@ -38,7 +38,10 @@ from farm.power.sampler import PowerSample
 # $8 the thermal sampler's period, $9 thermal zone files, $10 power nodes, $11 battery files (status, capacity,
 # temp), $12 earlier job folders to remove first: each list one argument, newline-separated. Then the decoder argv.
 # Every section header starts on a fresh line with the marker, so nothing the decoder writes (stats without a
-# final newline, or lines that imitate headers) can be mistaken for the farm's own report.
+# final newline, or lines that imitate headers) can be mistaken for the farm's own report. A sample file whose
+# last line a kill cut short runs into the next header: the parser drops that partial line (no `tail` needed).
+# Each external command costs a fork and exec on the device (milliseconds on a loaded board): the script runs
+# as few as it can, which is why the shell's own `read` reads the nodes and tests decide what to print.
 DECODE_SCRIPT = r"""
 d=$1 t=$2 m=$3 S=$4 life=$5 pp=$6 need=$7 tp=$8 zs=$9
 shift 9
@@ -50,14 +53,14 @@ ws=$IFS
 set -f
 IFS=$nl; for o in $old; do rm -rf -- "$o"; done; IFS=$ws
 mkdir -p "$d" && cd "$d" || exit 125
-rm -f out.y4m stats.jsonl
+if [ -e out.y4m ] || [ -e stats.jsonl ]; then rm -f out.y4m stats.jsonl; fi
 tmo=; command -v timeout >/dev/null 2>&1 && tmo=1
 temps() { s=; IFS=$nl; for f in $zs; do v=; { read -r v <"$f"; } 2>/dev/null; s="$s ${v:--}"; done
   IFS=$ws; echo "$s"; }
 values() { IFS=$nl; for f in $bf; do v=; { read -r v <"$f"; } 2>/dev/null; echo "${v:--}"; done; IFS=$ws; }
 reading() { l=$(date +%s%N); IFS=$nl; for f in $pn; do v=; { read -r v <"$f"; } 2>/dev/null; l="$l ${v:--}"; done
   IFS=$ws; echo "$l"; }
-readings() { i=0; echo; while [ "$i" -lt "$need" ]; do reading; i=$((i + 1)); done; }
+readings() { i=0; while [ "$i" -lt "$need" ]; do reading; i=$((i + 1)); done; }
 sampler() {
   o=$1 p=$2; IFS=$nl; set -- $3; IFS=$ws
   set -- sh -c "$S" farm-sampler "$o" "$p" "$@"
@@ -66,7 +69,6 @@ sampler() {
   echo "$!" >"$o.pid"
 }
 stop() { if [ -f "$1.pid" ]; then read -r p <"$1.pid"; kill -KILL "-$p" 2>/dev/null; kill -KILL "$p" 2>/dev/null; fi; }
-whole() { if [ -s "$1" ] && [ -n "$(tail -c 1 "$1")" ]; then sed '$d' "$1"; elif [ -f "$1" ]; then cat "$1"; fi; }
 z0=$(temps); b0=$(values); r0=; r1=
 if [ "$pp" != - ]; then r0=$(readings); sampler power.samples "$pp" "$pn"; fi
 if [ -n "$zs" ]; then sampler thermal.samples "$tp" "$zs"; fi
@@ -83,12 +85,14 @@ z1=$(temps); b1=$(values)
 echo "@@$m timing $t0 $t1 $rc"
 echo "@@$m temps_start$z0"
 echo "@@$m temps_end$z1"
-if [ -f out.y4m ]; then echo "@@$m sha $(sha256sum <out.y4m | cut -d' ' -f1) $(wc -c <out.y4m)"; fi
+if [ -f out.y4m ]; then echo "@@$m sha $(sha256sum <out.y4m) $(wc -c <out.y4m)"; fi
 if [ "$rc" != 0 ]; then set -- $(df -Pk . 2>/dev/null | tail -n 1); echo "@@$m free_kb ${4:--}"; fi
 echo "@@$m power"
-echo "$r0"; whole power.samples; echo "$r1"
+if [ -n "$r0" ]; then echo "$r0"; cat power.samples; fi
+echo "@@$m power_end"
+if [ -n "$r1" ]; then echo "$r1"; fi
 echo "@@$m thermal"
-whole thermal.samples
+if [ -n "$zs" ]; then cat thermal.samples; fi
 echo "@@$m battery_start"
 echo "$b0"
 echo "@@$m battery_end"
@@ -97,10 +101,10 @@ echo "@@$m stats"
 if [ -f stats.jsonl ]; then cat stats.jsonl; fi
 echo
 echo "@@$m stderr"
-tail -c 4000 decoder.stderr
+if [ -s decoder.stderr ]; then tail -c 4000 decoder.stderr; fi
 """
 
-SECTIONS = ("power", "thermal", "battery_start", "battery_end", "stats", "stderr")
+SECTIONS = ("power", "power_end", "thermal", "battery_start", "battery_end", "stats", "stderr")
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,11 @@ def split_reply(text: str, marker: str) -> Reply:
     reply = Reply()
     section = ""
     for line in text.splitlines():
+        at = line.find(head)
+        if at > 0:  # a header run into a line without its newline: a cut sample, or the decoder's last stats line
+            if section in ("stats", "stderr"):
+                reply.body[section].append(line[:at])
+            line = line[at:]
         if line.startswith(head):
             parts = line[len(head) :].split()
             if len(parts) == 1 and parts[0] in SECTIONS:
@@ -173,8 +182,10 @@ def outcome_of(reply: Reply, shell_status: int | None, timeout_s: float | None) 
     """The decode's outcome from the script's reply (``shell_status``: the script's own exit status)."""
     timing = [_int(v) for v in reply.fields.get("timing", [])]
     start, end, status = timing if len(timing) == 3 else (None, None, None)
-    sha_fields = reply.fields.get("sha", [])
-    sha, size = (sha_fields[0], _int(sha_fields[1])) if len(sha_fields) == 2 else (None, None)
+    sha_fields = [f for f in reply.fields.get("sha", []) if f != "-"]  # sha256sum names stdin "-"
+    sha, size = (
+        (sha_fields[0], _int(sha_fields[1])) if len(sha_fields) == 2 and len(sha_fields[0]) == 64 else (None, None)
+    )
     free = reply.fields.get("free_kb", [])
     free_kb = _int(free[0]) if len(free) == 1 else None
     if status is None:
@@ -200,7 +211,8 @@ def parse_power(reply: Reply, meter: Meter | None) -> tuple[PowerSample, ...]:
     """Watts from the opening readings, the sampler's lines and the closing readings, in time order."""
     if meter is None:
         return ()
-    return tuple(sampler.parse_samples(meter, "".join(f"{line}\n" for line in reply.body["power"])))
+    lines = [*reply.body["power"], *reply.body["power_end"]]
+    return tuple(sampler.parse_samples(meter, "".join(f"{line}\n" for line in lines)))
 
 
 def parse_temps(reply: Reply, zones: int) -> tuple[float, ...]:
