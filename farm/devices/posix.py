@@ -288,8 +288,8 @@ class PosixDevice:
             )
         return MeasuredDecode(
             outcome,
-            posix_decode.parse_power(reply, own),
-            posix_decode.parse_temps(reply, len(request.zones)),
+            posix_decode.parse_power(reply, own, len(request.zones)),
+            posix_decode.parse_temps(reply, len(request.zones), own),
             posix_decode.parse_battery(reply, "battery_start", len(nodes)),
             posix_decode.parse_battery(reply, "battery_end", len(nodes)),
         )

@@ -41,7 +41,9 @@ from farm.power.sampler import PowerSample
 # final newline, or lines that imitate headers) can be mistaken for the farm's own report. A sample file whose
 # last line a kill cut short runs into the next header: the parser drops that partial line (no `tail` needed).
 # Each external command costs a fork and exec on the device (milliseconds on a loaded board): the script runs
-# as few as it can, which is why the shell's own `read` reads the nodes and tests decide what to print.
+# as few as it can: the shell's own `read` reads the nodes and prints the sample files (dropping a last line
+# that a kill cut short: `read` fails on it), and with a power meter the thermal zones are read by the same
+# sampler, in the same line, instead of a second sampler (a builtin read per sample costs next to nothing).
 DECODE_SCRIPT = r"""
 d=$1 t=$2 m=$3 S=$4 life=$5 pp=$6 need=$7 tp=$8 zs=$9
 shift 9
@@ -68,10 +70,11 @@ sampler() {
   "$@" </dev/null >/dev/null 2>&1 &
   echo "$!" >"$o.pid"
 }
+lines() { if [ -f "$1" ]; then while IFS= read -r l; do echo "$l"; done <"$1"; fi; }
 stop() { if [ -f "$1.pid" ]; then read -r p <"$1.pid"; kill -KILL "-$p" 2>/dev/null; kill -KILL "$p" 2>/dev/null; fi; }
 z0=$(temps); b0=$(values); r0=; r1=
-if [ "$pp" != - ]; then r0=$(readings); sampler power.samples "$pp" "$pn"; fi
-if [ -n "$zs" ]; then sampler thermal.samples "$tp" "$zs"; fi
+if [ "$pp" != - ]; then r0=$(readings); sampler power.samples "$pp" "$pn${zs:+$nl$zs}"
+elif [ -n "$zs" ]; then sampler thermal.samples "$tp" "$zs"; fi
 if [ -n "$tmo" ]; then set -- timeout -k 2 "$t" "$@"; fi
 t0=$(date +%s%N)
 "$@" >decoder.stdout 2>decoder.stderr </dev/null &
@@ -88,11 +91,11 @@ echo "@@$m temps_end$z1"
 if [ -f out.y4m ]; then echo "@@$m sha $(sha256sum <out.y4m) $(wc -c <out.y4m)"; fi
 if [ "$rc" != 0 ]; then set -- $(df -Pk . 2>/dev/null | tail -n 1); echo "@@$m free_kb ${4:--}"; fi
 echo "@@$m power"
-if [ -n "$r0" ]; then echo "$r0"; cat power.samples; fi
+if [ -n "$r0" ]; then echo "$r0"; lines power.samples; fi
 echo "@@$m power_end"
 if [ -n "$r1" ]; then echo "$r1"; fi
 echo "@@$m thermal"
-if [ -n "$zs" ]; then cat thermal.samples; fi
+lines thermal.samples
 echo "@@$m battery_start"
 echo "$b0"
 echo "@@$m battery_end"
@@ -207,18 +210,31 @@ def outcome_of(reply: Reply, shell_status: int | None, timeout_s: float | None) 
     )
 
 
-def parse_power(reply: Reply, meter: Meter | None) -> tuple[PowerSample, ...]:
-    """Watts from the opening readings, the sampler's lines and the closing readings, in time order."""
+def parse_power(reply: Reply, meter: Meter | None, zones: int = 0) -> tuple[PowerSample, ...]:
+    """Watts from the opening readings, the sampler's lines and the closing readings, in time order.
+
+    With thermal ``zones`` the sampler's lines carry the zones' values after the meter's: they are cut off here.
+    """
     if meter is None:
         return ()
-    lines = [*reply.body["power"], *reply.body["power_end"]]
-    return tuple(sampler.parse_samples(meter, "".join(f"{line}\n" for line in lines)))
+    width = 1 + len(meter.nodes)
+    rows = [line.split() for line in [*reply.body["power"], *reply.body["power_end"]]]
+    text = "".join(" ".join(f[:width]) + "\n" for f in rows if len(f) in (width, width + zones))
+    return tuple(sampler.parse_samples(meter, text))
 
 
-def parse_temps(reply: Reply, zones: int) -> tuple[float, ...]:
-    """The hottest zone (degrees C) of each thermal sample."""
-    rows = sampler.raw_rows(zones, "".join(f"{line}\n" for line in reply.body["thermal"])) if zones else []
-    return tuple(max(values) / 1000.0 for _, values in rows if values)
+def parse_temps(reply: Reply, zones: int, meter: Meter | None = None) -> tuple[float, ...]:
+    """The hottest zone (degrees C) of each thermal sample: the thermal sampler's, or the power sampler's
+    lines past the meter's own values."""
+    if not zones:
+        return ()
+    lines = list(reply.body["thermal"])
+    if meter is not None:
+        skip = 1 + len(meter.nodes)
+        rows = [line.split() for line in reply.body["power"]]
+        lines += [" ".join([f[0], *f[skip:]]) for f in rows if len(f) == skip + zones]
+    rows_ = sampler.raw_rows(zones, "".join(f"{line}\n" for line in lines))
+    return tuple(max(values) / 1000.0 for _, values in rows_ if values)
 
 
 def parse_battery(reply: Reply, section: str, nodes: int) -> BatteryState | None:
