@@ -40,10 +40,10 @@ from farm.power.sampler import PowerSample
 # Every section header starts on a fresh line with the marker, so nothing the decoder writes (stats without a
 # final newline, or lines that imitate headers) can be mistaken for the farm's own report. A sample file whose
 # last line a kill cut short runs into the next header: the parser drops that partial line (no `tail` needed).
-# Each external command costs a fork and exec on the device (milliseconds on a loaded board): the script runs
-# as few as it can: the shell's own `read` reads the nodes and prints the sample files (dropping a last line
-# that a kill cut short: `read` fails on it), and with a power meter the thermal zones are read by the same
-# sampler, in the same line, instead of a second sampler (a builtin read per sample costs next to nothing).
+# Each external command costs a fork and exec on the device (milliseconds on a loaded board), so the script runs
+# as few as it can: the helpers set $s rather than print (no $(...) subshell), the shell's own `read` reads the
+# nodes and prints the sample files (a last line that a kill cut short fails `read` and is dropped), and with a
+# power meter the same sampler reads the thermal zones in the same line instead of a second sampler.
 DECODE_SCRIPT = r"""
 d=$1 t=$2 m=$3 S=$4 life=$5 pp=$6 need=$7 tp=$8 zs=$9
 shift 9
@@ -57,12 +57,11 @@ IFS=$nl; for o in $old; do rm -rf -- "$o"; done; IFS=$ws
 mkdir -p "$d" && cd "$d" || exit 125
 if [ -e out.y4m ] || [ -e stats.jsonl ]; then rm -f out.y4m stats.jsonl; fi
 tmo=; command -v timeout >/dev/null 2>&1 && tmo=1
-temps() { s=; IFS=$nl; for f in $zs; do v=; { read -r v <"$f"; } 2>/dev/null; s="$s ${v:--}"; done
-  IFS=$ws; echo "$s"; }
-values() { IFS=$nl; for f in $bf; do v=; { read -r v <"$f"; } 2>/dev/null; echo "${v:--}"; done; IFS=$ws; }
-reading() { l=$(date +%s%N); IFS=$nl; for f in $pn; do v=; { read -r v <"$f"; } 2>/dev/null; l="$l ${v:--}"; done
-  IFS=$ws; echo "$l"; }
-readings() { i=0; while [ "$i" -lt "$need" ]; do reading; i=$((i + 1)); done; }
+temps() { s=; IFS=$nl; for f in $zs; do v=; { read -r v <"$f"; } 2>/dev/null; s="$s ${v:--}"; done; IFS=$ws; }
+values() { s=; IFS=$nl; for f in $bf; do v=; { read -r v <"$f"; } 2>/dev/null; s="$s${v:--}$nl"; done; IFS=$ws; }
+readings() { s=; i=0; while [ "$i" -lt "$need" ]; do
+  l=$(date +%s%N); IFS=$nl; for f in $pn; do v=; { read -r v <"$f"; } 2>/dev/null; l="$l ${v:--}"; done
+  IFS=$ws; s="$s$l$nl"; i=$((i + 1)); done; }
 sampler() {
   o=$1 p=$2; IFS=$nl; set -- $3; IFS=$ws
   set -- sh -c "$S" farm-sampler "$o" "$p" "$@"
@@ -72,8 +71,8 @@ sampler() {
 }
 lines() { if [ -f "$1" ]; then while IFS= read -r l; do echo "$l"; done <"$1"; fi; }
 stop() { if [ -f "$1.pid" ]; then read -r p <"$1.pid"; kill -KILL "-$p" 2>/dev/null; kill -KILL "$p" 2>/dev/null; fi; }
-z0=$(temps); b0=$(values); r0=; r1=
-if [ "$pp" != - ]; then r0=$(readings); sampler power.samples "$pp" "$pn${zs:+$nl$zs}"
+temps; z0=$s; values; b0=$s; r0=; r1=
+if [ "$pp" != - ]; then readings; r0=$s; sampler power.samples "$pp" "$pn${zs:+$nl$zs}"
 elif [ -n "$zs" ]; then sampler thermal.samples "$tp" "$zs"; fi
 if [ -n "$tmo" ]; then set -- timeout -k 2 "$t" "$@"; fi
 t0=$(date +%s%N)
@@ -82,9 +81,9 @@ echo $! >decoder.pid
 wait $!
 rc=$?
 t1=$(date +%s%N)
-if [ "$pp" != - ]; then r1=$(readings); stop power.samples; fi
+if [ "$pp" != - ]; then readings; r1=$s; stop power.samples; fi
 stop thermal.samples
-z1=$(temps); b1=$(values)
+temps; z1=$s; values; b1=$s
 echo "@@$m timing $t0 $t1 $rc"
 echo "@@$m temps_start$z0"
 echo "@@$m temps_end$z1"
