@@ -10,7 +10,9 @@ The measurement conventions do not change (docs/measurement.md): samples are ``d
 clock the decode window is stamped with; the sampler runs at the suite's rate; the window is bracketed by
 readings on both sides (two for an energy counter, whose power sits between two readings). The bracketing
 readings are taken by the script right before the decoder starts and right after it ends, rather than by
-waiting for the sampler's next tick (up to one period at each end).
+waiting for the sampler's next tick (up to one period at each end); with a meter, the window's own stamps are
+the last opening and the first closing reading's ``date`` (the same call the stamp used to be, one process
+fewer at each end), so the window starts and ends exactly on a sample.
 
 Every process the script starts in the background records its pid under the job folder, so a tether's watchdog
 (docs/tethers.md) kills it on a stop. After the decoder ends the script writes no file (the closing readings go
@@ -60,7 +62,8 @@ tmo=; command -v timeout >/dev/null 2>&1 && tmo=1
 temps() { s=; IFS=$nl; for f in $zs; do v=; { read -r v <"$f"; } 2>/dev/null; s="$s ${v:--}"; done; IFS=$ws; }
 values() { s=; IFS=$nl; for f in $bf; do v=; { read -r v <"$f"; } 2>/dev/null; s="$s${v:--}$nl"; done; IFS=$ws; }
 readings() { s=; i=0; while [ "$i" -lt "$need" ]; do
-  l=$(date +%s%N); IFS=$nl; for f in $pn; do v=; { read -r v <"$f"; } 2>/dev/null; l="$l ${v:--}"; done
+  l=$(date +%s%N); [ "$i" = 0 ] && first=$l; last=$l
+  IFS=$nl; for f in $pn; do v=; { read -r v <"$f"; } 2>/dev/null; l="$l ${v:--}"; done
   IFS=$ws; s="$s$l$nl"; i=$((i + 1)); done; }
 sampler() {
   o=$1 p=$2; IFS=$nl; set -- $3; IFS=$ws
@@ -72,22 +75,21 @@ sampler() {
 lines() { if [ -f "$1" ]; then while IFS= read -r l; do echo "$l"; done <"$1"; fi; }
 stop() { if [ -f "$1.pid" ]; then read -r p <"$1.pid"; kill -KILL "-$p" 2>/dev/null; kill -KILL "$p" 2>/dev/null; fi; }
 temps; z0=$s; values; b0=$s; r0=; r1=
-if [ "$pp" != - ]; then readings; r0=$s; sampler power.samples "$pp" "$pn${zs:+$nl$zs}"
+if [ "$pp" != - ]; then sampler power.samples "$pp" "$pn${zs:+$nl$zs}"
 elif [ -n "$zs" ]; then sampler thermal.samples "$tp" "$zs"; fi
 if [ -n "$tmo" ]; then set -- timeout -k 2 "$t" "$@"; fi
-t0=$(date +%s%N)
+if [ "$pp" != - ]; then readings; r0=$s; t0=$last; else t0=$(date +%s%N); fi
 "$@" >decoder.stdout 2>decoder.stderr </dev/null &
 echo $! >decoder.pid
 wait $!
 rc=$?
-t1=$(date +%s%N)
-if [ "$pp" != - ]; then readings; r1=$s; stop power.samples; fi
+if [ "$pp" != - ]; then readings; r1=$s; t1=$first; stop power.samples; else t1=$(date +%s%N); fi
 stop thermal.samples
 temps; z1=$s; values; b1=$s
 echo "@@$m timing $t0 $t1 $rc"
 echo "@@$m temps_start$z0"
 echo "@@$m temps_end$z1"
-if [ -f out.y4m ]; then echo "@@$m sha $(sha256sum <out.y4m) $(wc -c <out.y4m)"; fi
+if [ -f out.y4m ]; then echo "@@$m sha" $(sha256sum <out.y4m; wc -c <out.y4m); fi
 if [ "$rc" != 0 ]; then set -- $(df -Pk . 2>/dev/null | tail -n 1); echo "@@$m free_kb ${4:--}"; fi
 echo "@@$m power"
 if [ -n "$r0" ]; then echo "$r0"; lines power.samples; fi
@@ -218,7 +220,8 @@ def parse_power(reply: Reply, meter: Meter | None, zones: int = 0) -> tuple[Powe
         return ()
     width = 1 + len(meter.nodes)
     rows = [line.split() for line in [*reply.body["power"], *reply.body["power_end"]]]
-    text = "".join(" ".join(f[:width]) + "\n" for f in rows if len(f) in (width, width + zones))
+    rows = sorted((f for f in rows if len(f) in (width, width + zones) and f[0].isdigit()), key=lambda f: int(f[0]))
+    text = "".join(" ".join(f[:width]) + "\n" for f in rows)
     return tuple(sampler.parse_samples(meter, text))
 
 
