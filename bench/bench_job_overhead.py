@@ -51,7 +51,9 @@ FLOOR = "bare channel"
 
 def session_repeat(tmp: Path, device: Device, jobs: int, decode_s: str, n: int) -> tuple[list[float], list[int]]:
     """One warm session: per job, host wall minus decoder wall (ms), and channels opened."""
-    counted = counted_session(tmp / f"run-{n}", device, jobs, decode_s, Cancel(), decoded=tmp / "decoded")
+    counted = counted_session(
+        tmp / f"run-{n}", device, jobs, decode_s, Cancel(), decoded=tmp / "decoded", run_id=f"bench-{n}"
+    )
     over, channels = [], []
     for job, opened in counted.per_job():
         wall = next(m.value for m in job.measurements if m.name == "wall_s")

@@ -40,7 +40,9 @@ printf 'YUV4MPEG2 W2 H2 F30:1 Ip A1:1 C420jpeg\nFRAME\n\001\002\003\004\005\006'
 """
 
 
-def job_spec(tmp_path: Path, device: Device, jobs: int, decode_s: str) -> tuple[SessionSpec, dict[str, Path]]:
+def job_spec(
+    tmp_path: Path, device: Device, jobs: int, decode_s: str, run_id: str = "rt-1"
+) -> tuple[SessionSpec, dict[str, Path]]:
     tmp_path.mkdir(parents=True, exist_ok=True)
     suite_file, decoder, bs = tmp_path / "suite.yaml", tmp_path / "decoder.sh", tmp_path / "bs.bin"
     write_atomic(suite_file, SUITE)
@@ -54,7 +56,7 @@ def job_spec(tmp_path: Path, device: Device, jobs: int, decode_s: str) -> tuple[
     specs = tuple(
         JobSpec(i, JobKey("test", "clip", 100.0, i), bundle.digest, ref, "s" * 64, 30.0, 1000) for i in range(jobs)
     )
-    return SessionSpec("rt-1", device, suite, (bundle,), specs), {dsha: decoder, bsha: bs}
+    return SessionSpec(run_id, device, suite, (bundle,), specs), {dsha: decoder, bsha: bs}
 
 
 class Counted:
@@ -85,10 +87,20 @@ class Counted:
 
 
 def counted_session(
-    tmp_path: Path, device: Device, jobs: int, decode_s: str, cancel: Cancel, decoded: Path | None = None
+    tmp_path: Path,
+    device: Device,
+    jobs: int,
+    decode_s: str,
+    cancel: Cancel,
+    decoded: Path | None = None,
+    run_id: str = "rt-1",
 ) -> Counted:
-    """Run ``jobs`` jobs whose decoder sleeps ``decode_s``; ``decoded``: a host output cache kept across runs."""
-    spec, files = job_spec(tmp_path, device, jobs, decode_s)
+    """Run ``jobs`` jobs whose decoder sleeps ``decode_s``; ``decoded``: a host output cache kept across runs.
+
+    Sessions run one after another need run ids of their own: a closed tether's watchdog removes its run's
+    folder up to a second later, under a session that reused the id.
+    """
+    spec, files = job_spec(tmp_path, device, jobs, decode_s, run_id)
     counted = Counted()
     cache = DecodedCache(decoded or tmp_path / "decoded")
     env = SessionEnv(tmp_path / "state", files.__getitem__, cache, cancel, counted.emit, connect=counted.connect)
