@@ -30,6 +30,10 @@ CASES = {
         ["--devices", "4", "--agents", "2", "--jobs", "1", "--sleep", "0.2", "--repeats", "1"],
         "ratio dask/threads (efficiency, median):",
     ),
+    "bench_job_overhead.py": (
+        ["--repeats", "1", "--jobs", "2", "--decode-s", "0.05"],
+        "ratio separate verbs / one round trip (overhead, median):",
+    ),
 }
 
 
@@ -43,7 +47,7 @@ def test_benchmark_runs_to_its_report(script: str) -> None:
         require_tool(Path("/usr/bin/adb"), "adb")
     if script == "bench_dispatch.py":
         pytest.importorskip("distributed")
-    if script == "bench_ssh_push.py":
+    if script in ("bench_ssh_push.py", "bench_job_overhead.py"):
         require_sshd()
     if script == "bench_store.py":
         require_tool(pg_bin() / "initdb", "postgresql")

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from farm.config.inventory import ChargerSuspend, PowerSettings
 from farm.power.battery import BatteryState
+from farm.power.instrument import Window
 from farm.power.sampler import PowerSample
 
 
@@ -75,6 +76,34 @@ class NullTether:
 
     def settle(self, timeout_s: float) -> None:
         return None
+
+
+@dataclass(frozen=True)
+class DecodeRequest:
+    """One decode as the session asks for it; ``discard`` are earlier jobs' folders to remove first.
+
+    Why ``discard``: a job's folder holds its output until the host has pulled it, and removing it right after
+    cost a round trip per job; a device that measures in one round trip removes them in the next decode's.
+    """
+
+    argv: tuple[str, ...]
+    job_dir: str
+    timeout_s: float
+    zones: tuple[str, ...] = ()
+    app: AppRef | None = None
+    discard: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MeasuredDecode:
+    """A decode with what was measured around it: power samples, hottest temperature per thermal sample, and
+    the battery's state right before and after (None: no battery, or a device that does not report it)."""
+
+    outcome: DecodeOutcome
+    power: tuple[PowerSample, ...]
+    temps: tuple[float, ...]
+    battery_before: BatteryState | None
+    battery_after: BatteryState | None
 
 
 @dataclass
@@ -143,6 +172,10 @@ class FarmDevice(Protocol):
         self, argv: Sequence[str], job_dir: str, timeout: float, zones: Sequence[str] = (), app: AppRef | None = None
     ) -> DecodeOutcome: ...
 
+    def measured_decode(self, request: DecodeRequest, meter: PowerMeter | None, window: Window) -> MeasuredDecode:
+        """Decode once inside a power window, with the battery read before and after (see ``measure_around``)."""
+        ...
+
     def kill_job(self, job_dir: str) -> None: ...
 
     def pull(self, remote: str, local: Path) -> int: ...
@@ -181,3 +214,17 @@ class FarmDevice(Protocol):
     ) -> tuple[list[PowerSample], list[float]]:  # fmt: skip
         """Run ``during`` while sampling power (and temperature); return the samples and the hottest temperatures."""
         ...
+
+
+def measure_around(dev: FarmDevice, request: DecodeRequest, meter: PowerMeter | None, window: Window) -> MeasuredDecode:
+    """``measured_decode`` from a device's separate verbs, one round trip each: for devices (iOS, test fakes)
+    whose decode cannot start and stop the sampler itself, as a POSIX shell's decode script does."""
+    for path in request.discard:
+        dev.remove(path)
+    before = dev.battery()
+    box: list[DecodeOutcome] = []
+    power, temps = dev.power_window(
+        meter, request.zones, window.folder, window.name, window.hz, window.lifetime_s,
+        lambda: box.append(dev.decode(request.argv, request.job_dir, request.timeout_s, request.zones, request.app)),
+    )  # fmt: skip
+    return MeasuredDecode(box[0], tuple(power), tuple(temps), before, dev.battery())

@@ -34,7 +34,17 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from farm.config.inventory import ChargerSuspend, Device, PowerSettings, UsbmuxTransport
-from farm.devices.base import AppRef, DecodeOutcome, NullTether, PowerMeter, PowerProbe, TransferCounter
+from farm.devices.base import (
+    AppRef,
+    DecodeOutcome,
+    DecodeRequest,
+    MeasuredDecode,
+    NullTether,
+    PowerMeter,
+    PowerProbe,
+    TransferCounter,
+    measure_around,
+)
 from farm.devices.ipa import IpaInfo, read_ipa
 from farm.devices.posix import parse_stats
 from farm.errors import FarmError, InfraError
@@ -570,6 +580,10 @@ class IosDevice:
     def set_charging(self, control: ChargerSuspend, enabled: bool) -> bool:
         """iOS offers no charger control (CHARGING_ADVICE says what to do instead)."""
         return False
+
+    def measured_decode(self, request: DecodeRequest, meter: PowerMeter | None, window: Window) -> MeasuredDecode:
+        """The app decodes on its own; power and battery are polled from the host around it, one call each."""
+        return measure_around(self, request, meter, window)
 
     def power_window(
         self, meter: PowerMeter | None, zones: Sequence[str], folder: str, name: str, hz: float, lifetime_s: float,

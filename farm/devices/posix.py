@@ -9,7 +9,6 @@ all provide.
 from __future__ import annotations
 
 import dataclasses
-import json
 import posixpath
 import secrets
 from collections.abc import Callable, Sequence
@@ -18,17 +17,27 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from farm.config.inventory import ChargerSuspend, PowerSettings
-from farm.devices import posix_power
-from farm.devices.base import AppRef, DecodeOutcome, PowerMeter, PowerProbe, TransferCounter
+from farm.devices import posix_decode, posix_power
+from farm.devices.base import (
+    AppRef,
+    DecodeOutcome,
+    DecodeRequest,
+    MeasuredDecode,
+    PowerMeter,
+    PowerProbe,
+    TransferCounter,
+    measure_around,
+)
+from farm.devices.posix_decode import hottest_millidegrees, parse_decode, parse_stats
 from farm.errors import CommandFailed, InfraError
-from farm.power import probe
+from farm.power import battery, probe
 from farm.power.battery import BatteryState, Gauge
 from farm.power.instrument import Instrument, Window
 from farm.power.sampler import PowerSample
-from farm.provenance import runtime_line, runtime_of
+from farm.power.sysfs import SysfsInstrument
 from farm.transports.base import AWAIT_SESSION_LEADER, Background, Held, Transport
 
-__all__ = ["DecodeOutcome", "PosixDevice", "TransferCounter", "parse_decode", "parse_stats"]
+__all__ = ["DecodeOutcome", "PosixDevice", "TransferCounter", "hottest_millidegrees", "parse_decode", "parse_stats"]
 
 # For each file argument print "<index> <sha256>" if it exists (one round trip). Hashing stdin keeps
 # sha256sum from escaping odd names in its output; indices keep names out of the output altogether.
@@ -48,45 +57,14 @@ if [ "$got" != "$want" ]; then rm -f "$tmp"; echo "sha256 mismatch after push: $
 chmod "$4" "$tmp" && mv -f "$tmp" "$dst"
 """
 
-# Decode with on-device timing. $1 job dir, $2 timeout seconds, $3 a per-call random marker, $4 the number N of
-# thermal zone files that follow, then N zone files, then the decoder argv. The zones are read right before and
-# after the decoder in this same round trip (millidegrees, "-" when unreadable).
-# The decoder's pid (its process group when `timeout` leads it) is kept in decoder.pid, so a retry after a dropped
-# link can kill a decoder that outlived its connection.
-# Every section header starts on a fresh line with the marker, so nothing the decoder writes (stats without a
-# final newline, or lines that imitate headers) can be mistaken for the farm's own report.
-_DECODE_SCRIPT = r"""
-d=$1; t=$2; m=$3; n=$4; shift 4
-mkdir -p "$d" && cd "$d" || exit 125
-rm -f out.y4m stats.jsonl
-: >zones
-while [ "$n" -gt 0 ]; do echo "$1" >>zones; shift; n=$((n - 1)); done
-temps() { s=; while IFS= read -r f; do v=; { read -r v <"$f"; } 2>/dev/null; s="$s ${v:--}"; done <zones; echo "$s"; }
-if command -v timeout >/dev/null 2>&1; then set -- timeout -k 2 "$t" "$@"; fi
-z0=$(temps)
-t0=$(date +%s%N)
-"$@" >decoder.stdout 2>decoder.stderr </dev/null &
-echo $! >decoder.pid
-wait $!
-rc=$?
-t1=$(date +%s%N)
-z1=$(temps)
-echo "@@$m timing $t0 $t1 $rc"
-echo "@@$m temps_start$z0"
-echo "@@$m temps_end$z1"
-if [ -f out.y4m ]; then echo "@@$m sha $(sha256sum <out.y4m | cut -d' ' -f1) $(wc -c <out.y4m)"; fi
-if [ "$rc" != 0 ]; then set -- $(df -Pk . 2>/dev/null | tail -n 1); echo "@@$m free_kb ${4:--}"; fi
-echo "@@$m stats"
-if [ -f stats.jsonl ]; then cat stats.jsonl; fi
-echo
-echo "@@$m stderr"
-tail -c 4000 decoder.stderr
-"""
-
+# Kill what a decode left in job folder $1: the decoder, the samplers and the decode script (each has a *.pid).
 _KILL_JOB_SCRIPT = r"""
-p=$(cat "$1/decoder.pid" 2>/dev/null) || exit 0
-case $p in '' | *[!0-9]*) exit 0 ;; esac
-kill -KILL "-$p" 2>/dev/null; kill -KILL "$p" 2>/dev/null; exit 0
+for f in "$1"/*.pid; do
+  p=$(cat "$f" 2>/dev/null) || continue
+  case $p in '' | *[!0-9]*) continue ;; esac
+  kill -KILL "-$p" 2>/dev/null; kill -KILL "$p" 2>/dev/null
+done
+exit 0
 """
 
 # Tether, part (a): $1 run dir, $2 the watchdog script. Starts the watchdog in a session of its own (so a device
@@ -279,31 +257,42 @@ class PosixDevice:
     def decode(
         self, argv: Sequence[str], job_dir: str, timeout: float, zones: Sequence[str] = (), app: AppRef | None = None
     ) -> DecodeOutcome:
-        """Decode once; ``zones`` are read just before and after the decoder, in the same round trip."""
-        marker = secrets.token_hex(8)
-        res = self.transport.run(
-            [
-                "sh",
-                "-c",
-                _DECODE_SCRIPT,
-                "farm-decode",
-                job_dir,
-                f"{timeout:g}",
-                marker,
-                str(len(zones)),
-                *zones,
-                *argv,
-            ],
-            timeout=timeout + 30,
-        )
+        """Decode once, no power meter; ``zones`` are read just before and after the decoder, in the same round trip."""
+        request = DecodeRequest(tuple(argv), job_dir, timeout, tuple(zones))
+        return self.measured_decode(request, None, Window(job_dir, "decode", 1.0, timeout + 120)).outcome
+
+    def measured_decode(self, request: DecodeRequest, meter: PowerMeter | None, window: Window) -> MeasuredDecode:
+        """Decode, power and thermal samples, battery before and after, and the hash: one command on the device.
+
+        An instrument the shell cannot sample itself (not a sysfs meter of this device) measures around the
+        decode with its own commands instead (:func:`farm.devices.base.measure_around`).
+        """
+        if meter is not None and not isinstance(meter, Instrument):
+            raise TypeError(f"{type(meter).__name__} is not a power instrument (farm.power.instrument.Instrument)")
+        own = meter.meter if isinstance(meter, SysfsInstrument) and meter.shell is self else None
+        if meter is not None and own is None:
+            return measure_around(self, request, meter, window)
+        nodes = battery.state_nodes(self.gauge) if self.gauge is not None else ()
+        sampling = posix_decode.Sampling(own, nodes, window.hz, window.lifetime_s)
+        marker = posix_decode.new_marker()
+        res = self.transport.run(posix_decode.decode_argv(request, sampling, marker), timeout=request.timeout_s + 30)
         if res.timed_out:
-            return DecodeOutcome(None, True, None, None, None, None, (), "decode exceeded its timeout on the link")
-        outcome = parse_decode(res.text(), res.exit_status, marker, timeout)
+            why = "decode exceeded its timeout on the link"
+            return MeasuredDecode(DecodeOutcome(None, True, None, None, None, None, (), why), (), (), None, None)
+        reply = posix_decode.split_reply(res.text(), marker)
+        outcome = posix_decode.outcome_of(reply, res.exit_status, request.timeout_s)
         if out_of_space(outcome):
             free = "?" if outcome.free_bytes is None else f"{outcome.free_bytes / 1e6:.1f}"
-            why = f"no space left on the device ({free} MB free in {self.workdir})"
-            return dataclasses.replace(outcome, failure=why)
-        return outcome
+            outcome = dataclasses.replace(
+                outcome, failure=f"no space left on the device ({free} MB free in {self.workdir})"
+            )
+        return MeasuredDecode(
+            outcome,
+            posix_decode.parse_power(reply, own, len(request.zones)),
+            posix_decode.parse_temps(reply, len(request.zones), own),
+            posix_decode.parse_battery(reply, "battery_start", len(nodes)),
+            posix_decode.parse_battery(reply, "battery_end", len(nodes)),
+        )
 
     def kill_job(self, job_dir: str) -> None:
         """Kill whatever a previous decode in ``job_dir`` left running (no error if nothing is left)."""
@@ -438,93 +427,3 @@ def _same_arch(arch: str, machine: str) -> bool:
 
 def _chunks(items: list[str], size: int) -> list[list[str]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-def parse_decode(text: str, shell_status: int | None, marker: str, timeout_s: float | None = None) -> DecodeOutcome:
-    """Parse the decode script's report. A decoder's bad stats are noted, never fatal to the timing."""
-    head = f"@@{marker} "
-    section = ""
-    start = end = status = None
-    sha: str | None = None
-    size: int | None = None
-    free_kb: int | None = None
-    body: dict[str, list[str]] = {"stats": [], "stderr": []}
-    temps: dict[str, float | None] = {}
-    for line in text.splitlines():
-        if line.startswith(head):
-            parts = line[len(head) :].split()
-            if parts[:1] == ["timing"] and len(parts) == 4 and section == "":
-                start, end, status = _int(parts[1]), _int(parts[2]), _int(parts[3])
-            elif parts[:1] == ["sha"] and len(parts) == 3 and section == "":
-                sha, size = parts[1], _int(parts[2])
-            elif parts[:1] == ["free_kb"] and len(parts) == 2 and section == "":
-                free_kb = _int(parts[1])
-            elif parts[:1] in (["temps_start"], ["temps_end"]) and section == "":
-                temps[parts[0]] = hottest_millidegrees(parts[1:])
-            elif parts in (["stats"], ["stderr"]):
-                section = parts[0]
-            continue
-        if section:
-            body[section].append(line)
-    if status is None:
-        status = 125 if shell_status in (None, 0) else shell_status
-    frame_times, stats_error = parse_stats(body["stats"])
-    runtime, runtime_error = runtime_of(body["stats"])
-    return DecodeOutcome(
-        exit_status=status,
-        timed_out=_ran_out(status, start, end, timeout_s),
-        start_ns=start,
-        end_ns=end,
-        output_sha=sha,
-        output_bytes=size,
-        frame_times_ns=frame_times,
-        stderr_tail="\n".join(body["stderr"])[-4000:],
-        stats_error=stats_error or runtime_error,
-        temp_start_c=temps.get("temps_start"),
-        temp_end_c=temps.get("temps_end"),
-        free_bytes=None if free_kb is None else free_kb * 1024,
-        runtime=runtime,
-    )
-
-
-def hottest_millidegrees(tokens: Sequence[str]) -> float | None:
-    """Degrees C of the hottest readable zone from sysfs millidegree values ("-" = unreadable)."""
-    values = [int(t) / 1000.0 for t in tokens if t.lstrip("-").isdigit()]
-    return max(values) if values else None
-
-
-def _ran_out(status: int, start: int | None, end: int | None, timeout_s: float | None) -> bool:
-    """124/137 mean a timeout only if the time really ran out: an OOM-killed decoder also exits 137."""
-    if status not in (124, 137):
-        return False
-    if timeout_s is None or start is None or end is None:
-        return True
-    return (end - start) / 1e9 >= timeout_s * 0.98
-
-
-def parse_stats(lines: Sequence[str]) -> tuple[tuple[int, ...], str | None]:
-    """Per-frame decode times from the decoder contract's JSON lines, in frame order."""
-    times: dict[int, int] = {}
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-            if runtime_line(rec):
-                continue  # the runtime report (farm.provenance.runtime_of)
-            frame, ns = int(rec["frame"]), int(rec["decode_ns"])
-        except (ValueError, KeyError, TypeError):
-            return (), f'stats line {lineno}: expected {{"frame": i, "decode_ns": n}}'
-        if ns < 0 or frame < 0 or frame in times:
-            return (), f"stats line {lineno}: bad frame index or negative time"
-        times[frame] = ns
-    if times and sorted(times) != list(range(len(times))):
-        return (), "stats: frame indices are not 0..n-1"
-    return tuple(times[i] for i in range(len(times))), None
-
-
-def _int(text: str) -> int | None:
-    try:
-        return int(text)
-    except ValueError:
-        return None

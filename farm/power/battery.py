@@ -179,9 +179,18 @@ def _power_now_meter(entry: Entry, base: str, sign: int | None) -> tuple[Meter |
 
 def read_state(run: ShellRun, gauge: Gauge) -> BatteryState:
     """Status, level and temperature of the battery now (one round trip)."""
-    status, out = run(["sh", "-c", _STATE_SCRIPT, "state", gauge.status_node, gauge.capacity_node, gauge.temp_node])
-    lines = out.splitlines() if status == 0 else []
-    lines += ["-"] * (3 - len(lines))
+    status, out = run(["sh", "-c", _STATE_SCRIPT, "state", *state_nodes(gauge)])
+    return parse_state(out.splitlines() if status == 0 else [])
+
+
+def state_nodes(gauge: Gauge) -> tuple[str, str, str]:
+    """The files read for a battery state, in the order :func:`parse_state` expects their values."""
+    return gauge.status_node, gauge.capacity_node, gauge.temp_node
+
+
+def parse_state(lines: Sequence[str]) -> BatteryState:
+    """A battery state from the first line of each of :func:`state_nodes` ("-": unreadable, missing: unreadable)."""
+    lines = [*lines[:3], *["-"] * (3 - len(lines[:3]))]
     capacity, temp = _number(lines[1]), _number(lines[2])
     return BatteryState(
         status=None if lines[0] == "-" else lines[0].strip(),

@@ -34,7 +34,7 @@ CLOCK_COMMAND = "date +%s%N"
 # kill lands between lines or leaves at most one partial last line; echo, not printf, because printf is not
 # a builtin in Android's mksh, and the line starts with digits so echo cannot mistake it for an option. A
 # sleep that refuses a fractional period (very old busybox) falls back to 1 s rather than spinning.
-_SAMPLER_SCRIPT = r"""
+SAMPLER_SCRIPT = r"""
 o=$1; p=$2; shift 2
 : >"$o" || exit 1
 t=$(date +%s%N)
@@ -95,14 +95,17 @@ def sampler_argv(meter: Meter, hz: float, out_path: str) -> list[str]:
     Start it with the transport's ``spawn`` (own process group) and stop it with ``kill``; the loop never
     ends on its own. The output file is truncated at start.
     """
-    if not (math.isfinite(hz) and hz > 0):
-        raise ValueError(f"sample rate must be a positive number of Hz, not {hz}")
     if not out_path or "\0" in out_path:
         raise ValueError("sampler output path must be a non-empty path")
-    period = f"{1.0 / hz:.6f}".rstrip("0").rstrip(".")
-    if period in ("", "0"):
-        period = "0.000001"
-    return ["sh", "-c", _SAMPLER_SCRIPT, "farm-sampler", out_path, period, *meter.nodes]
+    return ["sh", "-c", SAMPLER_SCRIPT, "farm-sampler", out_path, period(hz), *meter.nodes]
+
+
+def period(hz: float) -> str:
+    """The sampler's sleep between samples for a rate of ``hz``, as ``sleep`` takes it."""
+    if not (math.isfinite(hz) and hz > 0):
+        raise ValueError(f"sample rate must be a positive number of Hz, not {hz}")
+    text = f"{1.0 / hz:.6f}".rstrip("0").rstrip(".")
+    return "0.000001" if text in ("", "0") else text
 
 
 def parse_samples(meter: Meter, text: str) -> list[PowerSample]:

@@ -20,12 +20,13 @@ from typing import Protocol
 from farm import provenance
 from farm.config.inventory import Device
 from farm.config.manifest import substitute
-from farm.devices.base import AppRef, DecodeOutcome, FarmDevice, NullTether, PowerMeter, Tether
+from farm.devices.base import AppRef, DecodeOutcome, DecodeRequest, FarmDevice, NullTether, PowerMeter, Tether
 from farm.devices.connect import connect, disconnect
 from farm.emulation import EMULATED_NOTE
 from farm.errors import CommandFailed, FarmError
 from farm.power import energy as power_energy
 from farm.power.battery import BatteryState
+from farm.power.instrument import Window
 from farm.power.sampler import PowerSample
 from farm.quality.y4m import QualityError, read_y4m_info
 from farm.session import measure
@@ -90,6 +91,8 @@ class _Session:
         self.no_meter_reason: str | None = None
         self.tether: Tether = NullTether("not connected yet")
         self.counters = Counters()
+        self.stale: list[str] = []
+        """Job folders the next decode removes before it starts (their outputs were pulled, or never will be)."""
 
     # -- the session ----------------------------------------------------------------------------------
     def run(self) -> DeviceDone:
@@ -294,13 +297,17 @@ class _Session:
             self._stage(dev, layout)
 
     # -- power ------------------------------------------------------------------------------------------
+    def _window_of(self, layout: Layout, name: str) -> Window:
+        suite = self.spec.suite
+        lifetime_s = suite.timeout_s + suite.power.baseline_s + SAMPLER_SPARE_S
+        return Window(layout.run_dir, name, suite.power.sample_hz, lifetime_s)
+
     def _window(
         self, dev: FarmDevice, layout: Layout, meter: PowerMeter | None, zones: list[str], name: str,
         during: Callable[[], object],
     ) -> tuple[list[PowerSample], list[float]]:  # fmt: skip
-        suite = self.spec.suite
-        lifetime_s = suite.timeout_s + suite.power.baseline_s + SAMPLER_SPARE_S
-        return dev.power_window(meter, zones, layout.run_dir, name, suite.power.sample_hz, lifetime_s, during)
+        w = self._window_of(layout, name)
+        return dev.power_window(meter, zones, w.folder, w.name, w.hz, w.lifetime_s, during)
 
     def _baseline(self, dev: FarmDevice, layout: Layout, meter: PowerMeter | None, zones: list[str]) -> float | None:
         seconds = self.spec.suite.power.baseline_s
@@ -381,18 +388,10 @@ class _Session:
         argv = self._decode_argv(dev, layout, job, job_dir)
         app = self._app(self.spec.bundle(job.bundle))
         timeout = self.spec.suite.timeout_s
-        box: list[DecodeOutcome] = []
-        before = dev.battery()
-        samples, temps = self._window(
-            dev,
-            layout,
-            meter,
-            zones,
-            str(job.index),
-            lambda: box.append(dev.decode(argv, job_dir, timeout, zones, app)),
-        )
-        after = dev.battery()
-        outcome = box[0]
+        request = DecodeRequest(tuple(argv), job_dir, timeout, tuple(zones), app, tuple(self.stale))
+        got = dev.measured_decode(request, meter, self._window_of(layout, str(job.index)))
+        self.stale = [job_dir]  # removed by the next decode (or with the run folder): one round trip less per job
+        before, after, outcome = got.battery_before, got.battery_after, got.outcome
         provenance.merge(self.props, job.key.role, dict(outcome.runtime))
         error = measure.failure(outcome, timeout)
         frames, error = self._collect(dev, job_dir, outcome, error)
@@ -402,8 +401,8 @@ class _Session:
             self._warn_charging(on_charger[0])
         ms = measure.timing(outcome, frames, self.spec.suite, job.source_fps)
         n = frames or len(outcome.frame_times_ns)
-        ms += measure.power(outcome, n, samples, ctx, self.spec.suite.power.sample_hz, charging)
-        ms += measure.thermal(temps, outcome.temp_start_c, outcome.temp_end_c, self._throttle_c)
+        ms += measure.power(outcome, n, got.power, ctx, self.spec.suite.power.sample_hz, charging)
+        ms += measure.thermal(got.temps, outcome.temp_start_c, outcome.temp_end_c, self._throttle_c)
         ms += measure.battery(before, after, charging)
         return JobDone(
             self.device.id, job, "failed" if error else "ok", error, outcome.output_sha, frames,
@@ -414,17 +413,17 @@ class _Session:
     def _collect(
         self, dev: FarmDevice, job_dir: str, outcome: DecodeOutcome, error: str | None
     ) -> tuple[int | None, str | None]:
-        """Pull the output (once per digest on this host), read its frame count, then free the device's disk."""
+        """Pull the output (once per digest on this host) and read its frame count.
+
+        The device's disk is freed by the next job's decode, which removes this job's folder first (outputs are
+        large: a small device still holds one at a time), and the last one goes with the run folder.
+        """
         frames: int | None = None
-        try:
-            if error is None and outcome.output_sha is not None:
-                local = self.env.outputs.fetch(outcome.output_sha, lambda dst: dev.pull(f"{job_dir}/out.y4m", dst))
-                try:
-                    frames = read_y4m_info(local).frames
-                except QualityError as exc:
-                    # a broken output fails this job only; its timing and power are still recorded
-                    error = f"decoder output is not valid Y4M: {exc}"
-        finally:
-            with contextlib.suppress(CommandFailed):
-                dev.remove(job_dir)  # outputs are large: a small device holds one at a time
+        if error is None and outcome.output_sha is not None:
+            local = self.env.outputs.fetch(outcome.output_sha, lambda dst: dev.pull(f"{job_dir}/out.y4m", dst))
+            try:
+                frames = read_y4m_info(local).frames
+            except QualityError as exc:
+                # a broken output fails this job only; its timing and power are still recorded
+                error = f"decoder output is not valid Y4M: {exc}"
         return frames, error

@@ -212,6 +212,7 @@ class AdbLink:
         self.description = f"adb {where}"
         self.key_path = Path(os.path.expanduser(settings.key))
         self.reconnects = 0
+        self.opened = 0
         self._dev: AdbDevice | None = None
         self._tcp: _Tcp | None = None
         self._lock = threading.RLock()
@@ -330,6 +331,7 @@ class AdbLink:
 
         Raises _Deadline when the host-side deadline passed, TransportError for everything else.
         """
+        self.opened += 1  # one adb stream per call (shell, push, pull)
         with self._lock:
             dev = self._device()
             try:
@@ -447,6 +449,7 @@ class AdbLink:
         if not self.settings.address:
             # one USB handle carries one connection; a second stream on it needs adb-shell to multiplex streams
             raise CommandFailed(self.device_id, f"holding {argv[0]!r}", None, "not supported over USB yet (TCP only)")
+        self.opened += 1
         link = AdbLink(self.device_id, self.settings)
         link.connect()
         dev = link._dev

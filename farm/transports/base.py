@@ -120,6 +120,9 @@ class Held(Protocol):
 
 class Transport(Protocol):
     description: str
+    opened: int
+    """How many commands or streams this link has opened so far (an SSH channel, an ADB stream, a local process):
+    the count a job's round trips are judged by (issue 17: at most 2 per job), read by tests and bench/."""
 
     def run(self, argv: Sequence[str], *, timeout: float, stdin: bytes | None = None) -> Completed:
         """Run to completion; on timeout kill the whole process tree and report ``timed_out``."""

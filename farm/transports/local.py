@@ -54,9 +54,12 @@ class LocalTransport:
     description = "local"
 
     def __init__(self) -> None:
+        self.opened = 0
+        """Processes started and files copied (the local count of a link's round trips)."""
         self._spawned: dict[int, subprocess.Popen[bytes]] = {}
 
     def run(self, argv: Sequence[str], *, timeout: float, stdin: bytes | None = None) -> Completed:
+        self.opened += 1
         start = time.monotonic()
         try:
             proc = subprocess.Popen(
@@ -88,6 +91,7 @@ class LocalTransport:
         return logged(self.description, done)
 
     def spawn(self, argv: Sequence[str]) -> Background:
+        self.opened += 1
         try:
             proc = subprocess.Popen(
                 list(argv),
@@ -108,6 +112,7 @@ class LocalTransport:
             child.wait()
 
     def hold(self, argv: Sequence[str], *, timeout: float) -> LocalHeld:
+        self.opened += 1
         try:
             proc = subprocess.Popen(
                 list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -127,9 +132,11 @@ class LocalTransport:
         return LocalHeld(proc, line.decode(errors="replace").strip())
 
     def push(self, local: Path, remote: str) -> int:
+        self.opened += 1
         return self._copy(local, Path(remote))
 
     def pull(self, remote: str, local: Path) -> int:
+        self.opened += 1
         return self._copy(Path(remote), local)
 
     @staticmethod

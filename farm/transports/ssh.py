@@ -254,6 +254,7 @@ class SshLink:
         self._lock = threading.Lock()
         self._has_timeout: bool | None = None
         self.reconnects = 0
+        self.opened = 0
         self._connected_once = False
         self.answer_timeout_s = min(settings.io_timeout_s, ANSWER_TIMEOUT_S)
         self._heartbeat: _Heartbeat | None = None
@@ -378,6 +379,7 @@ class SshLink:
         return status
 
     def _session(self) -> paramiko.Channel:
+        self.opened += 1  # every exec, hold, push and pull comes through here: one channel each
         try:
             # window size: the transport default set at connect (WINDOW)
             chan = self._transport().open_session(timeout=self.settings.io_timeout_s)

@@ -14,8 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from farm.devices.base import AppRef, DecodeOutcome, PowerProbe, TransferCounter
+from farm.devices.base import (
+    AppRef,
+    DecodeOutcome,
+    DecodeRequest,
+    MeasuredDecode,
+    PowerProbe,
+    TransferCounter,
+    measure_around,
+)
 from farm.errors import CommandFailed
+from farm.power.instrument import Window
 from farm.transports.base import TransportError
 
 
@@ -29,6 +38,9 @@ def write_y4m(path: Path, frames: int = 3, width: int = 16, height: int = 8) -> 
 class FakeTether:
     device: FakeDevice
     closed: bool = False
+
+    def alive(self) -> bool:
+        return not self.closed
 
     def close(self) -> None:
         self.closed = True
@@ -94,6 +106,9 @@ class FakeDevice:
             return DecodeOutcome(137, False, 1, 2, None, None, (), "Killed")
         times = (1_000_000,) * 3
         return DecodeOutcome(0, False, 10**9, 2 * 10**9, self.digest, self.output.stat().st_size, times, "")
+
+    def measured_decode(self, request: DecodeRequest, meter: Any, window: Window) -> MeasuredDecode:
+        return measure_around(self, request, meter, window)
 
     def kill_job(self, job_dir: str) -> None:
         self.calls.append(f"kill {job_dir}")
