@@ -387,6 +387,9 @@ def run(
     cluster: ClusterOpt = None,
     cert_dir: CertsOpt = None,
     agent_wait: AgentWaitOpt = 30.0,
+    serial: Annotated[
+        bool, typer.Option("--serial", help="encode, then decode, then score: no overlap (debugging; a bench's peer)")
+    ] = False,
 ) -> None:
     """Run SUITE with a bundle on the selected devices and gate it. Ctrl-C stops it (exit 130); --resume finishes it."""
     from farm.plan import load_plan, parse_anchor
@@ -403,7 +406,7 @@ def run(
         plan = load_plan(suite, bundle, anchors, inv, devices_sel, state / "cache")
         db = _open_store(store, create=True)
         rid = _run_id(db, resume) if resume is not None else None
-        outcome = _execute(plan, db, state, rid, lease_timeout, (cluster, cert_dir, agent_wait))
+        outcome = _execute(plan, db, state, rid, lease_timeout, (cluster, cert_dir, agent_wait), serial)
         code = _print_outcome(db, outcome, plan.suite.name, _Outputs(json_out, csv_out, junit))
         code, pushed = _push(store_path, outcome.run_id, pushgateway, code)
         _say_verdict(outcome, code, pushed)
@@ -417,7 +420,7 @@ def run(
 
 def _execute(
     plan: Plan, db: Store, state: Path, rid: str | None, lease_timeout: float,
-    cluster: tuple[str | None, Path | None, float],
+    cluster: tuple[str | None, Path | None, float], serial: bool = False,
 ) -> RunOutcome:  # fmt: skip
     """The run itself, on this host's threads or (``--cluster``) on the cluster's agents, with the live view."""
     from farm.interrupt import stop_on_signals
@@ -428,7 +431,7 @@ def _execute(
     view = LiveView(out.get(), [d.id for d in plan.devices])
     cancel = Cancel()
     with _cluster_cli.executor(*cluster) as executor:
-        opts = RunOptions(state, cancel, [view], view.log, rid, lease_timeout, executor)
+        opts = RunOptions(state, cancel, [view], view.log, rid, lease_timeout, executor, not serial, view.lane)
         with stop_on_signals(cancel), view:
             return execute(plan, db, opts)
 

@@ -27,13 +27,25 @@ from farm.errors import FarmError, InfraError, InputError, Stopped
 from farm.executors.base import Executor
 from farm.executors.threads import ThreadExecutor
 from farm.gates import StoreBaselines, Verdict, evaluate, load_view
-from farm.plan import Media, Plan, artifacts, plan_jobs, prepare_media, session_specs
+from farm.lanes.clock import LaneListener
+from farm.lanes.run import Host, RunLanes, observer, run_pipelined
+from farm.lanes.scoring import ScoringLane
+from farm.plan import (
+    STOPPED_WHILE_ENCODING,
+    Media,
+    Plan,
+    artifacts,
+    plan_jobs,
+    prepare_media,
+    render_sources,
+    session_specs,
+)
 from farm.quality.score import CONVENTIONS
 from farm.recorder import Recorder, Subscriber
 from farm.scoring import TOLERANCE_METRICS, bd_rates, compare_differing_outputs, score_run
 from farm.session.cancel import Cancel
-from farm.session.events import DeviceDone, JobDone
-from farm.session.spec import JobKey, JobSpec
+from farm.session.events import DeviceDone, Event, JobDone
+from farm.session.spec import JobKey, JobSpec, SessionSpec
 from farm.store import Store
 
 EXIT_INTERRUPTED = 130
@@ -79,6 +91,15 @@ class RunOptions:
     lease_timeout_s: float = 600.0
     executor: ExecutorFactory | None = None
     """Where sessions run (the cluster's agents, farm.executors.dask); default: threads on this host."""
+    pipelined: bool = True
+    """Encode, decode and score side by side (threads on this host only; ``farm run --serial`` turns it off)."""
+    lanes: LaneListener = lambda _: None
+    """Told (from any thread) when a lane (encode, devices, scoring) moves: the live view's lane lines."""
+
+    @property
+    def pipelining(self) -> bool:
+        """The cluster's executor is not pipelined: its sessions are submitted once every encode is done."""
+        return self.pipelined and self.executor is None
 
 
 def _new_run_id() -> str:
@@ -140,23 +161,31 @@ def _resumable(plan: Plan, store: Store, run_id: str) -> set[tuple[str, JobKey]]
     return {(d, JobKey(role, seq, rate, rep)) for d, role, seq, rate, rep in store.completed_job_keys(run_id)}
 
 
-def _media(plan: Plan, opts: RunOptions) -> Media:
-    """Render and encode; a stop meanwhile (which also kills the encoders: they share the terminal) ends here."""
-    stopped = Stopped("stopped while encoding, before any job ran; the encodes that finished are cached")
+def _media(plan: Plan, opts: RunOptions, lanes: RunLanes) -> Media:
+    """Render and encode; a stop meanwhile (which also kills the encoders: they share the terminal) ends here.
+
+    A pipelined run only renders here: its encodes run beside the sessions (farm.lanes.run).
+    """
+    stopped = Stopped(STOPPED_WHILE_ENCODING)
     try:
-        media = prepare_media(plan, opts.state_dir / "cache", opts.log, opts.cancel)
+        with lanes.encode.busy():
+            if opts.pipelining:
+                return Media(render_sources(plan, opts.state_dir / "cache", opts.log, opts.cancel), {}, 0, 0)
+            media = prepare_media(plan, opts.state_dir / "cache", opts.log, opts.cancel)
     except FarmError:
         if opts.cancel.is_set():
             raise stopped from None
         raise
     if opts.cancel.is_set():
         raise stopped
+    lanes.encode.add(done=len(media.bitstreams), total=len(media.bitstreams))
     return media
 
 
 def execute(plan: Plan, store: Store, opts: RunOptions) -> RunOutcome:
     """Run (or resume) ``plan`` and gate it. The run is never left ``running``, whatever happens."""
-    media = _media(plan, opts)
+    lanes = RunLanes(opts.lanes)
+    media = _media(plan, opts, lanes)
     jobs = plan_jobs(plan, media)
     done: set[tuple[str, JobKey]] = set()
     if opts.resume is not None:
@@ -167,7 +196,7 @@ def execute(plan: Plan, store: Store, opts: RunOptions) -> RunOutcome:
     else:
         run_id = _start(plan, store, jobs)
     try:
-        return _run(plan, store, opts, run_id, media, jobs, done)
+        return _run(plan, store, opts, run_id, media, jobs, done, lanes)
     except BaseException as exc:
         # whatever happened (a bug, a full disk), the run must not stay 'running' forever
         status = "interrupted" if opts.cancel.is_set() or isinstance(exc, KeyboardInterrupt) else "incomplete"
@@ -179,7 +208,7 @@ def execute(plan: Plan, store: Store, opts: RunOptions) -> RunOutcome:
 
 def _run(
     plan: Plan, store: Store, opts: RunOptions, run_id: str, media: Media, jobs: list[JobSpec],
-    done: set[tuple[str, JobKey]],
+    done: set[tuple[str, JobKey]], lanes: RunLanes,
 ) -> RunOutcome:  # fmt: skip
     cache = opts.state_dir / "cache"
     decoded = DecodedCache(cache / "decoded")
@@ -187,28 +216,23 @@ def _run(
     opts.log(f"run {run_id}: {sum(len(s.jobs) for s in specs)} jobs on {len(specs)} device(s)")
     recorder = Recorder(store, run_id, {d.id: d for d in plan.devices}, opts.subscribers,
                         on_store_error=lambda: opts.cancel.set("the store failed"))  # fmt: skip
-    local = artifacts(plan, media).__getitem__
-    executor: Executor = (
-        opts.executor(local, decoded, opts.lease_timeout_s) if opts.executor is not None
-        else ThreadExecutor(opts.state_dir, local, decoded, opts.lease_timeout_s)
-    )  # fmt: skip
-    results = executor.run(specs, recorder, opts.cancel)
+    lanes.sessions(specs, opts.lanes)
+    scorer = ScoringLane(plan.suite, media.sources, decoded, cache, lanes.scoring, opts.cancel, opts.pipelining)
+    if opts.pipelining:
+        host = Host(opts.state_dir, cache, decoded, opts.lease_timeout_s)
+        results, media = run_pipelined(plan, media, specs, recorder, opts.cancel, host, lanes, scorer)
+    else:
+        results = _sessions(plan, opts, media, specs, decoded, observer(recorder, lanes, scorer, None))
     if recorder.error is not None:
         raise StoreFailed(recorder, run_id, opts.state_dir)
     unavailable = [d for d in results if d.status == "unavailable"]
     if specs and not opts.cancel.is_set() and not any(d.reached for d in results):
         details = "; ".join(f"{d.device_id}: {d.error}" for d in results)
         raise InfraError(f"run {run_id}: no device could run: {details}")
-    opts.log("scoring decoded outputs")
-    score_run(store, run_id, plan.suite, media.sources, decoded.root, cache)
-    bd_rates(store, run_id, [d.id for d in plan.devices], [(a.name, a.role) for a in plan.anchors], media.sources)
-    from farm.complexity.record import record_complexity  # onnx and numpy: not before the first device command
-
-    record_complexity(store, run_id, plan.bundle, plan.devices, _frame_sizes(media))
-    if any(g.metric in TOLERANCE_METRICS for g in plan.suite.gates):
-        compare_differing_outputs(store, run_id, decoded.root, opts.log)
+    _score(plan, store, opts, run_id, media, decoded, lanes, scorer)
     status = _status(opts.cancel, results)
-    summary = _summary(media, decoded, results)
+    summary = {**_summary(media, decoded, results), "lanes": lanes.summary(opts.pipelining)}
+    opts.log(lanes.describe())
     # the run is finished before its gates are evaluated: gates refuse runs still marked running
     store.finish_run(run_id, status, summary)
     verdicts = evaluate(plan.suite.gates, load_view(store, run_id), StoreBaselines(store))
@@ -216,6 +240,37 @@ def _run(
     if unavailable and status != "interrupted":
         raise InfraError("; ".join(d.error or "" for d in unavailable))  # exit 3, naming each device
     return RunOutcome(run_id, status, verdicts, summary, results)
+
+
+def _sessions(
+    plan: Plan, opts: RunOptions, media: Media, specs: list[SessionSpec], decoded: DecodedCache,
+    on_event: Callable[[Event], None],
+) -> list[DeviceDone]:  # fmt: skip
+    """Serial sessions (every bitstream encoded already), on the given executor or this host's threads."""
+    local = artifacts(plan, media).__getitem__
+    executor: Executor = (
+        opts.executor(local, decoded, opts.lease_timeout_s) if opts.executor is not None
+        else ThreadExecutor(opts.state_dir, local, decoded, opts.lease_timeout_s)
+    )  # fmt: skip
+    return executor.run(specs, on_event, opts.cancel)
+
+
+def _score(
+    plan: Plan, store: Store, opts: RunOptions, run_id: str, media: Media, decoded: DecodedCache,
+    lanes: RunLanes, scorer: ScoringLane,
+) -> None:  # fmt: skip
+    """Score what the scoring lane has not (all of it in a serial run), then BD-rate, complexity, comparisons."""
+    cache = opts.state_dir / "cache"
+    opts.log("scoring decoded outputs")
+    with lanes.scoring.busy():
+        score_run(store, run_id, plan.suite, media.sources, decoded.root, cache)
+    scorer.finished()
+    bd_rates(store, run_id, [d.id for d in plan.devices], [(a.name, a.role) for a in plan.anchors], media.sources)
+    from farm.complexity.record import record_complexity  # onnx and numpy: not before the first device command
+
+    record_complexity(store, run_id, plan.bundle, plan.devices, _frame_sizes(media))
+    if any(g.metric in TOLERANCE_METRICS for g in plan.suite.gates):
+        compare_differing_outputs(store, run_id, decoded.root, opts.log)
 
 
 def _frame_sizes(media: Media) -> list[tuple[int, int]]:

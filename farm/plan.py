@@ -22,7 +22,7 @@ from farm.errors import InputError, Problem
 from farm.measures import ANCHOR_NAME
 from farm.media import Bitstream, Source, encode, render
 from farm.session.cancel import Cancel
-from farm.session.spec import BundleRef, FileRef, JobKey, JobSpec, SessionSpec
+from farm.session.spec import PENDING, BundleRef, FileRef, JobKey, JobSpec, SessionSpec
 
 T = TypeVar("T")
 Y4M_FRAME_HEADER = 6  # "FRAME\n"
@@ -168,26 +168,54 @@ def _fit(bundle: Bundle, device: Device, inventory_path: Path) -> list[Problem]:
     return []
 
 
+STOPPED_WHILE_ENCODING = "stopped while encoding, before any job ran; the encodes that finished are cached"
+
+EncodeTask = tuple[str, Bundle, str, float]
+"""(role, bundle, sequence id, rate) of one bitstream to encode."""
+
+
 def prepare_media(plan: Plan, cache: Path, log: Callable[[str], None], cancel: Cancel | None = None) -> Media:
     """Step 3: render sources and encode on the host, two encodes at a time; a stop kills what is running."""
+    sources = render_sources(plan, cache, log, cancel)
+    tasks = encode_tasks(plan, sources)
+    log(f"encoding {len(tasks)} bitstreams")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(lambda t: encode_one(plan, t, sources, cache, cancel), tasks))
+    return media_of(sources, tasks, results)
+
+
+def render_sources(plan: Plan, cache: Path, log: Callable[[str], None], cancel: Cancel | None) -> dict[str, Source]:
     sources = {}
     for seq in plan.suite.sequences:
         log(f"rendering {seq.id}")
         sources[seq.id] = render(seq, cache, cancel)
-    roles = [("test", plan.bundle)] + [(a.role, a.bundle) for a in plan.anchors]
-    tasks = [(role, b, sid, rate) for role, b in roles for sid in sources for rate in plan.suite.rates_kbps]
-    log(f"encoding {len(tasks)} bitstreams")
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        results = list(
-            pool.map(lambda t: encode(t[1], sources[t[2]], t[3], cache, cancel, scope=plan.encode_scope), tasks)
-        )
+    return sources
+
+
+def encode_tasks(plan: Plan, sources: dict[str, Source]) -> list[EncodeTask]:
+    """Every bitstream of the run, in the order each device's jobs need them (``plan_jobs``: anchors first)."""
+    roles = [(a.role, a.bundle) for a in plan.anchors] + [("test", plan.bundle)]
+    return [(role, b, sid, rate) for role, b in roles for sid in sources for rate in plan.suite.rates_kbps]
+
+
+def encode_one(
+    plan: Plan, task: EncodeTask, sources: dict[str, Source], cache: Path, cancel: Cancel | None
+) -> Bitstream:
+    _, bundle, sid, rate = task
+    return encode(bundle, sources[sid], rate, cache, cancel, scope=plan.encode_scope)
+
+
+def media_of(sources: dict[str, Source], tasks: Sequence[EncodeTask], results: Sequence[Bitstream]) -> Media:
     bitstreams = {(t[0], t[2], t[3]): bs for t, bs in zip(tasks, results, strict=True)}
     reused = sum(1 for bs in results if bs.reused)
     return Media(sources, bitstreams, len(results) - reused, reused)
 
 
 def plan_jobs(plan: Plan, media: Media) -> list[JobSpec]:
-    """Each anchor's jobs once (they only feed BD-rate), then the bundle's repeats, interleaving rate points."""
+    """Each anchor's jobs once (they only feed BD-rate), then the bundle's repeats, interleaving rate points.
+
+    A bitstream ``media`` lacks (a pipelined run plans before its encodes finish) is named ``PENDING``.
+    """
     keys = [(a.role, 0) for a in plan.anchors]
     keys += [("test", r) for r in range(plan.suite.repeats)]
     jobs: list[JobSpec] = []
@@ -195,11 +223,15 @@ def plan_jobs(plan: Plan, media: Media) -> list[JobSpec]:
         bundle = plan.role_bundle(role)
         for sid, src in media.sources.items():
             for rate in plan.suite.rates_kbps:
-                bs = media.bitstreams[(role, sid, rate)]
-                ref = FileRef(bs.sha256, f"{bs.sha256}{bs.path.suffix}", bs.size)
+                bs = media.bitstreams.get((role, sid, rate))
+                ref = bitstream_ref(bs) if bs is not None else FileRef(PENDING, PENDING, 0)
                 jobs.append(JobSpec(len(jobs), JobKey(role, sid, rate, repeat), bundle.digest, ref, src.sha256,
                                     src.fps, _output_bytes(src)))  # fmt: skip
     return jobs
+
+
+def bitstream_ref(bs: Bitstream) -> FileRef:
+    return FileRef(bs.sha256, f"{bs.sha256}{bs.path.suffix}", bs.size)
 
 
 def _output_bytes(src: Source) -> int:

@@ -24,6 +24,7 @@ from rich.progress import (
 )
 
 from farm.errors import unnamed
+from farm.lanes.clock import LaneState
 from farm.session.events import DeviceDone, Event, JobDone, Status
 
 QUIET_PHASES = frozenset({"job", "cleanup"})  # shown live, but not worth a log line each
@@ -58,6 +59,7 @@ class LiveView:
             d: self.progress.add_task("waiting", device=d, fps="", total=None) for d in device_ids
         }
         self.done: dict[str, tuple[int, int]] = {}  # device -> (done, total) as its last JobDone said
+        self.lanes: dict[str, TaskID] = {}  # encode | devices | scoring -> its line, once it has work
 
     def __enter__(self) -> LiveView:
         self.progress.__enter__()
@@ -91,6 +93,16 @@ class LiveView:
         elif isinstance(event, DeviceDone) and event.error:
             self.progress.update(task, description=f"{event.status}: {unnamed(event.device_id, event.error)}")
             self.log(f"{event.device_id}: {event.status}: {unnamed(event.device_id, event.error)}")
+
+    def lane(self, state: LaneState) -> None:
+        """A lane moved (from any thread: rich's progress locks): its line shows done/total and busy time."""
+        if not self.live or state.total == 0:
+            return
+        task = self.lanes.get(state.name)
+        if task is None:
+            task = self.progress.add_task("", device=f"lane {state.name}", fps="", total=state.total)
+            self.lanes[state.name] = task
+        self.progress.update(task, completed=state.done, total=state.total, description=f"busy {state.busy_s:.1f} s")
 
     def _job_done(self, task: TaskID, event: JobDone) -> None:
         p50 = next((m.value for m in event.measurements if m.name == "fps.p50"), None)

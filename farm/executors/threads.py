@@ -6,6 +6,7 @@ the sessions to clean their devices, and reports any that did not finish in time
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 import time
@@ -18,7 +19,7 @@ from farm.config.inventory import device_identity
 from farm.session.cancel import Cancel
 from farm.session.events import DeviceDone, Event, Status
 from farm.session.session import OutputCache, SessionEnv, run_session
-from farm.session.spec import SessionSpec
+from farm.session.spec import JobSpec, SessionSpec
 
 STOP_GRACE_S = 15.0
 """After a stop, how long sessions get to kill their decoders and clean their devices before we return."""
@@ -30,6 +31,8 @@ class ThreadExecutor:
     artifact: Callable[[str], Path]
     outputs: OutputCache
     lease_timeout_s: float = 600.0
+    bitstream: Callable[[str, JobSpec, bool], JobSpec | None] | None = None
+    """(device, job, wait) -> the job with its bitstream, for a pipelined run's jobs planned before their encode."""
 
     def run(self, specs: Sequence[SessionSpec], on_event: Callable[[Event], None], cancel: Cancel) -> list[DeviceDone]:
         events: queue.Queue[Event] = queue.Queue()
@@ -79,6 +82,8 @@ class ThreadExecutor:
             return
         with lease:
             env = SessionEnv(self.state_dir, self.artifact, self.outputs, cancel, events.put)
+            if self.bitstream is not None:
+                env.bitstream = functools.partial(self.bitstream, device.id)
             results[device.id] = run_session(spec, env)
 
 

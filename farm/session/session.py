@@ -65,6 +65,9 @@ class SessionEnv:
     """How to reach a device (its kind's connect and setup); tests hand in a fake device here."""
     disconnect: Callable[[Device, FarmDevice], None] = disconnect
     """How to let it go (its kind's teardown)."""
+    bitstream: Callable[[JobSpec, bool], JobSpec | None] = lambda job, _wait: job
+    """A pipelined run's job with its bitstream, once encoded (waiting for it when asked; None when it is not
+    there yet, or never will be: the run stopped). Jobs planned after their encodes are returned as they are."""
 
 
 class Interrupted(Exception):
@@ -93,6 +96,8 @@ class _Session:
         self.counters = Counters()
         self.stale: list[str] = []
         """Job folders the next decode removes before it starts (their outputs were pulled, or never will be)."""
+        self.staged: set[str] = set()
+        """Bitstreams on the device; a pipelined run stages those encoded after the session began job by job."""
 
     # -- the session ----------------------------------------------------------------------------------
     def run(self) -> DeviceDone:
@@ -126,13 +131,26 @@ class _Session:
                 meter, zones = self._set_up(dev, layout)
                 baseline_w = self._baseline(dev, layout, meter, zones)
                 ctx = self._power_context(dev, meter, baseline_w)
-                for job in self.spec.jobs:
+                for pending in self.spec.jobs:
                     self._check()
+                    job = self._encoded(pending)
                     self._status("job", job.key.label())
                     attempt = functools.partial(self._job, dev, layout, job, meter, zones, ctx)
                     self._emit_job(self._retrying(dev, layout, job, attempt))
         finally:
             self.tether.close()
+
+    def _encoded(self, job: JobSpec) -> JobSpec:
+        """The job with its bitstream, waiting for its encode only now that the device has reached it."""
+        if job.ready:
+            return job
+        ready = self.env.bitstream(job, False)
+        if ready is None:
+            self._status("job", f"{job.key.label()}: waiting for its encode")
+            ready = self.env.bitstream(job, True)
+        if ready is None:
+            raise Interrupted  # the run was stopped (by the user, or by a failed encode) while it waited
+        return ready
 
     def _re_tether(self, dev: FarmDevice, layout: Layout) -> None:
         """After a dropped link the old tether's watchdog cleans the run folder: let it finish, then tie again."""
@@ -281,10 +299,21 @@ class _Session:
             for ref in bundle.files:
                 remote = layout.bundle_file(bundle, ref)
                 files[remote] = (self.env.artifact(ref.digest), remote, ref.digest)
-        for job in self.spec.jobs:
+        for pending in self.spec.jobs:
+            job = self.env.bitstream(pending, False)  # in a pipelined run, those already encoded
+            if job is None or not job.ready:
+                continue
             remote = layout.bitstream(job.bitstream)
             files.setdefault(remote, (self.env.artifact(job.bitstream.digest), remote, job.bitstream.digest))
+            self.staged.add(job.bitstream.digest)
         dev.stage(list(files.values()))
+
+    def _stage_bitstream(self, dev: FarmDevice, layout: Layout, job: JobSpec) -> None:
+        """A bitstream encoded after staging goes to the device just before its first job (pushed if lacking)."""
+        digest = job.bitstream.digest
+        if digest not in self.staged:
+            dev.stage([(self.env.artifact(digest), layout.bitstream(job.bitstream), digest)])
+            self.staged.add(digest)
 
     def _retrying_stage(self, dev: FarmDevice, layout: Layout) -> None:
         try:
@@ -383,6 +412,7 @@ class _Session:
         self, dev: FarmDevice, layout: Layout, job: JobSpec, meter: PowerMeter | None, zones: list[str],
         ctx: measure.PowerContext, attempt: int,
     ) -> JobDone:  # fmt: skip
+        self._stage_bitstream(dev, layout, job)  # inside the attempt: a dropped link retries it too
         t0 = time.time()
         job_dir = layout.job_dir(job.index, attempt)
         argv = self._decode_argv(dev, layout, job, job_dir)

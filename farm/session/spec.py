@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from farm.config.inventory import Device
 from farm.config.suite import Suite
 
+PENDING = ""
+"""The digest of a bitstream not encoded yet: its content, hence its name on the device, is not known."""
+
 
 @dataclass(frozen=True)
 class FileRef:
@@ -57,6 +60,12 @@ class JobSpec:
     source_sha: str
     source_fps: float
     output_bytes: int  # decoded size the job will need on the device (8-bit 4:2:0 Y4M, upper bound)
+
+    @property
+    def ready(self) -> bool:
+        """False while its bitstream is still being encoded (a pipelined run, docs/pipelined-run.md): the
+        session asks its ``SessionEnv.bitstream`` for the finished job when it reaches it."""
+        return self.bitstream.digest != PENDING
 
 
 @dataclass(frozen=True)
