@@ -30,6 +30,10 @@ CASES = {
         ["--devices", "4", "--agents", "2", "--jobs", "1", "--sleep", "0.2", "--repeats", "1"],
         "ratio dask/threads (efficiency, median):",
     ),
+    "bench_pipeline.py": (
+        ["--repeats", "1", "--width", "128", "--height", "96", "--frames", "10"],
+        "ratio pipelined wall / its longest lane (median):",
+    ),
     "bench_job_overhead.py": (
         ["--repeats", "1", "--jobs", "2", "--decode-s", "0.05"],
         "ratio separate verbs / one round trip (overhead, median):",
