@@ -7,6 +7,7 @@ import io
 
 from rich.console import Console
 
+from farm.lanes.clock import LaneState
 from farm.measures import measurement
 from farm.progress import LiveView, interactive
 from farm.session.events import DeviceDone, JobDone, Status
@@ -49,3 +50,29 @@ def test_a_failure_reason_shows_when_it_happens_with_the_device_named_once() -> 
     text = buf.getvalue()
     assert "(ssh b@h:22: link dropped)" in text and "board-2: failed: ssh b@h:22: cannot connect" in text
     assert "board-2: board-2" not in text
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_live_view_shows_each_lane_with_done_total_and_busy_time() -> None:
+    console = Console(file=_Terminal(), force_terminal=True, width=200)
+    view = LiveView(console, ["local"])
+    assert view.live
+    view.lane(LaneState("scoring", 0, 0, 0.0))  # no work known yet: no line
+    view.lane(LaneState("encode", 3, 8, 12.5))
+    view.lane(LaneState("encode", 4, 8, 14.0))
+    lanes = [t for t in view.progress.tasks if t.fields["device"].startswith("lane ")]
+    assert [(t.fields["device"], t.completed, t.total, t.description) for t in lanes] == [
+        ("lane encode", 4, 8, "busy 14.0 s")
+    ]
+
+
+def test_without_a_terminal_lanes_stay_out_of_the_log() -> None:
+    console, buf = ci_console()
+    view = LiveView(console, ["local"])
+    with view:
+        view.lane(LaneState("encode", 3, 8, 12.5))
+    assert "lane" not in buf.getvalue()
