@@ -431,7 +431,9 @@ def _execute(
     view = LiveView(out.get(), [d.id for d in plan.devices])
     cancel = Cancel()
     with _cluster_cli.executor(*cluster) as executor:
-        opts = RunOptions(state, cancel, [view], view.log, rid, lease_timeout, executor, not serial, view.lane)
+        opts = RunOptions(
+            state, cancel, [view], view.log, rid, lease_timeout, executor, pipelined=not serial, lanes=view.lane
+        )
         with stop_on_signals(cancel), view:
             return execute(plan, db, opts)
 
