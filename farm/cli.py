@@ -492,7 +492,7 @@ def _say_verdict(outcome: RunOutcome, code: int, pushed: str) -> None:
         out.print(f"finished jobs are kept and scored; complete it with: farm run ... --resume {outcome.run_id}",
                   highlight=False, markup=False)  # fmt: skip
     for v in outcome.verdicts:
-        if v.verdict != "pass":
+        if v.verdict != "pass":  # an exempt line is said too: the board's speed was not judged
             err.print(f"gate {v.verdict}: {v.label}: {v.detail}", highlight=False, markup=False)
 
 
@@ -504,7 +504,7 @@ def gate(
 ) -> None:
     """Re-evaluate a stored run's gates from the store (appends a new evaluation; never rewrites)."""
     from farm.config.suite import Suite
-    from farm.gates import StoreBaselines, evaluate, load_view
+    from farm.gates import StoreBaselines, evaluate, load_view, passing
     from farm.report import bd_warnings, verdict_table
 
     with _errors():
@@ -517,7 +517,7 @@ def gate(
         db.add_gate_evaluation(rid, [v.as_dict() for v in verdicts])
         out.print(verdict_table(verdicts, f"gates of run {rid}", bd_warnings(db, rid)))
         _write_outputs(db, rid, suite.name, verdicts, _Outputs(None, None, junit))
-        code = 0 if all(v.verdict == "pass" for v in verdicts) else 1
+        code = 0 if all(passing(v.verdict) for v in verdicts) else 1
     raise typer.Exit(code)
 
 
@@ -532,6 +532,7 @@ def runs(
 
     from rich.table import Table
 
+    from farm.gates.verdict import passing
     from farm.report.machine import dumps, emit
 
     with _errors(), _stdout_for(json_out):
@@ -542,7 +543,7 @@ def runs(
             table.add_column(col)
         for r in db.runs(limit):
             verdicts = db.gate_verdicts(r["id"])
-            passed = sum(1 for v in verdicts if v["verdict"] == "pass")
+            passed = sum(1 for v in verdicts if passing(v["verdict"]))
             gates = f"{passed}/{len(verdicts)} pass" if verdicts else "-"
             started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["started_at"]))
             table.add_row(r["id"], started, r["suite_name"], f"{r['bundle_name']}@{r['bundle_version']}",

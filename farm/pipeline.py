@@ -26,7 +26,7 @@ from farm.artifacts import DecodedCache
 from farm.errors import FarmError, InfraError, InputError, Stopped
 from farm.executors.base import Executor
 from farm.executors.threads import ThreadExecutor
-from farm.gates import StoreBaselines, Verdict, evaluate, load_view
+from farm.gates import StoreBaselines, Verdict, evaluate, load_view, passing
 from farm.plan import Media, Plan, artifacts, plan_jobs, prepare_media, session_specs
 from farm.quality.score import CONVENTIONS
 from farm.recorder import Recorder, Subscriber
@@ -66,7 +66,7 @@ class RunOutcome:
             return 3
         if not self.verdicts:
             return 0
-        return 0 if all(v.verdict == "pass" for v in self.verdicts) else 1
+        return 0 if all(passing(v.verdict) for v in self.verdicts) else 1
 
 
 @dataclass(frozen=True)
