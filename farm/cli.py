@@ -913,13 +913,17 @@ def sim_up(
 
 @sim_app.command("image")
 def sim_image() -> None:
-    """Build (or find in the cache) the QEMU boards' Debian arm64 image and print its directory."""
+    """Build (or find in the cache) the QEMU boards' Debian arm64 image and their ONNX Runtime disk."""
     from farm.sim.qemu.image import ensure_image
+    from farm.sim.qemu.runtime import ensure_runtime
 
     with _errors():
         image = ensure_image(say=lambda line: out.print(line, highlight=False))
         took = f"built in {image.build_s:.0f}s" if image.build_s is not None else "cached"
         out.print(f"{image.dir} ({took}, recipe {image.digest})", highlight=False)
+        runtime = ensure_runtime(say=lambda line: out.print(line, highlight=False))
+        took = f"built in {runtime.build_s:.0f}s" if runtime.build_s is not None else "cached"
+        out.print(f"{runtime.path} ({took}, {' '.join(runtime.packages)})", highlight=False)
 
 
 @sim_app.command("down")
