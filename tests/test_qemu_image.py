@@ -152,3 +152,21 @@ def test_a_board_with_the_runtime_disk_attaches_it_read_only_and_names_its_inter
     argv = qemu_argv(img, tmp_path / "o", tmp_path / "s", 2222, tmp_path / "c", tmp_path / "q", disk.path)
     assert f"if=none,id=runtime,format=raw,readonly=on,file={disk.path}" in argv
     assert "/opt/farm-runtimes/site" in RuntimePins().wrapper and "exec /usr/bin/python3" in RuntimePins().wrapper
+
+
+def test_boards_boot_without_onnxruntime_when_the_runtime_disk_cannot_be_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from farm.sim import fleet
+    from farm.sim.sshboard import SimError
+
+    img = Image(tmp_path, tmp_path / "base.qcow2", tmp_path / "vmlinuz", tmp_path / "initrd.img", "d", None)
+    monkeypatch.setattr(image_mod, "ensure_image", lambda **_: img)
+
+    def offline(**_: object) -> RuntimeDisk:
+        raise SimError("pip: no network")
+
+    monkeypatch.setattr(runtime_mod, "ensure_runtime", offline)
+    [board] = fleet._qemu_boards(1, tmp_path, tmp_path / "id_ed25519", exit_with_parent=False)
+    assert board.runtime is None and "onnxruntime" not in board.inventory_entry(tmp_path / "kh")["runtime"]
+    assert "no onnxruntime runtime: pip: no network" in capsys.readouterr().out

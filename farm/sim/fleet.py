@@ -226,7 +226,11 @@ def _qemu_boards(n: int, state_dir: Path, key_path: Path, exit_with_parent: bool
     from farm.sim.qemu.runtime import ensure_runtime
 
     image = ensure_image(say=lambda line: print(line, flush=True))
-    runtime = ensure_runtime(say=lambda line: print(line, flush=True))
+    try:
+        runtime = ensure_runtime(say=lambda line: print(line, flush=True))
+    except SimError as error:  # e.g. offline with a cached image: boards still boot, without onnxruntime
+        print(f"warning: the boards get no onnxruntime runtime: {error}", flush=True)
+        runtime = None
     generate_key(key_path, "farm-sim client")
     return [
         QemuBoard(name=f"qemu-{i}", base_dir=state_dir / "qemu" / f"qemu-{i}", image=image, client_key=key_path,
