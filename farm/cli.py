@@ -497,7 +497,7 @@ def _say_verdict(outcome: RunOutcome, code: int, pushed: str) -> None:
         out.print(f"finished jobs are kept and scored; complete it with: farm run ... --resume {outcome.run_id}",
                   highlight=False, markup=False)  # fmt: skip
     for v in outcome.verdicts:
-        if v.verdict != "pass":
+        if v.verdict != "pass":  # an exempt line is said too: the board's speed was not judged
             err.print(f"gate {v.verdict}: {v.label}: {v.detail}", highlight=False, markup=False)
 
 
@@ -509,7 +509,7 @@ def gate(
 ) -> None:
     """Re-evaluate a stored run's gates from the store (appends a new evaluation; never rewrites)."""
     from farm.config.suite import Suite
-    from farm.gates import StoreBaselines, evaluate, load_view
+    from farm.gates import StoreBaselines, evaluate, load_view, passing
     from farm.report import bd_warnings, verdict_table
 
     with _errors():
@@ -522,7 +522,7 @@ def gate(
         db.add_gate_evaluation(rid, [v.as_dict() for v in verdicts])
         out.print(verdict_table(verdicts, f"gates of run {rid}", bd_warnings(db, rid)))
         _write_outputs(db, rid, suite.name, verdicts, _Outputs(None, None, junit))
-        code = 0 if all(v.verdict == "pass" for v in verdicts) else 1
+        code = 0 if all(passing(v.verdict) for v in verdicts) else 1
     raise typer.Exit(code)
 
 
@@ -537,6 +537,7 @@ def runs(
 
     from rich.table import Table
 
+    from farm.gates.verdict import passing
     from farm.report.machine import dumps, emit
 
     with _errors(), _stdout_for(json_out):
@@ -547,7 +548,7 @@ def runs(
             table.add_column(col)
         for r in db.runs(limit):
             verdicts = db.gate_verdicts(r["id"])
-            passed = sum(1 for v in verdicts if v["verdict"] == "pass")
+            passed = sum(1 for v in verdicts if passing(v["verdict"]))
             gates = f"{passed}/{len(verdicts)} pass" if verdicts else "-"
             started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["started_at"]))
             table.add_row(r["id"], started, r["suite_name"], f"{r['bundle_name']}@{r['bundle_version']}",
@@ -917,13 +918,17 @@ def sim_up(
 
 @sim_app.command("image")
 def sim_image() -> None:
-    """Build (or find in the cache) the QEMU boards' Debian arm64 image and print its directory."""
+    """Build (or find in the cache) the QEMU boards' Debian arm64 image and their ONNX Runtime disk."""
     from farm.sim.qemu.image import ensure_image
+    from farm.sim.qemu.runtime import ensure_runtime
 
     with _errors():
         image = ensure_image(say=lambda line: out.print(line, highlight=False))
         took = f"built in {image.build_s:.0f}s" if image.build_s is not None else "cached"
         out.print(f"{image.dir} ({took}, recipe {image.digest})", highlight=False)
+        runtime = ensure_runtime(say=lambda line: out.print(line, highlight=False))
+        took = f"built in {runtime.build_s:.0f}s" if runtime.build_s is not None else "cached"
+        out.print(f"{runtime.path} ({took}, {' '.join(runtime.packages)})", highlight=False)
 
 
 @sim_app.command("down")

@@ -477,6 +477,12 @@ def device_metrics() -> tuple[str, ...]:
     return tuple(m.name for m in MEASURES.values() if m.gate and m.level == "run-device")
 
 
+def cpu_timed_metrics() -> tuple[str, ...]:
+    """Gate metrics that measure how fast the device's CPU decoded (frame rates, decode times, and the power and
+    energy of that decode window): an emulated CPU's values of them describe the emulator, not hardware."""
+    return tuple(m.name for m in (*_TIMING, *_POWER) if m.gate)
+
+
 def families() -> tuple[Family, ...]:
     """Every exported Prometheus family, once, in declaration order."""
     found = {m.export.family.name: m.export.family for m in MEASURES.values() if m.export is not None}

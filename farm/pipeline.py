@@ -26,7 +26,7 @@ from farm.artifacts import DecodedCache
 from farm.errors import FarmError, InfraError, InputError, Stopped
 from farm.executors.base import Executor
 from farm.executors.threads import ThreadExecutor
-from farm.gates import StoreBaselines, Verdict, evaluate, load_view
+from farm.gates import StoreBaselines, Verdict, evaluate, load_view, passing
 from farm.lanes.clock import LaneListener
 from farm.lanes.run import Host, RunLanes, observer, run_pipelined
 from farm.lanes.scoring import ScoringLane
@@ -78,7 +78,7 @@ class RunOutcome:
             return 3
         if not self.verdicts:
             return 0
-        return 0 if all(v.verdict == "pass" for v in self.verdicts) else 1
+        return 0 if all(passing(v.verdict) for v in self.verdicts) else 1
 
 
 @dataclass(frozen=True)

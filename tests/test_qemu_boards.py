@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,12 +18,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from farm.sim.fleet import Fleet, start_fleet
-from farm.sim.qemu.board import QemuBoard
+from farm.sim.qemu.board import QemuBoard, _listens
 from farm.sim.qemu.image import Image, ensure_image
-from farm.sim.sshboard import SimError, generate_key
+from farm.sim.qemu.runtime import ORT_PYTHON
+from farm.sim.sshboard import LOCALHOST, SimError, generate_key
+from farm.transports.ssh import SshLink
 from tests.conftest import ROOT, require_tool, write
+from tests.support.ort_filter import ort_filter_bundle
 from tests.support.runs import bundle_args, farm
 
 # Boot (1-3 min idle, up to the 900 s bound on a loaded host) counts against the first test: a longer bound than
@@ -98,6 +103,81 @@ def test_local_and_the_aarch64_board_decode_bit_exactly(qemu_fleet: Fleet, tmp_p
     code, out = farm(tmp_path, "report", run_id, "--html", str(html))
     assert code in (0, 1), out
     assert "frame rates are EMULATED" in html.read_text()
+
+
+FLOAT_SUITE = """name: float-cross-isa
+sequences:
+  - id: bars
+    generate: {source: testsrc2, width: 128, height: 96, fps: 30, frames: 12}
+rates_kbps: [60, 240]
+repeats: 1
+warmup_frames: 2
+timeout_s: 600
+power: {baseline_s: 0}
+gates:
+  - {metric: consistency.max_abs_diff, op: "<=", value: 2, scope: all}
+  - {metric: consistency.psnr_db, op: ">=", value: 50, scope: all}
+  - {metric: failures, op: "==", value: 0, scope: all}
+"""
+
+
+def board_link(fleet: Fleet) -> SshLink:
+    link = SshLink("qemu-1", fleet.qemu_boards[0].ssh_settings())
+    link.connect()
+    return link
+
+
+def test_the_board_runs_the_hosts_onnx_runtime_from_its_read_only_disk(qemu_fleet: Fleet) -> None:
+    import onnxruntime
+
+    link = board_link(qemu_fleet)
+    try:
+        probe = "import onnxruntime, numpy, platform; print(platform.machine(), onnxruntime.__version__)"
+        done = link.run([ORT_PYTHON, "-c", probe], timeout=300)
+        assert done.ok, done.stderr
+        assert done.text().split() == ["aarch64", onnxruntime.__version__]
+        missing = link.run([ORT_PYTHON, "-c", "import constriction"], timeout=120)
+        assert not missing.ok and b"No module named 'constriction'" in missing.stderr  # no aarch64 wheel
+        written = link.run(["touch", "/opt/farm-runtimes/x"], timeout=30)
+        assert not written.ok and b"Read-only file system" in written.stderr
+    finally:
+        link.close()
+    entry = next(e for e in yaml.safe_load(qemu_fleet.inventory_path.read_text())["devices"] if e["id"] == "qemu-1")
+    assert entry["runtime"]["onnxruntime"] == ORT_PYTHON
+
+
+def test_a_float_onnx_decoder_across_isas_is_measured_against_its_tolerance(qemu_fleet: Fleet, tmp_path: Path) -> None:
+    bundle = ort_filter_bundle(tmp_path)
+    suite = write(tmp_path / "float.yaml", FLOAT_SUITE)
+    report = tmp_path / "r.json"
+    code, out = farm(tmp_path, "run", str(suite), "--bundle", str(bundle), "--inventory",
+                     str(qemu_fleet.inventory_path), "--devices", "local,qemu-1", "--json", str(report))  # fmt: skip
+    data = json.loads(report.read_text())
+    gates = {g["metric"]: g for g in data["gates"]}
+    assert gates["failures"]["verdict"] == "pass", out
+    diff, psnr = gates["consistency.max_abs_diff"], gates["consistency.psnr_db"]
+    assert diff["value"] is not None and psnr["value"] is not None, out  # measured, whichever way it went
+    assert code == (0 if diff["verdict"] == psnr["verdict"] == "pass" else 1), out
+    fps = {r["device"]: r["fps_p50"] for r in data["results"] if r["role"] == "test"}
+    print(f"\nfloat ONNX filter across ISAs: max abs diff {diff['value']}, worst-frame PSNR {psnr['value']} dB "
+          f"({diff['detail']}); fps.p50 local {fps['local']:.0f} vs qemu-1 {fps['qemu-1']:.1f} (EMULATED)")  # fmt: skip
+
+
+def test_a_taken_ssh_port_is_replaced_by_another(image: Image, tmp_path: Path) -> None:
+    key = tmp_path / "id_ed25519"
+    generate_key(key, "test")
+    with socket.socket() as taken:
+        taken.bind((LOCALHOST, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        board = QemuBoard("qemu-port", tmp_path / "board", image, key, exit_with_parent=True, port=port)
+        try:
+            board.launch()
+            assert board.port != port and board.qemu is not None and _listens(board.qemu.pid, board.port)
+            assert f"]:{board.port} " in (tmp_path / "board" / "known_hosts").read_text()
+        finally:
+            board.kill()
+    assert qemu_pids(tmp_path) == []
 
 
 def test_a_failed_boot_leaves_no_qemu(image: Image, tmp_path: Path) -> None:

@@ -11,9 +11,18 @@ import yaml
 
 from farm.config.inventory import Device
 from farm.sim.qemu import image as image_mod
+from farm.sim.qemu import runtime as runtime_mod
 from farm.sim.qemu.board import QemuBoard, qemu_argv
 from farm.sim.qemu.image import MANIFEST, Image, ensure_image
 from farm.sim.qemu.recipe import CACHE_ENV, Recipe, cache_root, image_dir
+from farm.sim.qemu.runtime import (
+    NO_AARCH64_WHEEL,
+    ORT_PYTHON,
+    RuntimeDisk,
+    RuntimePins,
+    ensure_runtime,
+    runtime_dir,
+)  # fmt: skip
 
 
 def test_the_digest_is_stable_and_follows_every_part_of_the_recipe() -> None:
@@ -96,3 +105,68 @@ def test_the_cross_isa_suite_is_smoke_with_fps_gated_on_the_host_only() -> None:
             assert (a.scope, b.scope) == ("each", "tag:host") and (a.op, a.value) == (b.op, b.value)
         else:
             assert a == b
+
+
+# -- the boards' ONNX Runtime disk --------------------------------------------------------------------------
+
+
+def test_the_runtime_pins_are_the_hosts_versions_and_name_the_cache_entry() -> None:
+    import numpy
+    import onnxruntime
+
+    pins = RuntimePins()
+    assert pins.packages == (f"onnxruntime=={onnxruntime.__version__}", f"numpy=={numpy.__version__}")
+    assert "constriction" in NO_AARCH64_WHEEL and not any(p.startswith("constriction") for p in pins.packages)
+    assert pins.digest() == RuntimePins().digest()
+    changed = [dataclasses.replace(pins, packages=("onnxruntime==1.0.0",)), dataclasses.replace(pins, revision=9),
+               dataclasses.replace(pins, python_version="3.12")]  # fmt: skip
+    assert len({p.digest() for p in changed} | {pins.digest()}) == 4
+
+
+def test_a_cached_runtime_disk_is_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    pins = RuntimePins()
+    cached = runtime_dir(pins)
+    cached.mkdir(parents=True)
+    (cached / runtime_mod.MANIFEST).write_text("{}")
+    builds: list[Path] = []
+
+    def build(pins: RuntimePins, work: Path) -> Path:
+        builds.append(work)
+        raise RuntimeError("stop before pip")
+
+    monkeypatch.setattr(runtime_mod, "build", build)
+    found = ensure_runtime(pins)
+    assert (found.path, found.build_s, builds) == (cached / "runtime.img", None, [])
+    with pytest.raises(RuntimeError, match="stop before pip"):
+        ensure_runtime(dataclasses.replace(pins, revision=pins.revision + 1))
+    assert len(builds) == 1 and not builds[0].exists(), "a failed build leaves no half-built directory"
+
+
+def test_a_board_with_the_runtime_disk_attaches_it_read_only_and_names_its_interpreter(tmp_path: Path) -> None:
+    img = Image(tmp_path, tmp_path / "base.qcow2", tmp_path / "vmlinuz", tmp_path / "initrd.img", "d", None)
+    disk = RuntimeDisk(tmp_path / "runtime.img", "r", ("onnxruntime==1",), None)
+    board = QemuBoard("qemu-1", tmp_path / "qemu-1", img, tmp_path / "key", port=2222, runtime=disk)
+    device = Device.model_validate(yaml.safe_load(yaml.safe_dump(board.inventory_entry(tmp_path / "kh"))))
+    assert device.runtime["onnxruntime"] == ORT_PYTHON == "/opt/farm-runtimes/bin/python3-ort"
+    argv = qemu_argv(img, tmp_path / "o", tmp_path / "s", 2222, tmp_path / "c", tmp_path / "q", disk.path)
+    assert f"if=none,id=runtime,format=raw,readonly=on,file={disk.path}" in argv
+    assert "/opt/farm-runtimes/site" in RuntimePins().wrapper and "exec /usr/bin/python3" in RuntimePins().wrapper
+
+
+def test_boards_boot_without_onnxruntime_when_the_runtime_disk_cannot_be_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from farm.sim import fleet
+    from farm.sim.sshboard import SimError
+
+    img = Image(tmp_path, tmp_path / "base.qcow2", tmp_path / "vmlinuz", tmp_path / "initrd.img", "d", None)
+    monkeypatch.setattr(image_mod, "ensure_image", lambda **_: img)
+
+    def offline(**_: object) -> RuntimeDisk:
+        raise SimError("pip: no network")
+
+    monkeypatch.setattr(runtime_mod, "ensure_runtime", offline)
+    [board] = fleet._qemu_boards(1, tmp_path, tmp_path / "id_ed25519", exit_with_parent=False)
+    assert board.runtime is None and "onnxruntime" not in board.inventory_entry(tmp_path / "kh")["runtime"]
+    assert "no onnxruntime runtime: pip: no network" in capsys.readouterr().out

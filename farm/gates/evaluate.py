@@ -13,6 +13,7 @@ from farm.config.suite import Gate
 from farm.gates.absolute import DEVICE_METRICS, device_metric, failures, job_metric
 from farm.gates.baseline import Baselines, against_baseline
 from farm.gates.consistency import consistency
+from farm.gates.emulated import Judged, any_real, judged
 from farm.gates.verdict import Measured, Verdict, meets
 from farm.gates.view import RunView
 from farm.measures import split_anchor
@@ -54,6 +55,9 @@ def evaluate(gates: Sequence[Gate], view: RunView, baselines: Baselines | None =
 def _measure(gate: Gate, view: RunView, devices: list[str], baselines: Baselines | None) -> Measured:
     if not devices:
         return Measured(None, f"no device in scope {gate.scope}", {"devices": []})
+    split = judged(gate, view, devices)
+    if split.exempt:
+        return _without_emulated(gate, view, split, baselines)
     if gate.baseline is not None:
         return against_baseline(gate, view, devices, baselines)
     if gate.metric == "failures":
@@ -63,3 +67,16 @@ def _measure(gate: Gate, view: RunView, devices: list[str], baselines: Baselines
     if split_anchor(gate.metric)[0] in DEVICE_METRICS:  # bd_rate[NAME].METRIC is a device metric too
         return device_metric(gate, view, devices)
     return job_metric(gate, view, devices)
+
+
+def _without_emulated(gate: Gate, view: RunView, split: Judged, baselines: Baselines | None) -> Measured:
+    """A timing gate over the scope's real devices; an emulated device alone in its scope is exempt, unless the
+    run has no real device at all (then, like a pooled scope with none left, the gate is unmeasured)."""
+    inputs = {"devices": split.devices, "exempt": split.exempt}
+    if not split.devices:
+        if gate.scope == "each" and any_real(view):
+            return Measured(None, split.note(), inputs, verdict="exempt")
+        why = f"no device of scope {gate.scope} in this run has hardware CPU timing: unmeasured"
+        return Measured(None, f"{split.note()}; {why}", inputs)
+    m = _measure(gate, view, split.devices, baselines)
+    return Measured(m.value, f"{m.detail} ({split.note()})", m.inputs | {"exempt": split.exempt}, m.verdict)

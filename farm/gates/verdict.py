@@ -1,8 +1,10 @@
 """A gate's verdict for one scope, and what a measurement hands back to the evaluator.
 
-Four verdicts: ``pass``; ``fail``; ``missing`` (the metric could not be measured for the scope) and
-``inconclusive`` (a baseline comparison that could not decide). Only ``pass`` passes: a release is never
-granted on a number nobody measured or a difference nobody could tell from noise.
+Five verdicts: ``pass``; ``fail``; ``missing`` (the metric could not be measured for the scope);
+``inconclusive`` (a baseline comparison that could not decide) and ``exempt`` (a device the gate does not judge:
+a timing gate on a device whose CPU is emulated, see farm/gates/emulated.py). Only ``pass`` and ``exempt``
+let a run pass: a release is never granted on a number nobody measured or a difference nobody could tell from
+noise, and an exempt line is kept in the table so nobody reads it as a measured pass.
 """
 
 from __future__ import annotations
@@ -14,10 +16,17 @@ from typing import Any
 
 from farm.config.suite import Gate
 
-VERDICTS = ("pass", "fail", "missing", "inconclusive")
+VERDICTS = ("pass", "fail", "missing", "inconclusive", "exempt")
+PASSING = ("pass", "exempt")
+"""Verdicts that let a run pass: a measured pass, or a device the gate does not judge (never missing)."""
 OPS: dict[str, Callable[[Any, Any], bool]] = {
     "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq, "!=": operator.ne,
 }  # fmt: skip
+
+
+def passing(verdict: str) -> bool:
+    """Whether a verdict lets the run pass (one spelling for the exit code, reports, exporter and releases)."""
+    return verdict in PASSING
 
 
 def meets(gate: Gate, value: float | str) -> bool:
@@ -45,7 +54,7 @@ class Verdict:
     scope_key: str
     stat: str
     value: float | str | None
-    verdict: str  # pass | fail | missing | inconclusive
+    verdict: str  # pass | fail | missing | inconclusive | exempt
     detail: str
     inputs: dict[str, Any]
     gate: dict[str, Any] = field(default_factory=dict)  # the gate as declared (empty for verdicts stored before)

@@ -10,6 +10,7 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from farm.emulation import emulated_devices
 from farm.store import Store
 
 
@@ -46,6 +47,7 @@ class RunView:
     diffs: dict[tuple[str, str], OutputDiff] = field(default_factory=dict)  # (a_sha, b_sha), a_sha < b_sha
     run_id: str = ""
     suite_name: str = ""
+    emulated: frozenset[str] = frozenset()  # devices whose stored properties say their CPU was emulated
 
     def diff(self, a: str, b: str) -> OutputDiff | None:
         return self.diffs.get((min(a, b), max(a, b)))
@@ -56,7 +58,8 @@ def load_view(store: Store, run_id: str) -> RunView:
     run = store.run(run_id)
     plan = json.loads(run["plan_json"]) if run is not None else {}
     devices = {d: info["tags"] for d, info in plan.get("devices", {}).items()}
-    devices.update({row["device_id"]: json.loads(row["tags_json"]) for row in store.devices(run_id)})
+    rows = store.devices(run_id)
+    devices.update({row["device_id"]: json.loads(row["tags_json"]) for row in rows})
     planned = {d: int(info["test_jobs"]) for d, info in plan.get("devices", {}).items()}
     measurements = store.measurements(run_id)
     latest: dict[tuple[str, str, str, float, int], JobView] = {}
@@ -85,4 +88,5 @@ def load_view(store: Store, run_id: str) -> RunView:
         devices=devices, jobs=jobs, device_metrics=dict(device_metrics),
         status=run["status"] if run is not None else "running", planned_test_jobs=planned, diffs=diffs,
         run_id=run_id, suite_name=run["suite_name"] if run is not None else "",
+        emulated=frozenset(emulated_devices(rows)),
     )  # fmt: skip

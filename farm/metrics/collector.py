@@ -91,7 +91,7 @@ class StoreCollector(Collector):
             duration.add_metric(list(run_key), seconds)
         for gate in level.gates:
             labels = [gate.suite, gate.bundle, gate.gate, gate.scope]
-            passed.add_metric(labels, 1.0 if gate.verdict == "pass" else 0.0)
+            passed.add_metric(labels, 1.0 if gate.verdict in names.PASSING else 0.0)
             for state in names.VERDICTS:
                 verdict.add_metric([*labels, state], 1.0 if gate.verdict == state else 0.0)
             if gate.value is not None:

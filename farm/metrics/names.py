@@ -48,7 +48,7 @@ __all__ = [
     "DECODER_SPECS", "DECODE_FPS", "DEVICE_BATTERY", "DEVICE_CHARGING",
     "DEVICE_INFO", "DEVICE_LAST_SEEN", "DEVICE_TEMPERATURE", "DEVICE_UP", "ENERGY_PER_FRAME", "ENERGY_TOTAL",
     "FLICKER", "FRAMES_TOTAL", "FRAME_SECONDS", "GATE_LABELS", "GATE_PASSED", "GATE_VALUE", "GATE_VERDICT",
-    "HEALTH_LABELS", "HEALTH_SPECS", "LAST_RUN", "PLANES", "POWER", "PSNR", "QUANTILES", "RESULT_LABELS",
+    "HEALTH_LABELS", "HEALTH_SPECS", "LAST_RUN", "PASSING", "PLANES", "POWER", "PSNR", "QUANTILES", "RESULT_LABELS",
     "RESULT_SPECS", "RUN_DURATION", "RUN_LABELS", "RUN_SPECS", "SSIM", "VERDICTS", "VMAF", "Kind", "Spec",
     "sample_names",
 ]  # fmt: skip
@@ -68,7 +68,8 @@ ALL_SPECS = RESULT_SPECS + COUNTER_SPECS + RUN_SPECS + HEALTH_SPECS
 
 QUANTILES = tuple(q / 100 for q in measures.FRAME_QUANTILES)
 PLANES = tuple(m.export.label for m in measures.exported_as(PSNR) if m.export is not None and m.export.label)
-VERDICTS = ("pass", "fail", "missing", "inconclusive")  # farm.gates.verdict.VERDICTS
+VERDICTS = ("pass", "fail", "missing", "inconclusive", "exempt")  # farm.gates.verdict.VERDICTS
+PASSING = ("pass", "exempt")  # farm.gates.verdict.PASSING
 
 
 def sample_names() -> set[str]:

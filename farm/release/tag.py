@@ -19,6 +19,7 @@ from farm.bundle import Bundle
 from farm.config.suite import Suite
 from farm.errors import InputError, Refused
 from farm.fileio import write_atomic
+from farm.gates import passing
 from farm.release import git
 from farm.release.manifest import bound_to_store, canonical, tag_message
 from farm.report import verdicts_from_store
@@ -66,7 +67,7 @@ def refusals(store: Store, run_id: str, bundle: Bundle) -> tuple[list[str], int 
     for index, gate in enumerate(declared):
         if index not in covered:
             reasons.append(f"gate {gate.describe()} has no verdict in evaluation {evaluation}")
-    reasons += [f"gate {v.verdict}: {v.label}: {v.detail}" for v in verdicts if v.verdict != "pass"]
+    reasons += [f"gate {v.verdict}: {v.label}: {v.detail}" for v in verdicts if not passing(v.verdict)]
     return reasons, evaluation
 
 

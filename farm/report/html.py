@@ -17,7 +17,7 @@ from html import escape
 from pathlib import Path
 
 from farm.emulation import emulated_devices
-from farm.gates import Verdict, load_view
+from farm.gates import Verdict, load_view, passing
 from farm.measures import MEASURES, measure
 from farm.report.anchors import per_operation, run_anchors
 from farm.report.frames import frames_section
@@ -65,7 +65,7 @@ def _color(devices: Sequence[str], device: str) -> str:
 def _header(store: Store, run_id: str, verdicts: Sequence[Verdict]) -> str:
     run = store.run(run_id)
     assert run is not None
-    passed = bool(verdicts) and all(v.verdict == "pass" for v in verdicts)
+    passed = bool(verdicts) and all(passing(v.verdict) for v in verdicts)
     banner = "PASSED" if passed else ("NO VERDICTS" if not verdicts else "NOT PASSED")
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(run["started_at"]))
     anchor = ", ".join(f"{a.name} ({a.label})" for a in run_anchors(run)) or "none"
@@ -81,7 +81,7 @@ def _header(store: Store, run_id: str, verdicts: Sequence[Verdict]) -> str:
 def _verdict_value(v: Verdict) -> str:
     """BD-rates and baseline shifts are fractions in the store and % for people; inconclusive has no value."""
     if v.value is None:
-        return "-" if v.verdict == "inconclusive" else "missing"
+        return "-" if v.verdict in ("inconclusive", "exempt") else "missing"
     if isinstance(v.value, str):
         return v.value
     if v.metric.startswith("bd_rate") or v.gate.get("baseline") is not None:

@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from farm.gates import Verdict
+from farm.gates import Verdict, passing
 from farm.report.anchors import gate_notes
 from farm.store import Store
 
@@ -48,19 +48,21 @@ def write_junit(
     store: Store | None = None,
     warnings: Mapping[str, Sequence[str]] | None = None,
 ) -> None:
-    """One testcase per gate per scope; missing is a failure (it must never read as passed).
+    """One testcase per gate per scope; missing is a failure (it must never read as passed), exempt (a timing gate
+    on an emulated CPU) is skipped with its reason, so CI shows the board's speed was not judged.
 
     ``store`` gives the times; ``warnings`` (device -> BD-rate caveats) become notes on that device's BD-rate
     cases.
     """
-    failures = sum(1 for v in verdicts if v.verdict != "pass")
+    failures = sum(1 for v in verdicts if not passing(v.verdict))
+    skipped = sum(1 for v in verdicts if v.verdict == "exempt")
     started, duration = _run_window(store, run_id) if store else (None, 0.0)
     per_device = _device_seconds(store, run_id) if store else {}
     suites = ET.Element("testsuites", name="codec-farm", tests=str(len(verdicts)), failures=str(failures),
                         time=f"{duration:.3f}")  # fmt: skip
     suite = ET.SubElement(
         suites, "testsuite", name=f"{suite_name}", tests=str(len(verdicts)), failures=str(failures),
-        errors="0", skipped="0", time=f"{duration:.3f}",
+        errors="0", skipped=str(skipped), time=f"{duration:.3f}",
     )  # fmt: skip
     if started is not None:
         suite.set("timestamp", _iso(started))
@@ -70,7 +72,9 @@ def write_junit(
         case = ET.SubElement(suite, "testcase", classname=f"farm.{suite_name}.{v.scope_key}", name=v.label,
                              time=f"{seconds:.3f}")  # fmt: skip
         notes = gate_notes(v.metric, (warnings or {}).get(v.scope_key, ()))
-        if v.verdict != "pass":
+        if v.verdict == "exempt":
+            ET.SubElement(case, "skipped", message=v.detail)
+        elif v.verdict != "pass":
             value = "missing" if v.value is None else str(v.value)
             failure = ET.SubElement(case, "failure", type=v.verdict, message=f"{v.verdict}: value {value}")
             failure.text = "\n".join([v.detail, *(f"warning: {n}" for n in notes)])

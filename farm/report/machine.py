@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from farm.emulation import emulated_devices
-from farm.gates import Verdict, load_view
+from farm.gates import Verdict, load_view, passing
 from farm.report.anchors import per_operation, run_anchors
 from farm.report.frames import per_frame_json
 from farm.report.points import KEYS, job_metric_names, rate_point_rows, sequence_bd_rows
@@ -76,7 +76,7 @@ def run_json(store: Store, run_id: str, verdicts: Sequence[Verdict]) -> dict[str
                            for d, m in view.device_metrics.items()},
         "per_frame": per_frame_json(store, run_id),
         "gates": [v.as_dict() for v in verdicts],
-        "passed": bool(verdicts) and all(v.verdict == "pass" for v in verdicts),
+        "passed": bool(verdicts) and all(passing(v.verdict) for v in verdicts),
     }  # fmt: skip
 
 

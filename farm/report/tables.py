@@ -210,7 +210,7 @@ def verdict_table(
     table.add_column("verdict", no_wrap=True)
     table.add_column("detail", overflow="fold")
     style = {"pass": "[green]PASS[/]", "fail": "[red]FAIL[/]", "missing": "[yellow]MISSING[/]",
-             "inconclusive": "[yellow]INCONCLUSIVE[/]"}  # fmt: skip
+             "inconclusive": "[yellow]INCONCLUSIVE[/]", "exempt": "[cyan]EXEMPT[/]"}  # fmt: skip
     for v in verdicts:
         notes = gate_notes(v.metric, (warnings or {}).get(v.scope_key, ()))
         detail = escape(v.detail[:160]) + "".join(f"\n[yellow]warning: {escape(n)}[/]" for n in notes)
@@ -234,7 +234,7 @@ def _gate_text(v: Verdict) -> str:
 def _value_text(v: Verdict) -> str:
     if v.value is None:
         # an inconclusive comparison has no value because nothing could be decided, not because it is unmeasured
-        return "-" if v.verdict == "inconclusive" else MISSING
+        return "-" if v.verdict in ("inconclusive", "exempt") else MISSING
     if isinstance(v.value, float) and _is_ratio(v):
         return f"{v.value * 100:+.2f}%"
     return f"{v.value:.4g}" if isinstance(v.value, float) else str(v.value)

@@ -56,7 +56,7 @@ LOCAL_DEVICE: dict[str, Any] = {
     "transport": {"kind": "local"},
     "target": "auto",
     "tags": ["host"],
-    "runtime": {"ffmpeg": "@imageio-ffmpeg", "python": "@python"},
+    "runtime": {"ffmpeg": "@imageio-ffmpeg", "python": "@python", "onnxruntime": "@python"},
     "power": {"meter": "auto"},
     "thermal": {"zones": "auto"},
 }
@@ -218,16 +218,23 @@ def _phones(
 
 
 def _qemu_boards(n: int, state_dir: Path, key_path: Path, exit_with_parent: bool) -> list[QemuBoard]:
-    """The emulated aarch64 boards of a fleet; the image is built first if the cache lacks it (minutes)."""
+    """The emulated aarch64 boards of a fleet; the image and the ONNX Runtime disk are built first if the cache
+    lacks them (minutes)."""
     if not n:
         return []
     from farm.sim.qemu.image import ensure_image
+    from farm.sim.qemu.runtime import ensure_runtime
 
     image = ensure_image(say=lambda line: print(line, flush=True))
+    try:
+        runtime = ensure_runtime(say=lambda line: print(line, flush=True))
+    except SimError as error:  # e.g. offline with a cached image: boards still boot, without onnxruntime
+        print(f"warning: the boards get no onnxruntime runtime: {error}", flush=True)
+        runtime = None
     generate_key(key_path, "farm-sim client")
     return [
         QemuBoard(name=f"qemu-{i}", base_dir=state_dir / "qemu" / f"qemu-{i}", image=image, client_key=key_path,
-                  exit_with_parent=exit_with_parent)
+                  exit_with_parent=exit_with_parent, runtime=runtime)
         for i in range(1, n + 1)
     ]  # fmt: skip
 

@@ -24,18 +24,30 @@ from typing import Any
 
 from farm.sim.qemu.image import Image, run_step
 from farm.sim.qemu.recipe import FFMPEG_ON_BOARD, PYTHON_ON_BOARD, SEED_LABEL
+from farm.sim.qemu.runtime import ORT_PYTHON, RuntimeDisk, mount_argv
 from farm.sim.sshboard import LOCALHOST, Proc, SimError, free_port, generate_key
 
 QEMU = "qemu-system-aarch64"
 BOOT_TIMEOUT_S = 900.0
 """TCG boots to SSH in about a minute on an idle 2-core host, and took 3-7 minutes at a load average of 20-30
 (five engineers' test runs on the same 2 cores): the bound is for the loaded case."""
+PORT_ATTEMPTS = 5
+"""Ports tried for the SSH forward: one taken between choosing it and qemu binding it makes qemu exit at once."""
+FORWARD_WAIT_S = 30.0
+"""How long qemu may take to bind its forward (it does before the guest runs: well under a second when idle)."""
 POWEROFF_TIMEOUT_S = 120.0  # 19 s at load ~21, about 60 s at load ~18 with a second VM booting
 WORKDIR = "/var/lib/codec-farm"
 
 
-def qemu_argv(image: Image, overlay: Path, seed: Path, port: int, console: Path, qmp: Path) -> list[str]:
-    """The board's QEMU command line (cortex-a72, 2 vCPUs, 2 GiB, multi-threaded TCG)."""
+def qemu_argv(
+    image: Image, overlay: Path, seed: Path, port: int, console: Path, qmp: Path, runtime: Path | None = None
+) -> list[str]:
+    """The board's QEMU command line (cortex-a72, 2 vCPUs, 2 GiB, multi-threaded TCG); ``runtime``: the ONNX
+    Runtime disk, attached read-only (several boards share the one cached file)."""
+    extra = [] if runtime is None else [
+        "-drive", f"if=none,id=runtime,format=raw,readonly=on,file={runtime}",
+        "-device", "virtio-blk-device,drive=runtime",
+    ]  # fmt: skip
     return [
         QEMU,
         "-M",
@@ -62,6 +74,7 @@ def qemu_argv(image: Image, overlay: Path, seed: Path, port: int, console: Path,
         f"if=none,id=seed,format=raw,readonly=on,file={seed}",
         "-device",
         "virtio-blk-device,drive=seed",
+        *extra,
         "-netdev",
         f"user,id=net0,hostfwd=tcp:{LOCALHOST}:{port}-:22",
         "-device",
@@ -97,6 +110,8 @@ class QemuBoard:
     client_key: Path
     """The fleet's client key (private; ``.pub`` beside it is what the board authorizes)."""
     exit_with_parent: bool = False
+    runtime: RuntimeDisk | None = None
+    """The ONNX Runtime disk (farm.sim.qemu.runtime), mounted after boot; None: the board has no onnxruntime."""
     port: int = 0
     host: str = LOCALHOST
     boot_timeout_s: float = BOOT_TIMEOUT_S
@@ -183,12 +198,42 @@ class QemuBoard:
         return self
 
     def _launch(self) -> None:
+        """Start qemu on a loopback port; a port taken meanwhile (qemu cannot bind its forward and exits) is
+        replaced by another, up to :data:`PORT_ATTEMPTS` ports."""
         seed, overlay = self._seed(), self._overlay()
-        self.port = self.port or free_port(self.host)
+        tried: list[int] = []
+        while True:
+            self.port = self.port or free_port(self.host)
+            self._popen_qemu(seed, overlay)
+            if self._forwarding():
+                break
+            tried.append(self.port)
+            if len(tried) >= PORT_ATTEMPTS:
+                raise SimError(self._failure(f"no free SSH port: qemu could not forward any of {tried}"))
+            self.port = 0
         self.write_known_hosts()
+        if self._cancelled.is_set():  # kill() ran on another thread (Ctrl-C) while this one was launching
+            raise SimError(f"qemu board {self.name}: start cancelled")
+
+    def _forwarding(self) -> bool:
+        """True once qemu listens on its SSH port; False if it exited because the port was taken."""
+        popen, deadline = self._popen, time.monotonic() + FORWARD_WAIT_S
+        assert popen is not None
+        while time.monotonic() < deadline and not self._cancelled.is_set():
+            if popen.poll() is not None:
+                if "host forwarding" not in (self.base_dir / "qemu.log").read_text(errors="replace"):
+                    raise SimError(self._failure(f"qemu exited with status {popen.returncode}"))
+                return False
+            if _listens(popen.pid, self.port):
+                return True
+            time.sleep(0.05)
+        return True  # still running: the SSH poll decides (and reports) from here
+
+    def _popen_qemu(self, seed: Path, overlay: Path) -> None:
         qmp = self.base_dir / "qmp.sock"
         qmp.unlink(missing_ok=True)
-        argv = qemu_argv(self.image, overlay, seed, self.port, self.console_log, qmp)
+        runtime = None if self.runtime is None else self.runtime.path
+        argv = qemu_argv(self.image, overlay, seed, self.port, self.console_log, qmp, runtime)
         (self.base_dir / "qemu.argv").write_text(shlex.join(argv) + "\n")
         with open(self.base_dir / "qemu.log", "wb") as log:
             self._popen = subprocess.Popen(
@@ -201,8 +246,6 @@ class QemuBoard:
                 preexec_fn=_exit_with_parent if self.exit_with_parent else None,
             )
         self.qemu = Proc.of(self._popen.pid)
-        if self._cancelled.is_set():  # kill() ran on another thread (Ctrl-C) while this one was launching
-            raise SimError(f"qemu board {self.name}: start cancelled")
 
     def _wait_for_ssh(self, deadline: float) -> None:
         """Poll until a strict SSH login runs ``true``; paramiko's tracebacks for a guest sshd that is not up
@@ -230,6 +273,7 @@ class QemuBoard:
                 try:
                     link.connect()
                     link.run(["true"], timeout=30)
+                    self._mount_runtime(link)
                     return
                 except TransportError as error:
                     last = str(error)
@@ -237,6 +281,15 @@ class QemuBoard:
                     link.close()
             time.sleep(1.0)
         raise SimError(self._failure(f"no SSH after {self.boot_timeout_s:g}s ({last})"))
+
+    def _mount_runtime(self, link: Any) -> None:
+        """The runtime disk at its mount point, so the inventory's ``onnxruntime`` interpreter works."""
+        if self.runtime is None:
+            return
+        done = link.run(mount_argv(), timeout=120)
+        if not done.ok:
+            why = done.stderr.decode(errors="replace").strip() or f"exit status {done.exit_status}"
+            raise SimError(self._failure(f"mounting the runtime disk failed: {why}"))
 
     def _failure(self, reason: str) -> str:
         tail = "".join(f"\n  {line}" for line in _tail(self.console_log, 8) + _tail(self.base_dir / "qemu.log", 4))
@@ -304,10 +357,14 @@ class QemuBoard:
             "tags": ["sim", "qemu", "emulated"],
             "emulated": True,
             "workdir": WORKDIR,
-            "runtime": {"python": PYTHON_ON_BOARD, "ffmpeg": FFMPEG_ON_BOARD},
+            "runtime": self._runtimes(),
             "power": {"meter": "none"},
             "thermal": {"zones": []},
         }
+
+    def _runtimes(self) -> dict[str, str]:
+        found = {"python": PYTHON_ON_BOARD, "ffmpeg": FFMPEG_ON_BOARD}
+        return found | ({"onnxruntime": ORT_PYTHON} if self.runtime is not None else {})
 
 
 def _tail(path: Path, n: int) -> list[str]:
@@ -315,6 +372,27 @@ def _tail(path: Path, n: int) -> list[str]:
         return path.read_text(errors="replace").splitlines()[-n:]
     except FileNotFoundError:
         return []
+
+
+def _listens(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds a listening TCP socket on ``port`` (its fds against /proc/PID/net/tcp):
+    the port being open is not enough, since whoever took it first answers too."""
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                link = os.readlink(fd)
+                if link.startswith("socket:["):
+                    inodes.add(link[len("socket:[") : -1])
+    try:
+        table = Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return False
+    for line in table:
+        fields = line.split()
+        if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port and fields[9] in inodes:
+            return True
+    return False
 
 
 def _port_open(host: str, port: int) -> bool:
