@@ -36,6 +36,16 @@ TOOL_TIMEOUT_S = 3600.0
 POLL_S = 0.2
 
 _SEEDED = {"life": "seed=1", "cellauto": "seed=1:rule=110"}
+# generators that are a recipe over an ffmpeg source: (source, its fixed options, filters after it). clouds is
+# fractal Perlin noise (6 octaves) that changes fast enough (tscale 20) that little of a frame predicts the next,
+# coloured with the turbo palette so chroma carries texture too (a grey source codes chroma for free)
+_RECIPES = {
+    "clouds": (
+        "perlin",
+        "octaves=6:persistence=0.7:xscale=4:yscale=4:tscale=20:random_mode=seed:seed=1",
+        "format=yuv420p,pseudocolor=preset=turbo",
+    ),
+}
 
 
 @lru_cache(maxsize=1)
@@ -131,7 +141,8 @@ def render(seq: Sequence, cache: Path, cancel: Cancel | None = None) -> Source:
         gen = seq.generate
         assert gen is not None
         ffmpeg = host_ffmpeg()
-        key = _key("source", gen.model_dump(), tool_identity(ffmpeg))
+        params = gen.model_dump(exclude={"grain"} if gen.grain == 0 else set())  # keys of grain-free sources kept
+        key = _key("source", params, tool_identity(ffmpeg))
         path = cache / "sources" / f"{key}.y4m"
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -144,14 +155,22 @@ def render(seq: Sequence, cache: Path, cancel: Cancel | None = None) -> Source:
 
 
 def _render_argv(ffmpeg: str, gen: Generate, out: Path) -> list[str]:
-    options = f"size={gen.width}x{gen.height}:rate={gen.fps}"
-    if gen.source in _SEEDED:
-        options += ":" + _SEEDED[gen.source]
     return [
         ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
-        "-f", "lavfi", "-i", f"{gen.source}={options}",
+        "-f", "lavfi", "-i", _lavfi(gen),
         "-frames:v", str(gen.frames), "-pix_fmt", "yuv420p", "-f", "yuv4mpegpipe", str(out),
     ]  # fmt: skip
+
+
+def _lavfi(gen: Generate) -> str:
+    """The lavfi graph of a generated sequence; every random choice in it is seeded, so renders are identical."""
+    source, fixed, after = _RECIPES.get(gen.source, (gen.source, _SEEDED.get(gen.source, ""), ""))
+    graph = f"{source}=size={gen.width}x{gen.height}:rate={gen.fps}" + (f":{fixed}" if fixed else "")
+    if after:
+        graph += f",{after}"
+    if gen.grain:
+        graph += f",noise=c0s={gen.grain}:c0f=t:all_seed=1"
+    return graph
 
 
 def _sha_cached(path: Path, cache: Path) -> str:

@@ -34,14 +34,15 @@ gates:
 
 
 def shipped_suite(tmp_path: Path) -> Path:
-    """suites/learned.yaml with its gates and anchors, on fewer frames and rate points (test time).
+    """suites/learned.yaml with its gates and anchors, on one sequence and four rate points (test time).
 
-    The frame size stays: the INT8 gap grows with bits per pixel (12 % at 160x120 on these rates, 5 % at 320x240).
+    Frames, frame size and the lowest and highest rate points stay: the curves against x265 share a quality range
+    only between x265's lowest point and LRC's highest (docs/learned-codec.md), and on 4 frames x265's lowest point
+    is above LRC's highest (its headers weigh more); the INT8 gap grows with bits per pixel.
     """
     data = yaml.safe_load((ROOT / "suites" / "learned.yaml").read_text())
-    for seq in data["sequences"]:
-        seq["generate"].update(frames=4)
-    data["rates_kbps"] = [150, 300, 600, 1200]
+    data["sequences"] = [seq for seq in data["sequences"] if seq["id"] == "clouds"]
+    data["rates_kbps"] = [50, 400, 1600, 6400]
     data["anchors"] = {name: str((ROOT / "suites" / path).resolve()) for name, path in data["anchors"].items()}
     return write(tmp_path / "learned.yaml", yaml.safe_dump(data))
 
@@ -54,13 +55,14 @@ def test_the_learned_suite_gates_the_int8_gap_complexity_and_flicker_and_stores_
     data = json.loads(report.read_text())
     metrics = data["device_metrics"]["local"]
     gap = metrics["bd_rate[fp32].psnr_yuv"]["value"]
-    assert gap is not None and -0.05 < gap < 0.08, metrics
-    assert metrics["bd_rate[x265].psnr_yuv"]["value"] is None  # LRC never reaches x265's quality range
-    assert "do not overlap" in metrics["bd_rate[x265].psnr_yuv"]["detail"]
+    assert gap is not None and -0.05 < gap < 0.15, metrics
+    vs_x265 = metrics["bd_rate[x265].psnr_yuv"]
+    assert vs_x265["value"] is not None and vs_x265["value"] > 1, vs_x265  # LRC needs over twice x265's bits
+    assert vs_x265["detail"].startswith("clouds +") and "quality overlap" in vs_x265["detail"], vs_x265
     assert 1.0 < metrics["complexity.kmac_per_pixel"]["value"] < 50
     verdicts = {g["metric"]: g["verdict"] for g in data["gates"]}
     assert verdicts["bd_rate[fp32].psnr_yuv"] == verdicts["temporal.flicker"] == "pass", data["gates"]
-    assert verdicts["complexity.kmac_per_pixel"] == "pass"
+    assert verdicts["complexity.kmac_per_pixel"] == verdicts["bd_rate[x265].psnr_yuv"] == "pass"
     props = data["devices"][0]["properties"]
     for role in ("test", "anchor"):  # the fp32 anchor is the suite's first: role "anchor"; x265 runs no ONNX
         assert props[f"runtime[{role}].name"] == "onnxruntime"

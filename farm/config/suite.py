@@ -17,7 +17,10 @@ from farm.config.source import load_yaml, validate
 from farm.errors import InputError, Problem
 from farm.measures import ANCHOR_NAME, baseline_metrics, gate_metrics, is_gate_metric, split_anchor
 
-GENERATORS = ("testsrc", "testsrc2", "smptebars", "mandelbrot", "life", "cellauto", "rgbtestsrc", "gradients")
+# clouds: ffmpeg's perlin noise, coloured and fast-changing, the natural-looking texture of the learned suite
+GENERATORS = (
+    "testsrc", "testsrc2", "smptebars", "mandelbrot", "life", "cellauto", "rgbtestsrc", "gradients", "clouds",
+)  # fmt: skip
 
 # metric -> meaning: the names a gate may use, from the one declaration of every metric (farm/measures.py)
 METRICS = gate_metrics()
@@ -50,6 +53,9 @@ class Generate(Strict):
     height: int = Field(gt=0, le=8192)
     fps: int = Field(default=30, gt=0, le=240)
     frames: int = Field(gt=0, le=100000)
+    # film grain: strength of ffmpeg's seeded temporal Gaussian luma noise (its `noise` filter, 0..100), for
+    # content whose noise no codec can predict from the previous frame (docs/learned-codec.md)
+    grain: int = Field(default=0, ge=0, le=100)
 
     @field_validator("source")
     @classmethod
