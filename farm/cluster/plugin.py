@@ -61,6 +61,7 @@ class AgentState(WorkerPlugin):
 
     def setup(self, worker: Worker) -> None:
         self._stop.clear()
+        _start_threads(worker)
         threading.Thread(target=self._watch, args=(worker,), name="farm-cancel-watch", daemon=True).start()
 
     def teardown(self, worker: Worker) -> None:
@@ -97,3 +98,17 @@ class AgentState(WorkerPlugin):
                 ts = worker.state.tasks.get(h.key)
                 if ts is None or ts.state not in LIVE_STATES:
                     h.cancel.set("the controller cancelled the run")
+
+
+def _start_threads(worker: Worker) -> None:
+    """Start the worker's task threads now rather than one per task on the event loop during the first run.
+
+    Dask's pool starts a thread per submitted task until it has ``nthreads``; ``Thread.start`` waits for the new
+    thread to run, and on a loaded host that stalled the agent's event loop for seconds when a run's sessions
+    arrived (docs/scale-out.md, "Where the wall went").
+    """
+    pool = worker.executors.get("default")
+    if pool is None:
+        return
+    for _ in range(worker.state.nthreads):
+        pool.submit(time.sleep, 0)
