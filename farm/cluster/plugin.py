@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +22,7 @@ from farm.artifacts import DecodedCache
 from farm.cluster.cache import ArtifactCache
 from farm.cluster.names import PLUGIN
 from farm.config.inventory import Device
+from farm.metrics.poller import Health
 from farm.session.cancel import Cancel
 
 if TYPE_CHECKING:
@@ -52,6 +54,7 @@ class AgentState(WorkerPlugin):
     outputs: DecodedCache = field(init=False)
     holding: dict[str, Holding] = field(default_factory=dict)  # task key -> session
     last: dict[str, str] = field(default_factory=dict)  # device id -> how its last session ended
+    health: Callable[[], Mapping[str, Health]] | None = None  # the health poller's snapshot (--metrics-port)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -89,6 +92,17 @@ class AgentState(WorkerPlugin):
     def holder_of(self, device_id: str) -> Holding | None:
         with self._lock:
             return next((h for h in self.holding.values() if h.device_id == device_id), None)
+
+    def state_of(self, device_id: str) -> tuple[str, Holding | None]:
+        """``leased`` while a session holds it; else ``down`` if its latest health probe (or, without a poller,
+        its last session) could not reach it; else ``idle``."""
+        h = self.holder_of(device_id)
+        if h is not None:
+            return "leased", h
+        probed = self.health().get(device_id) if self.health is not None else None
+        if probed is not None:
+            return ("idle" if probed.up else "down"), None
+        return ("down" if self.last.get(device_id) == "unreachable" else "idle"), None
 
     def _watch(self, worker: Worker) -> None:
         while not self._stop.wait(WATCH_S):
