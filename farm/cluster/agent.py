@@ -23,6 +23,7 @@ from distributed import Security, Worker
 from farm.cluster.names import resource
 from farm.cluster.plugin import AgentState
 from farm.config.inventory import Device, load_inventory
+from farm.devices import kind
 from farm.errors import InputError
 
 RECONNECT_S = 1.0
@@ -65,6 +66,7 @@ def default_host() -> str:
 async def serve(config: AgentConfig, security: Security | None, stop: asyncio.Event) -> None:
     """Run workers one after another until ``stop``: each lives until its scheduler goes away."""
     state = AgentState(config.host, own_devices(config.inventory, config.host), config.state_dir)
+    kind.preload(d.transport.kind for d in state.devices.values())
     exporter = _exporter(config, state)
     try:
         await _workers(config, security, stop, state)
