@@ -21,7 +21,9 @@ same file, interleaved repeats.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
+import operator
 import os
 import signal
 import statistics
@@ -191,7 +193,7 @@ def run_bench(a: argparse.Namespace, tmp: Path, inv: Path, suite: Path, y4m: Pat
                 eff[kind].append(ideal / wall)
                 cpu[kind].append(used * 1000 / n_jobs)
                 print(f"repeat {r + 1} {kind:7s}: wall {wall:.2f}s efficiency {ideal / wall:.3f} "
-                      f"controller CPU {used * 1000 / n_jobs:.1f} ms/job", flush=True)  # fmt: skip
+                      f"controller CPU {used * 1000 / n_jobs:.1f} ms/job; {load()}", flush=True)  # fmt: skip
         report(a, eff, cpu, ideal, failures)
         start_floor(client, a.devices, a.repeats)
         pull_vs_score(client, tmp, a.pull_frames, a.repeats)
@@ -199,23 +201,32 @@ def run_bench(a: argparse.Namespace, tmp: Path, inv: Path, suite: Path, y4m: Pat
     return 0 if ok and not failures else 1
 
 
-def _now() -> float:
+def load() -> str:
+    """The machine's load average: on a shared host it moves every number here, so it is printed beside them."""
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} ({os.cpu_count()} CPUs)"
+
+
+def _now(_: int) -> float:
     return time.time()
 
 
 def start_floor(client: object, devices: int, repeats: int) -> None:
-    """Dask's own floor: how late a trivial task holding one device resource starts after its submit."""
+    """Dask's own floor: how late a trivial task holding one device resource starts after a run's one-graph
+    submit (the way DaskExecutor submits: one map, a per-key resources annotation)."""
     from farm.cluster.names import resource
 
     spreads = []
     for r in range(repeats):
         t0 = time.time()
-        futs = [client.submit(_now, key=f"floor-{r}-{i}-{t0}", pure=False,  # type: ignore[attr-defined]
-                              resources={resource(f"dev-{i:03d}"): 1}) for i in range(devices)]  # fmt: skip
+        keys = [f"floor-{r}-{i}-{t0}" for i in range(devices)]
+        need = {k: {resource(f"dev-{i:03d}"): 1} for i, k in enumerate(keys)}
+        futs = client.map(_now, range(devices), key=keys, pure=False,  # type: ignore[attr-defined]
+                          resources=functools.partial(operator.getitem, need))  # fmt: skip
         starts = sorted(f.result() - t0 for f in futs)
         spreads.append(starts[-1])
-    print(f"\nDask floor: {devices} trivial tasks, one per device resource: last start after submit (s): "
-          f"{stats(spreads)}")  # fmt: skip
+    print(f"\nDask floor: {devices} trivial tasks in one graph, one per device resource: last start after submit "
+          f"(s): {stats(spreads)}; {load()}")  # fmt: skip
 
 
 def pull_vs_score(client: object, tmp: Path, frames: int, repeats: int) -> None:
@@ -252,6 +263,7 @@ def report(a: argparse.Namespace, eff: dict[str, list[float]], cpu: dict[str, li
            failures: int) -> None:  # fmt: skip
     print(f"\n{a.devices} local devices over {a.agents} agents (farm agent, TLS, loopback), {a.jobs} jobs x "
           f"sleep {a.sleep:g}s each: ideal {ideal:g}s; {a.repeats} interleaved repeats")  # fmt: skip
+    print(f"at the end: {load()}")
     print("peer: ThreadExecutor (one thread per device, this process, per-device flock leases)")
     for kind in ("threads", "dask"):
         print(f"{kind:7s} efficiency {stats(eff[kind])}; controller CPU ms/job {stats(cpu[kind])}")

@@ -257,6 +257,16 @@ DEVICE_INFO = Family(
     "Always 1: the inventory's description of each device polled for health.",
     ("device", "platform", "target", "transport", "simulated"),
 )  # fmt: skip
+DEVICE_STATE = Family(
+    "farm_device_state", "gauge",
+    "1 for the state a farm agent reports for each device it hangs off (idle, leased, down), 0 for the other "
+    "two. Exported by `farm agent --metrics-port`.", ("device", "host", "state"),
+)  # fmt: skip
+DEVICE_LEASE = Family(
+    "farm_device_lease_start_timestamp_seconds", "gauge",
+    "When the run in the `run` label took the device on its agent (Unix time). Present only while it holds it. "
+    "Exported by `farm agent --metrics-port`.", ("device", "host", "run"),
+)  # fmt: skip
 
 
 # -- the metrics -----------------------------------------------------------------------------------------------
@@ -396,6 +406,10 @@ _PROBE = (
               DEVICE_LAST_SEEN),
     _computed("health.info", "", "always 1: the inventory's description of a polled device", "probe", "latest",
               DEVICE_INFO),
+    _computed("agent.state", "state", "a device's state on its agent (idle, leased, down)", "probe", "latest",
+              DEVICE_STATE),
+    _computed("agent.lease_started_at", "s", "when the run holding a device on its agent took it (Unix time)",
+              "probe", "latest", DEVICE_LEASE),
 )  # fmt: skip
 
 MEASURES: Mapping[str, Measure] = MappingProxyType(

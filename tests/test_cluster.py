@@ -238,6 +238,46 @@ def test_controller_sigint_stops_every_session_and_releases_the_devices(
     assert wait_for(lambda: _all_idle(cluster), 10), "a device resource is still held after the controller stopped"
 
 
+def test_an_interrupted_cluster_run_resumed_runs_only_the_missing_jobs(
+    cluster: Cluster, fleet: Fleet, tmp_path: Path
+) -> None:
+    suite = _suite(tmp_path, rates="[40, 60, 90, 120]")
+    slow = variant(tmp_path, "slow", ["sh", "-c", 'sleep 1.5; exec "$@"', "slow"])
+    store = tmp_path / "r" / "results.db"
+    proc = _run(cluster, tmp_path, *_on_cluster(cluster), bundle=slow, name="r", suite=suite)
+    assert wait_for(lambda: len(_jobs(store)) >= 2, 240), proc.communicate()[0] if proc.poll() is not None else ""
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 130 and "--resume" in out, out
+    assert wait_for(lambda: _all_idle(cluster), 10), "a device resource is still held after the stop"
+    db = sqlite3.connect(store)
+    run_id, status = db.execute("SELECT id, status FROM runs").fetchone()
+    db.close()
+    kept = _jobs(store)
+    assert status == "interrupted" and 2 <= len(kept) < 8 and all(j["status"] == "ok" for j in kept), kept
+
+    resumed = _run(cluster, tmp_path, *_on_cluster(cluster), "--resume", run_id, bundle=slow, name="r", suite=suite)
+    out, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, out
+    after = _jobs(store)
+    assert [j["id"] for j in after[: len(kept)]] == [j["id"] for j in kept]  # kept as they were, never re-run
+    assert len(after) == 8 and len({_key(j) for j in after}) == 8 and all(j["status"] == "ok" for j in after)
+    db = sqlite3.connect(store)
+    assert db.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone() == ("complete",)
+    db.close()
+    # the result matches an uninterrupted run of the same bundle: the same decoded output for every job
+    whole = _run(cluster, tmp_path, *_on_cluster(cluster), bundle=slow, name="w", suite=suite)
+    out, _ = whole.communicate(timeout=300)
+    assert whole.returncode == 0, out
+    assert {_key(j): j["output_sha"] for j in after} == {
+        _key(j): j["output_sha"] for j in _jobs(tmp_path / "w" / "results.db")
+    }
+
+
+def _key(job: sqlite3.Row) -> tuple[str, str, float, int]:
+    return job["device_id"], job["sequence"], job["rate_kbps"], job["repeat"]
+
+
 def _all_idle(cluster: Cluster) -> bool:
     with connect(cluster.url, cluster.certs) as client:
         answers = client.run(remote.describe)

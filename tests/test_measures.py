@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from farm import measures, scoring
 from farm.bundle import open_bundle
+from farm.cluster.metrics import AgentCollector
 from farm.complexity.record import record_complexity
 from farm.config.inventory import load_inventory
 from farm.config.suite import Gate, Suite
@@ -155,6 +156,7 @@ def test_every_exported_family_comes_from_a_declared_metric(tmp_path: Path) -> N
     results = StoreCollector(ResultIndex(open_readonly(tmp_path / "r.db")))
     built = [*results._result_families(), *results._counter_families(), *results._run_families()]
     built += HealthCollector(dict, {"local": ("linux", "linux-x86_64", "local", False)}).collect()
+    built += AgentCollector(list).collect()
     emitted = {f.name: f for f in built}
     assert set(emitted) == set(declared)
     for name, family in emitted.items():

@@ -20,6 +20,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
 
+from farm.cluster.metrics import AgentCollector, DeviceState
 from farm.metrics import names
 from farm.metrics.collector import HealthCollector, StoreCollector
 from farm.metrics.poller import Health
@@ -361,6 +362,9 @@ def test_every_exported_family_is_in_the_schema_and_the_docs(farm: Farm) -> None
          "stat": "median", "value": 1.0, "verdict": "pass", "detail": "", "inputs": {}}])  # fmt: skip
     exposed = set(farm.scrape()) | set(parse(generate_latest(health_registry({"d": Health(True, 1, 1, True, 1)}))
                                              .decode()))  # fmt: skip
+    agent = CollectorRegistry()
+    agent.register(AgentCollector(lambda: [DeviceState("d", "agent-a", "leased", "r1", 1.0)]))
+    exposed |= set(parse(generate_latest(agent).decode()))
     assert exposed == names.sample_names()
     docs = (Path(__file__).resolve().parent.parent / "docs" / "prometheus.md").read_text()
     for spec in names.ALL_SPECS:

@@ -18,7 +18,10 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import start_http_server
+from prometheus_client.registry import CollectorRegistry
 
+from farm.cluster.metrics import AgentCollector, DeviceState
 from farm.sim.fleet import Fleet
 from farm.store import Store
 from tests.conftest import ROOT, wait_for, write
@@ -62,10 +65,11 @@ def stack(ssh_fleet: Fleet, phone_fleet: Fleet, tmp_path_factory: pytest.TempPat
     store_path = tmp / "state" / "results.db"
     Store(store_path).close()
     serve = Serve(store_path, inv, tmp / "serve.log", "--poll-interval", "1")
+    agent, _ = start_http_server(0, addr="127.0.0.1", registry=_agent_registry())
     prometheus = None
     try:
-        prometheus = Prometheus(tmp / "prometheus", {"codec-farm": [serve.address]},
-                                rule_files=[DASHBOARDS / "alerts.yml"])  # fmt: skip
+        targets = {"codec-farm": [serve.address], "farm-agent": [f"127.0.0.1:{agent.server_address[1]}"]}
+        prometheus = Prometheus(tmp / "prometheus", targets, rule_files=[DASHBOARDS / "alerts.yml"])
         runs = []
         bundle = bundle_with_model(tmp)  # av1-svt declaring a decoder model: the complexity panel has data
         for _ in range(2):  # two runs, so the counters grow while Prometheus watches
@@ -86,7 +90,18 @@ def stack(ssh_fleet: Fleet, phone_fleet: Fleet, tmp_path_factory: pytest.TempPat
     finally:
         if prometheus is not None:
             prometheus.stop()
+        agent.shutdown()
+        agent.server_close()
         assert serve.stop() == 0, serve.log.read_text()
+
+
+def _agent_registry() -> CollectorRegistry:
+    """A farm agent's device-state families (the real collector; its Dask path is tests/test_cluster_metrics.py)."""
+    rows = [DeviceState("board-1", "agent-e2e", "leased", "run-e2e", 1.7e9),
+            DeviceState("local", "agent-e2e", "idle", None, None)]  # fmt: skip
+    registry = CollectorRegistry()
+    registry.register(AgentCollector(lambda: rows))
+    return registry
 
 
 def test_a_scrape_passes_promtool_check_metrics(stack: Stack) -> None:

@@ -15,6 +15,7 @@ import signal
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dask
 from distributed import Security, Worker
@@ -22,6 +23,7 @@ from distributed import Security, Worker
 from farm.cluster.names import resource
 from farm.cluster.plugin import AgentState
 from farm.config.inventory import Device, load_inventory
+from farm.devices import kind
 from farm.errors import InputError
 
 RECONNECT_S = 1.0
@@ -33,6 +35,9 @@ SETTINGS = {
 }
 log = logging.getLogger("farm.agent")
 
+if TYPE_CHECKING:
+    from farm.cluster.metrics import AgentExporter
+
 
 @dataclass(frozen=True)
 class AgentConfig:
@@ -41,6 +46,9 @@ class AgentConfig:
     host: str
     state_dir: Path
     listen: str | None  # the interface peers reach this agent on (None: Dask's choice)
+    metrics_port: int | None = None  # serve device state and health for Prometheus here (None: not at all)
+    metrics_bind: str = "127.0.0.1"
+    health_period_s: float = 30.0
 
 
 def own_devices(inventory: Path, host: str) -> dict[str, Device]:
@@ -58,6 +66,28 @@ def default_host() -> str:
 async def serve(config: AgentConfig, security: Security | None, stop: asyncio.Event) -> None:
     """Run workers one after another until ``stop``: each lives until its scheduler goes away."""
     state = AgentState(config.host, own_devices(config.inventory, config.host), config.state_dir)
+    kind.preload(d.transport.kind for d in state.devices.values())
+    exporter = _exporter(config, state)
+    try:
+        await _workers(config, security, stop, state)
+    finally:
+        if exporter is not None:
+            exporter.stop()
+
+
+def _exporter(config: AgentConfig, state: AgentState) -> AgentExporter | None:
+    if config.metrics_port is None:
+        return None
+    from farm.cluster import metrics
+
+    exporter = metrics.start(state, list(state.devices.values()), config.state_dir, config.metrics_bind,
+                             config.metrics_port, config.health_period_s)  # fmt: skip
+    log.info("agent %s: device state and health on http://%s:%d/metrics", config.host, config.metrics_bind,
+             exporter.port)  # fmt: skip
+    return exporter
+
+
+async def _workers(config: AgentConfig, security: Security | None, stop: asyncio.Event, state: AgentState) -> None:
     resources = {resource(d): 1.0 for d in state.devices}
     while not stop.is_set():
         worker = Worker(

@@ -70,6 +70,14 @@ def register(app: typer.Typer, errors: Errors, out: LazyConsole) -> None:
         cert_dir: CertsOpt = None,
         state: Annotated[Path, typer.Option("--state", help="the agent's caches and leases")] = Path(".farm/agent"),
         listen: Annotated[str, typer.Option("--listen", help="address peers reach this agent on")] = "",
+        metrics_port: Annotated[
+            int | None,
+            typer.Option("--metrics-port", min=0, help="serve device state and health for Prometheus on this port"),
+        ] = None,
+        metrics_bind: Annotated[str, typer.Option("--metrics-bind", help="--metrics-port's address")] = "127.0.0.1",
+        health_period: Annotated[
+            float, typer.Option("--health-period", min=1.0, max=3600.0, help="seconds between health probes")
+        ] = 30.0,
     ) -> None:
         """Offer this host's devices to the cluster: one Dask worker resource per device; Ctrl-C stops it."""
         from farm.cluster import certs
@@ -80,7 +88,8 @@ def register(app: typer.Typer, errors: Errors, out: LazyConsole) -> None:
             name = host or default_host()
             own_devices(inventory, name)  # a bad inventory is exit 2 before anything connects
             security = certs.security(cert_dir or certs.default_folder(), "agent") if address.is_tls(url) else None
-            run_agent(AgentConfig(url, inventory, name, state, listen or None), security)
+            config = AgentConfig(url, inventory, name, state, listen or None, metrics_port, metrics_bind, health_period)
+            run_agent(config, security)
 
 
 @contextlib.contextmanager

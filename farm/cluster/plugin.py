@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +22,7 @@ from farm.artifacts import DecodedCache
 from farm.cluster.cache import ArtifactCache
 from farm.cluster.names import PLUGIN
 from farm.config.inventory import Device
+from farm.metrics.poller import Health
 from farm.session.cancel import Cancel
 
 if TYPE_CHECKING:
@@ -52,6 +54,7 @@ class AgentState(WorkerPlugin):
     outputs: DecodedCache = field(init=False)
     holding: dict[str, Holding] = field(default_factory=dict)  # task key -> session
     last: dict[str, str] = field(default_factory=dict)  # device id -> how its last session ended
+    health: Callable[[], Mapping[str, Health]] | None = None  # the health poller's snapshot (--metrics-port)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -61,6 +64,7 @@ class AgentState(WorkerPlugin):
 
     def setup(self, worker: Worker) -> None:
         self._stop.clear()
+        _start_threads(worker)
         threading.Thread(target=self._watch, args=(worker,), name="farm-cancel-watch", daemon=True).start()
 
     def teardown(self, worker: Worker) -> None:
@@ -89,6 +93,17 @@ class AgentState(WorkerPlugin):
         with self._lock:
             return next((h for h in self.holding.values() if h.device_id == device_id), None)
 
+    def state_of(self, device_id: str) -> tuple[str, Holding | None]:
+        """``leased`` while a session holds it; else ``down`` if its latest health probe (or, without a poller,
+        its last session) could not reach it; else ``idle``."""
+        h = self.holder_of(device_id)
+        if h is not None:
+            return "leased", h
+        probed = self.health().get(device_id) if self.health is not None else None
+        if probed is not None:
+            return ("idle" if probed.up else "down"), None
+        return ("down" if self.last.get(device_id) == "unreachable" else "idle"), None
+
     def _watch(self, worker: Worker) -> None:
         while not self._stop.wait(WATCH_S):
             with self._lock:
@@ -97,3 +112,17 @@ class AgentState(WorkerPlugin):
                 ts = worker.state.tasks.get(h.key)
                 if ts is None or ts.state not in LIVE_STATES:
                     h.cancel.set("the controller cancelled the run")
+
+
+def _start_threads(worker: Worker) -> None:
+    """Start the worker's task threads now rather than one per task on the event loop during the first run.
+
+    Dask's pool starts a thread per submitted task until it has ``nthreads``; ``Thread.start`` waits for the new
+    thread to run, and on a loaded host that stalled the agent's event loop for seconds when a run's sessions
+    arrived (docs/scale-out.md, "Where the wall went").
+    """
+    pool = worker.executors.get("default")
+    if pool is None:
+        return
+    for _ in range(worker.state.nthreads):
+        pool.submit(time.sleep, 0)

@@ -103,10 +103,10 @@ def describe(dask_worker: Worker) -> dict[str, Any]:
     state = _state(dask_worker)
     rows = []
     for device_id, device in sorted(state.devices.items()):
-        h = state.holder_of(device_id)
+        what, h = state.state_of(device_id)
         rows.append({
             "id": device_id, "platform": device.platform, "target": device.target, "tags": list(device.tags),
-            "state": "leased" if h else ("down" if state.last.get(device_id) == "unreachable" else "idle"),
+            "state": what,
             "run_id": h.run_id if h else None, "since": h.since if h else None,
             "last": state.last.get(device_id),
         })  # fmt: skip

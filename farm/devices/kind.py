@@ -10,8 +10,9 @@ touches no iPhone never imports the iOS kind, let alone pymobiledevice3.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -84,6 +85,15 @@ def _entry(transport: str) -> _Entry:
     if entry is None:
         raise InfraError(f"transport {transport!r} is not available in this build of the farm yet")
     return entry
+
+
+def preload(transports: Iterable[str]) -> None:
+    """Import these kinds now: a ``farm agent`` does it at start, so its first run's sessions do not all wait on
+    the import lock at once (seconds on a loaded host; docs/scale-out.md). A kind that cannot load (unknown, or a
+    library missing) is left to fail its own sessions later, named, as before."""
+    for transport in sorted(set(transports)):
+        with contextlib.suppress(InfraError, ImportError):
+            _entry(transport)
 
 
 def open_device(device: Device, state_dir: Path) -> FarmDevice:

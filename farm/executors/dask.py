@@ -9,6 +9,8 @@ task keeps running until its session notices; the agent turns the cancellation i
 
 from __future__ import annotations
 
+import functools
+import operator
 import pickle
 import queue
 import secrets
@@ -114,13 +116,25 @@ class _Dispatch:
             self.on_event(Status(d.spec.device.id, "staging", f"agent {d.addr}: sent {files} files, {size} B"))
 
     def _submit(self) -> None:
-        for device_id, d in self.devices.items():
-            key = f"farm-session-{d.spec.run_id}-{device_id}-{self.token}"
-            d.future = self.client.submit(
-                remote.run_device, d.spec, self.topic, key=key, pure=False, retries=0,
-                resources={names.resource(device_id): 1},
-            )  # fmt: skip
-            d.submitted = time.monotonic()
+        """Every session in one graph: one ``update-graph`` for the scheduler instead of one per device.
+
+        The scheduler's handling of an update-graph is its most expensive step; 64 separate submits kept a loaded
+        scheduler busy for seconds while sessions waited to start (docs/scale-out.md, "Where the wall went").
+        Each task still holds its own device's resource: a callable resources annotation is applied per key by
+        the scheduler (``Scheduler._apply_annotations``); a ``partial`` of ``getitem`` unpickles without the farm.
+        """
+        devices = list(self.devices.values())
+        if not devices:
+            return
+        keys = [f"farm-session-{d.spec.run_id}-{d.spec.device.id}-{self.token}" for d in devices]
+        need = {k: {names.resource(d.spec.device.id): 1} for k, d in zip(keys, devices, strict=True)}
+        futures = self.client.map(
+            remote.run_device, [d.spec for d in devices], [self.topic] * len(devices), key=keys, pure=False,
+            retries=0, resources=functools.partial(operator.getitem, need),  # type: ignore[arg-type]
+        )  # fmt: skip
+        now = time.monotonic()
+        for d, fut in zip(devices, futures, strict=True):
+            d.future, d.submitted = fut, now
 
     # -- while sessions run -----------------------------------------------------------------------------
     def _loop(self) -> None:

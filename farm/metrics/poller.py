@@ -128,7 +128,7 @@ class HealthPoller:
 
     def __init__(
         self, devices: Sequence[Device], state_dir: Path, *, period_s: float = 30.0, timeout_s: float | None = None,
-        log: Callable[[str], None] = lambda _: None,
+        log: Callable[[str], None] = lambda _: None, busy: Callable[[str], bool] = lambda _: False,
     ) -> None:  # fmt: skip
         if not MIN_PERIOD_S <= period_s <= MAX_PERIOD_S:
             raise ValueError(f"poll period {period_s:g}s is outside [{MIN_PERIOD_S:g}, {MAX_PERIOD_S:g}] s")
@@ -137,6 +137,9 @@ class HealthPoller:
         self.period_s = period_s
         self.timeout_s = min(period_s, 10.0) if timeout_s is None else timeout_s
         self._log = log
+        self._busy = busy
+        """A device a session is using is not probed (a probe would run beside its measurement): it keeps its
+        last reading (``farm agent`` passes whether the device is leased)."""
         self._state: dict[str, Health] = {}
         self._lock = threading.Lock()
         self._pending: dict[str, Future[Reading]] = {}
@@ -167,11 +170,13 @@ class HealthPoller:
     def poll_once(self) -> None:
         """Probe every device whose previous probe has returned, and wait at most ``timeout_s`` for them."""
         for device in self.devices:
-            if device.id not in self._pending:
+            if device.id not in self._pending and not self._busy(device.id):
                 self._pending[device.id] = self._pool.submit(probe, device, self.state_dir, self.timeout_s)
         deadline = time.monotonic() + self.timeout_s
         for device in self.devices:
-            future = self._pending[device.id]
+            future = self._pending.get(device.id)
+            if future is None:
+                continue
             try:
                 reading = future.result(timeout=max(0.0, deadline - time.monotonic()))
             except TimeoutError:

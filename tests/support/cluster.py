@@ -53,6 +53,7 @@ class Cluster:
     port: int = field(init=False)
     scheduler: subprocess.Popen[bytes] | None = None
     agents: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    agent_args: dict[str, tuple[str, ...]] = field(default_factory=dict)  # host -> extra `farm agent` options
 
     def __post_init__(self) -> None:
         self.certs = self.base / "certs"
@@ -74,7 +75,7 @@ class Cluster:
     def start_agent(self, host: str) -> None:
         self.agents[host] = self._spawn(
             f"agent-{host}", "agent", "--scheduler", self.url, "--inventory", str(self.inventory), "--host", host,
-            "--state", str(self.base / f"agent-{host}"), "--listen", "127.0.0.1",
+            "--state", str(self.base / f"agent-{host}"), "--listen", "127.0.0.1", *self.agent_args.get(host, ()),
         )  # fmt: skip
 
     def start(self) -> Cluster:
