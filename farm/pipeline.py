@@ -9,6 +9,7 @@ job written by the recorder as it arrives -> 5-6 scoring, BD-rate and gates from
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from farm import __version__
+from farm.adaptive import more_repeats
 from farm.artifacts import DecodedCache
 from farm.errors import FarmError, InfraError, InputError, Stopped
 from farm.executors.base import Executor
@@ -167,7 +169,10 @@ def execute(plan: Plan, store: Store, opts: RunOptions) -> RunOutcome:
     else:
         run_id = _start(plan, store, jobs)
     try:
-        return _run(plan, store, opts, run_id, media, jobs, done)
+        outcome = _run(plan, store, opts, run_id, media, jobs, done)
+        # adaptive baseline gates still undecided: their next look's repeats run as a resume of this run would
+        rerun = functools.partial(_run, plan, store, opts, run_id, media)
+        return more_repeats(outcome, jobs, [d.id for d in plan.devices], store, run_id, rerun, opts.log)
     except BaseException as exc:
         # whatever happened (a bug, a full disk), the run must not stay 'running' forever
         status = "interrupted" if opts.cancel.is_set() or isinstance(exc, KeyboardInterrupt) else "incomplete"
