@@ -29,6 +29,11 @@ from typing import Literal
 from farm.boundaries import information, nominal_levels
 from farm.stats import Comparison, compare, min_possible_p
 
+ALPHA_SHARE = 0.9
+"""The share of the gate's ``alpha`` the boundaries spend. They are exact in the normal approximation; the
+bench measured 0.98 % false alarms (95 % CI up to 1.29 %) when spending all of alpha = 1 %, so a 10 % margin
+keeps the rate below alpha, as the fixed rule's exact test does (its size is 0.93 % at 10 vs 10)."""
+
 BETA = 0.2
 """Total chance, over the looks before the last, of an early pass for a regression of exactly ``min_change``."""
 
@@ -61,7 +66,7 @@ def look_at(repeats: int, min_repeats: int, max_repeats: int, alpha: float, stra
     if k == 0:
         return Look(0, len(points), repeats, 0.0, 0.0, nxt)
     info = information([strata * p for p in points], base_values)
-    fail = nominal_levels(alpha, info)[k - 1]
+    fail = nominal_levels(alpha * ALPHA_SHARE, info)[k - 1]
     early_pass = nominal_levels(BETA, info[:-1])[k - 1] if k < len(points) else 0.0
     return Look(k, len(points), repeats, fail, early_pass, nxt)
 
