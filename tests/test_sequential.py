@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from farm.adaptive import extra_jobs, wanted_repeats
+import farm.adaptive
+from farm.adaptive import extra_jobs, more_repeats, wanted_repeats
 from farm.boundaries import information, nominal_levels
 from farm.config.suite import load_suite
 from farm.errors import InputError
@@ -15,7 +17,9 @@ from farm.gates.verdict import Verdict
 from farm.sequential import Sequential, decide, look_at, schedule
 from farm.session.spec import FileRef, JobKey, JobSpec
 from farm.stats import normalise
+from farm.store import open_store
 from tests.conftest import write
+from tests.store_fixtures import JOB, start
 
 
 def test_looks_every_min_repeats_and_max_last() -> None:
@@ -156,3 +160,41 @@ def test_repeats_are_validated_with_file_line_and_field(tmp_path: Path) -> None:
     repeats = ok.gates[0].repeats
     assert repeats is not None and (repeats.min, repeats.max) == (5, 30)
     assert ok.gates[0].model_dump(mode="json", exclude_defaults=True)["repeats"] == {"min": 5, "max": 30}
+
+
+@dataclass
+class FakeOutcome:
+    """What the loop reads of a RunOutcome; the runs themselves are recorded in a real store."""
+
+    status: str
+    verdicts: list[Verdict]
+
+
+def test_the_loop_runs_each_look_once_as_an_attempt_and_stops_when_a_look_fails_its_jobs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(farm.adaptive, "SETTLE_S", 0.0)  # no device here: nothing to settle
+    store = open_store(tmp_path / "r.db")
+    start(store, "r1")
+    jobs = [job(0, 100, 0), job(1, 100, 1)]
+    for j in jobs:
+        store.add_job("r1", JOB | {"device_id": "d", "sequence": "clip", "repeat": j.key.repeat}, [])
+    store.finish_run("r1", "complete", {})
+    calls: list[list[tuple[str, int]]] = []
+
+    def rerun(all_jobs: list[JobSpec], skip: set[tuple[str, JobKey]]) -> FakeOutcome:
+        todo = [("d", j.key.repeat) for j in all_jobs if ("d", j.key) not in skip]
+        calls.append(todo)
+        for _, rep in todo:  # the second look's last job fails: the gate then never gets its repeats
+            failed = rep == 5
+            store.add_job("r1", JOB | {"sequence": "clip", "repeat": rep, "status": "failed" if failed else "ok"}, [])
+        store.finish_run("r1", "complete", {})
+        return FakeOutcome("complete", [verdict("inconclusive", ["d"], 6)])  # 4, then 5 values: look 2
+
+    first = FakeOutcome("complete", [verdict("inconclusive", ["d"], 4)])
+    out = more_repeats(first, jobs, ["d"], store, "r1", rerun, lambda _: None)
+    assert calls == [[("d", 2), ("d", 3)], [("d", 4), ("d", 5)]]  # the failed r5 is not run a third time
+    assert out.status == "complete" and len(store.attempts("r1")) == 3
+    assert more_repeats(FakeOutcome("interrupted", first.verdicts), jobs, ["d"], store, "r1", rerun, print).status == (
+        "interrupted")  # fmt: skip
+    assert len(calls) == 2  # a stopped run is left for --resume
