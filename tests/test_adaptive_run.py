@@ -70,5 +70,4 @@ def test_an_undecided_adaptive_gate_gets_more_repeats_then_fails(tmp_path: Path)
     assert db.execute("SELECT status FROM runs WHERE id=?", (run_id,)).fetchone()[0] == "complete"
     # re-decided from the store alone: the same look, the same verdict
     code, again = farm(tmp_path, "gate", run_id)
-    print(out, again)
     assert code == 1 and f"look {k} of {len(schedule(MIN, MAX))}, {used} repeats" in again
