@@ -15,7 +15,13 @@ the exact size of the U test at this sample size (the ceiling of its false-alarm
 The false-alarm rate sits just under 1 % by construction (the U test's exact size at 10 vs 10 is 0.93 %), so
 the default runs 100000 null trials: the estimate's standard error (0.03 %) is then small against the margin.
 
-Run: python3 bench/bench_gates.py [--trials 100000 --other-trials 5000 --repeats 10 --cv 0.03 --regression 0.05]
+Adaptive repeats (farm/sequential.py): the same draws, but the run adds repeats look by look (``repeats: {min,
+max}``, default 10 and 40) against a baseline of ``--repeats`` values, and stops when the sequential decision
+does. Target: false alarms at most 1 % and detection of the 5 % regression at least 95 %, with the mean number
+of repeats used printed beside the fixed rule's. The peer is the fixed rule at ``--repeats``.
+
+Run: python3 bench/bench_gates.py [--trials 100000 --other-trials 5000 --repeats 10 --cv 0.03 --regression 0.05
+                                   --adaptive-trials 5000 --min-repeats 10 --max-repeats 40]
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's farm, not an installed one
+from farm.sequential import decide, schedule
 from farm.stats import compare, normalise
 
 ALPHA, MIN_CHANGE = 0.01, 0.02
@@ -92,6 +99,58 @@ def report(title: str, gate: Counter[str], naive: int, u_only: int, trials: int,
     print(f"  peer: U test p < {ALPHA:g} alone {what:>12} {u_only / trials:8.3%}")
 
 
+def adaptive(
+    rng: np.random.Generator, shift: float, trials: int, args: argparse.Namespace
+) -> tuple[Counter[str], float]:
+    """Verdicts of the sequential gate, and the mean repeats it used, over one stratum per trial."""
+    verdicts: Counter[str] = Counter()
+    used = 0
+    for _ in range(trials):
+        base = {"phone/clip": list(rng.normal(100.0, 100.0 * args.cv, args.repeats))}
+        run = list(rng.normal(100.0 * (1 - shift), 100.0 * args.cv, args.max_repeats))
+        for n in schedule(args.min_repeats, args.max_repeats):
+            norm = normalise({"phone/clip": run[:n]}, base)
+            d = decide(norm.run, norm.base, repeats=n, min_repeats=args.min_repeats, max_repeats=args.max_repeats,
+                       strata=1, higher_is_better=True, alpha=ALPHA, min_change=MIN_CHANGE)  # fmt: skip
+            if d.stopped is not None:
+                break
+        verdicts[d.verdict] += 1
+        used += n
+    return verdicts, used / trials
+
+
+def adaptive_report(args: argparse.Namespace, fixed: tuple[float, float, float]) -> bool:
+    """The sequential gate beside the fixed rule (``fixed``: its false alarms, inconclusive and detection)."""
+    rng = np.random.default_rng(args.seed + 1)
+    trials = args.adaptive_trials
+    null, null_used = adaptive(rng, 0.0, trials, args)
+    alt, alt_used = adaptive(rng, args.regression, trials, args)
+    false_alarm, detection = null["fail"] / trials, alt["fail"] / trials
+    low, high = wilson(null["fail"], trials)
+    looks = schedule(args.min_repeats, args.max_repeats)
+    print(f"\nadaptive repeats {{min: {args.min_repeats}, max: {args.max_repeats}}} (looks at {looks}) against "
+          f"{args.repeats} baseline repeats, one stratum, {trials} trials each")  # fmt: skip
+    print(
+        f"  same distribution: false alarms {false_alarm:.3%} (95% CI {low:.3%} .. {high:.3%}), inconclusive "
+        f"{null['inconclusive'] / trials:.2%}, pass {null['pass'] / trials:.2%}; mean repeats {null_used:.1f}"
+    )
+    print(f"  {args.regression:.0%} slower:       detected {detection:.1%} (95% CI {wilson(alt['fail'], trials)[0]:.1%}"
+          f" .. {wilson(alt['fail'], trials)[1]:.1%}), inconclusive {alt['inconclusive'] / trials:.2%}, pass "
+          f"{alt['pass'] / trials:.2%}; mean repeats {alt_used:.1f}")  # fmt: skip
+    print(f"  peer: fixed {args.repeats} repeats: false alarms {fixed[0]:.3%}, inconclusive {fixed[1]:.2%}, detected "
+          f"{fixed[2]:.1%}; repeats {args.repeats}")  # fmt: skip
+    print(
+        f"ratio adaptive/fixed (mean repeats, clean run): {null_used / args.repeats:.2f}; "
+        f"(5% slower): {alt_used / args.repeats:.2f}"
+    )
+    ok_fa, ok_det = false_alarm <= 0.01, detection >= 0.95
+    print(f"target: adaptive false alarms <= 1% -> {false_alarm:.3%}: {'PASS' if ok_fa else 'FAIL'}")
+    print(
+        f"target: adaptive detection of {args.regression:.0%} >= 95% -> {detection:.1%}: {'PASS' if ok_det else 'FAIL'}"
+    )
+    return ok_fa and ok_det
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trials", type=int, default=100000, help="trials of the one-stratum false-alarm scenario")
@@ -101,7 +160,13 @@ def main() -> int:
     ap.add_argument("--regression", type=float, default=0.05)
     ap.add_argument("--strata", type=int, default=4, help="rate points of the pooled scenario")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--adaptive-trials", type=int, default=None, help="trials of each adaptive scenario "
+                    "(default: --other-trials)")  # fmt: skip
+    ap.add_argument("--min-repeats", type=int, default=10, help="the adaptive gate's repeats.min")
+    ap.add_argument("--max-repeats", type=int, default=40, help="the adaptive gate's repeats.max")
     args = ap.parse_args()
+    if args.adaptive_trials is None:
+        args.adaptive_trials = args.other_trials
     rng = np.random.default_rng(args.seed)
     n, cv = args.repeats, args.cv
 
@@ -123,7 +188,7 @@ def main() -> int:
         (f"{args.strata} rate points x {n} repeats pooled", strata(args.strata, n), args.other_trials, False),
         ("smoke-suite shape: 8 strata x 2 repeats pooled", strata(8, 2), args.other_trials, False),
     ]
-    false_alarm = detection = naive_ratio = 0.0
+    false_alarm = detection = naive_ratio = inconclusive = 0.0
     for title, draw, trials, headline in scenarios:
         gate, naive, u_only = simulate(draw, 0.0, trials)
         report(f"\nsame distribution, {title}, {trials} trials", gate, naive, u_only, trials, "false alarms")
@@ -132,6 +197,7 @@ def main() -> int:
         report(f"{args.regression:.0%} slower, {title}, {shifted} trials", gate_d, naive_d, u_d, shifted, "detected")
         if headline:
             false_alarm, detection = gate["fail"] / trials, gate_d["fail"] / shifted
+            inconclusive = gate["inconclusive"] / trials
             naive_ratio = naive / max(gate["fail"], 1)
     print(f"\nsummary: false alarms {false_alarm:.3%} (must be < 1%), detection of {args.regression:.0%} at {n} "
           f"repeats {detection:.1%} (should be > 50%); the plain 2% median threshold raises {naive_ratio:.1f}x "
@@ -142,6 +208,7 @@ def main() -> int:
     print(
         f"target: detection of {args.regression:.0%} > 50% -> {detection:.1%}: {'PASS' if detection > 0.5 else 'FAIL'}"
     )
+    ok = adaptive_report(args, (false_alarm, inconclusive, detection)) and ok
     return 0 if ok else 1
 
 

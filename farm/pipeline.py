@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from farm import __version__
+from farm.adaptive import more_repeats
 from farm.artifacts import DecodedCache
 from farm.errors import FarmError, InfraError, InputError, Stopped
 from farm.executors.base import Executor
@@ -196,7 +197,14 @@ def execute(plan: Plan, store: Store, opts: RunOptions) -> RunOutcome:
     else:
         run_id = _start(plan, store, jobs)
     try:
-        return _run(plan, store, opts, run_id, media, jobs, done, lanes)
+        outcome = _run(plan, store, opts, run_id, media, jobs, done, lanes)
+
+        # adaptive baseline gates still undecided: their next look's repeats run as a resume of this run would
+        # (each look with lanes of its own: its encodes are cache hits, its lane times its own)
+        def rerun(more: list[JobSpec], have: set[tuple[str, JobKey]]) -> RunOutcome:
+            return _run(plan, store, opts, run_id, media, more, have, RunLanes(opts.lanes))
+
+        return more_repeats(outcome, jobs, [d.id for d in plan.devices], store, run_id, rerun, opts.log)
     except BaseException as exc:
         # whatever happened (a bug, a full disk), the run must not stay 'running' forever
         status = "interrupted" if opts.cancel.is_set() or isinstance(exc, KeyboardInterrupt) else "incomplete"

@@ -93,6 +93,20 @@ class ThermalPlan(Strict):
     timeout_s: float = Field(default=300, gt=0, le=MAX_COOLDOWN_S)
 
 
+class Repeats(Strict):
+    """Adaptive repeats of a baseline gate: first look at ``min`` repeats per stratum, then every ``min`` more
+    until decided or ``max`` (farm/sequential.py, docs/adaptive-repeats.md)."""
+
+    min: int = Field(ge=2, le=1000)  # one value per stratum has no spread to test
+    max: int = Field(ge=2, le=1000)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Repeats:
+        if self.max < self.min:
+            raise ValueError(f"max ({self.max}) must be at least min ({self.min})")
+        return self
+
+
 class Gate(Strict):
     """One gate. Absolute: ``metric op value``. Baseline: ``metric op baseline`` (op gives the good direction).
 
@@ -108,6 +122,7 @@ class Gate(Strict):
     value: float | str | None = Field(default=None, validate_default=True)
     min_change: float = Field(default=0.02, gt=0, lt=1)  # baseline gates: smallest relative change that fails
     alpha: float = Field(default=0.01, gt=0, le=0.2)  # baseline gates: significance level of the U test
+    repeats: Repeats | None = None  # baseline gates: more repeats while inconclusive, up to max
 
     @field_validator("metric")
     @classmethod
@@ -185,6 +200,13 @@ class Gate(Strict):
         default = cls.model_fields[str(info.field_name)].default
         if "baseline" in info.data and info.data["baseline"] is None and value != default:
             raise ValueError(f"'{info.field_name}' only applies to a gate with a 'baseline'")
+        return value
+
+    @field_validator("repeats")
+    @classmethod
+    def _adaptive(cls, value: Repeats | None, info: ValidationInfo) -> Repeats | None:
+        if value is not None and "baseline" in info.data and info.data["baseline"] is None:
+            raise ValueError("'repeats' only applies to a gate with a 'baseline' (it adds repeats until it decides)")
         return value
 
     @property

@@ -19,7 +19,8 @@ from typing import Any, Protocol
 from farm.config.suite import Gate
 from farm.gates.verdict import Measured
 from farm.gates.view import RunView, load_view
-from farm.stats import compare, normalise
+from farm.sequential import Sequential, decide
+from farm.stats import Comparison, Normalised, compare, normalise
 from farm.store import Store
 
 Strata = dict[str, list[float]]
@@ -101,8 +102,7 @@ def against_baseline(gate: Gate, view: RunView, devices: list[str], baselines: B
         return Measured(None, found, inputs, verdict="inconclusive")
     base, _ = _strata(found.view, devices, gate.metric)
     norm = normalise(run, base)
-    result = compare(norm.run, norm.base, higher_is_better=gate.op.startswith(">"), alpha=gate.alpha,
-                     min_change=gate.min_change)  # fmt: skip
+    result = _decide(gate, norm, run)
     inputs.update({
         "baseline_run": found.run_id, "baseline_label": found.label, "baseline_values": base,
         "compared": norm.strata, "not_in_baseline": norm.only_run, "not_in_run": norm.only_base,
@@ -116,3 +116,14 @@ def against_baseline(gate: Gate, view: RunView, devices: list[str], baselines: B
     if uncovered:
         detail += f"; not compared (no positive baseline values): {', '.join(uncovered[:5])}"
     return Measured(result.shift, detail, inputs, verdict=verdict)
+
+
+def _decide(gate: Gate, norm: Normalised, run: Strata) -> Comparison | Sequential:
+    """The fixed rule, or with ``repeats`` the sequential one at the look the run's fewest repeats reached."""
+    higher = gate.op.startswith(">")
+    if gate.repeats is None:
+        return compare(norm.run, norm.base, higher_is_better=higher, alpha=gate.alpha, min_change=gate.min_change)
+    repeats = min((len(run[k]) for k in norm.strata), default=0)
+    return decide(norm.run, norm.base, repeats=repeats, min_repeats=gate.repeats.min, max_repeats=gate.repeats.max,
+                  strata=max(len(norm.strata), 1), higher_is_better=higher, alpha=gate.alpha,
+                  min_change=gate.min_change)  # fmt: skip

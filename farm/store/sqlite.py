@@ -382,18 +382,19 @@ class Store:
                 self._end_attempt(db, run_id, at, "interrupted", why)
             return bool(cur.rowcount)
 
-    def reopen_run(self, run_id: str) -> int:
+    def reopen_run(self, run_id: str, *, extend: bool = False) -> int:
         """Set an interrupted or incomplete run running again under this process; return the new attempt number.
 
         The run keeps its id, jobs and measurements, so a resume runs only what ``completed_job_keys`` lacks and
-        the whole run is scored and gated once at the end.
+        the whole run is scored and gated once at the end. ``extend``: a complete run too, which adds jobs
+        (more repeats for an undecided adaptive gate, farm/adaptive.py): nothing stored is rewritten.
         """
         me, now = Controller.this_process(), time.time()
         with self._tx("reopening a run") as db:
             run = db.execute("SELECT status, started_at, finished_at FROM runs WHERE id=?", (run_id,)).fetchone()
             if run is None:
                 raise RunStateError(f"no run {run_id!r} in {self.where}")
-            if run["status"] not in RESUMABLE_STATUSES:
+            if run["status"] not in (*RESUMABLE_STATUSES, *(("complete",) if extend else ())):
                 raise RunStateError(
                     f"run {run_id} is {run['status']}: only an interrupted or incomplete run can be resumed"
                     + (" (a running run's controller is still alive)" if run["status"] == "running" else "")
