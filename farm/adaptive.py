@@ -10,7 +10,6 @@ attempt, the same executor and recorder, then scored and gated again. So a run s
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Protocol, TypeVar
@@ -18,11 +17,6 @@ from typing import Protocol, TypeVar
 from farm.gates.verdict import Verdict
 from farm.session.spec import JobKey, JobSpec
 from farm.store import Store
-
-SETTLE_S = 3.0
-"""Pause before a look's sessions: the previous look's tether watchdogs remove the run folder on each device, and
-kill the decoders recorded in it, about a second after their session ends (farm/devices/posix.py); a session
-of the same run started sooner had its decoders killed under it (exit 137, measured in tests/test_adaptive_run.py)."""
 
 Pair = tuple[str, JobKey]  # (device id, job key): what a resume calls done
 
@@ -83,6 +77,5 @@ def more_repeats(outcome: OutcomeT, jobs: list[JobSpec], devices: Sequence[str],
         shown = ", ".join(f"{d}: {n}" for d, n in sorted(wanted.items()))
         log(f"baseline gates undecided: {len(todo)} more jobs for their next look (repeats per stratum {shown})")
         store.reopen_run(run_id, extend=True)
-        time.sleep(SETTLE_S)
         outcome = rerun(jobs, {(d, j.key) for d in devices for j in jobs} - todo)
     return outcome

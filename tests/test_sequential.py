@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import farm.adaptive
 from farm.adaptive import extra_jobs, more_repeats, wanted_repeats
 from farm.boundaries import information, nominal_levels
 from farm.config.suite import load_suite
@@ -171,9 +170,8 @@ class FakeOutcome:
 
 
 def test_the_loop_runs_each_look_once_as_an_attempt_and_stops_when_a_look_fails_its_jobs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
-    monkeypatch.setattr(farm.adaptive, "SETTLE_S", 0.0)  # no device here: nothing to settle
     store = open_store(tmp_path / "r.db")
     start(store, "r1")
     jobs = [job(0, 100, 0), job(1, 100, 1)]

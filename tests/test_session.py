@@ -44,6 +44,16 @@ devices:
 """
 
 
+def session_calls(dev: FakeDevice) -> list[str]:
+    """The device's calls with the session's part of the folder name taken out, after checking it is there: one
+    session's folder is ``jobs/<run>.<session>`` (farm.session.layout), so a later session never shares it."""
+    sessions = set(re.findall(r"/fake/jobs/run-1\.([0-9a-f]{8})\b", " ".join(dev.calls)))
+    assert len(sessions) == 1, dev.calls
+    bare = [c for c in dev.calls if re.search(r"/fake/jobs/run-1(/|$)", c)]
+    assert not bare, bare
+    return [re.sub(r"(/fake/jobs/run-1)\.[0-9a-f]{8}\b", r"\1", c) for c in dev.calls]
+
+
 def _spec(tmp_path: Path, jobs: int = 3) -> tuple[SessionSpec, dict[str, Path]]:
     suite = load_suite(write(tmp_path / "suite.yaml", SUITE))
     device = load_inventory(write(tmp_path / "devices.yaml", INVENTORY)).devices[0]
@@ -84,10 +94,11 @@ def test_a_session_reports_each_job_pulls_each_output_once_and_leaves_nothing_on
     power = next(m for m in jobs[0].measurements if m.name == "power_w")
     assert power.value is None and power.missing_reason and "no meter" in power.missing_reason
     assert sum(c.startswith("pull") for c in dev.calls) == 1  # identical outputs: one pull
-    removed = [c for c in dev.calls if c.startswith("remove")]
+    calls = session_calls(dev)
+    removed = [c for c in calls if c.startswith("remove")]
     # each job's folder goes before the next decode (one output on the device at a time), the last with the run's
     assert removed == ["remove /fake/jobs/run-1/0", "remove /fake/jobs/run-1/1", "remove /fake/jobs/run-1"]
-    assert dev.calls.index("remove /fake/jobs/run-1/0") < dev.calls.index("decode /fake/jobs/run-1/1")
+    assert calls.index("remove /fake/jobs/run-1/0") < calls.index("decode /fake/jobs/run-1/1")
     assert dev.tethers and all(t.closed for t in dev.tethers) and dev.calls[-1] == "close"
     done = events[-1]
     assert isinstance(done, DeviceDone) and done.status == "ok" and done.reached
@@ -101,9 +112,10 @@ def test_a_dropped_link_is_retried_once_but_a_failed_command_is_not(tmp_path: Pa
     dev.failures = {1: TransportError("link dropped"), 3: CommandFailed("fake", "mkdir", 1, "permission denied")}
     jobs = _jobs(_run(tmp_path, dev))
     assert [j.status for j in jobs] == ["ok", "failed", "ok"]
-    first = dev.calls.index("decode /fake/jobs/run-1/0")
-    retry = dev.calls.index("decode /fake/jobs/run-1/0.1")  # in a folder of its own
-    assert dev.calls[first + 1 : retry] == ["untether", "tether"]  # the old watchdog cleaned, then a new tether
+    calls = session_calls(dev)
+    first = calls.index("decode /fake/jobs/run-1/0")
+    retry = calls.index("decode /fake/jobs/run-1/0.1")  # in a folder of its own
+    assert calls[first + 1 : retry] == ["untether", "tether"]  # the old watchdog cleaned, then a new tether
     assert (
         jobs[1].error == "fake: mkdir failed on the device (exit 1): permission denied" and dev.decodes == 4
     )  # the failed command ran once
@@ -144,7 +156,7 @@ def test_a_stop_kills_the_running_decode_cleans_the_device_and_fails_nothing(tmp
     assert [j.status for j in _jobs(events)] == ["ok"]  # the killed job is not a failure: a resume runs it
     done = events[-1]
     assert isinstance(done, DeviceDone) and done.status == "interrupted" and done.error is None
-    assert "remove /fake/jobs/run-1" in dev.calls and dev.calls[-1] == "close"
+    assert "remove /fake/jobs/run-1" in session_calls(dev) and dev.calls[-1] == "close"
     assert dev.decodes == 2 and all(t.closed for t in dev.tethers)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -93,6 +94,8 @@ class _Session:
         self.warned_charging = False
         self.no_meter_reason: str | None = None
         self.tether: Tether = NullTether("not connected yet")
+        self.layout_session = secrets.token_hex(4)
+        """This session's part of its device folder's name (farm.session.layout: why)."""
         self.counters = Counters()
         self.stale: list[str] = []
         """Job folders the next decode removes before it starts (their outputs were pulled, or never will be)."""
@@ -123,7 +126,7 @@ class _Session:
         return DeviceDone(self.device.id, status, error, self.reached, dict(self.props), self.counters)
 
     def _on_device(self, dev: FarmDevice) -> None:
-        layout = Layout(dev.workdir, self.spec.run_id)
+        layout = Layout(dev.workdir, self.spec.run_id, self.layout_session)
         dev.prepare(layout.run_subdir)
         self.tether = dev.tether(layout.run_dir)
         try:
@@ -193,7 +196,7 @@ class _Session:
                 dev.set_charging(node, enabled=True)
                 self.charger_suspended = False
         with contextlib.suppress(FarmError):
-            dev.remove(Layout(dev.workdir, self.spec.run_id).run_dir)
+            dev.remove(Layout(dev.workdir, self.spec.run_id, self.layout_session).run_dir)
         c = dev.counter
         self.counters = Counters(c.pushed_bytes, c.pushed_files, c.reused_files)
         with contextlib.suppress(FarmError):
