@@ -170,3 +170,26 @@ def test_boards_boot_without_onnxruntime_when_the_runtime_disk_cannot_be_built(
     [board] = fleet._qemu_boards(1, tmp_path, tmp_path / "id_ed25519", exit_with_parent=False)
     assert board.runtime is None and "onnxruntime" not in board.inventory_entry(tmp_path / "kh")["runtime"]
     assert "no onnxruntime runtime: pip: no network" in capsys.readouterr().out
+
+
+def test_a_cached_build_appears_whole_or_not_at_all_and_a_failed_one_keeps_its_log(tmp_path: Path) -> None:
+    from farm.sim.qemu.cached import build_in_place
+    from farm.sim.sshboard import SimError
+
+    def good(work: Path) -> None:
+        (work / "disk.img").write_bytes(b"x")
+
+    out = tmp_path / "cache" / "abc"
+    seconds = build_in_place(out, "m.json", "abc", ("pins", {"numpy": "2"}), good)
+    record = json.loads((out / "m.json").read_text())
+    assert (out / "disk.img").read_bytes() == b"x" and seconds >= 0
+    assert (record["digest"], record["pins"], record["build_s"]) == ("abc", {"numpy": "2"}, round(seconds, 1))
+
+    def bad(work: Path) -> None:
+        (work / "build.log").write_text("pip: no matching distribution\n")
+        raise SimError("pip failed")
+
+    with pytest.raises(SimError, match="pip failed"):
+        build_in_place(tmp_path / "cache" / "def", "m.json", "def", ("pins", {}), bad)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["abc", "def.failed.log"]
+    assert "no matching distribution" in (tmp_path / "cache" / "def.failed.log").read_text()

@@ -10,18 +10,16 @@ mistaken for a cached one.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
-import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from farm.sim.qemu.cached import build_in_place
 from farm.sim.qemu.recipe import FFMPEG_ON_BOARD, ROOT_LABEL, Recipe, image_dir
 from farm.sim.sshboard import SimError
 
@@ -211,20 +209,9 @@ def ensure_image(recipe: Recipe | None = None, say: Callable[[str], None] = lamb
         return found
     if os.geteuid() != 0:
         raise SimError(f"no cached image in {out}, and building one needs root (debootstrap, chroot)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f"{out.name}.build-", dir=out.parent))
-    started = time.monotonic()
-    try:
-        build(recipe, work, say)
-        build_s = time.monotonic() - started
-        record = {"digest": recipe.digest(), "build_s": round(build_s, 1), "recipe": asdict(recipe)}
-        (work / MANIFEST).write_text(json.dumps(record, indent=2) + "\n")
-        os.replace(work, out)
-    except BaseException:
-        if (work / "build.log").exists():
-            shutil.copyfile(work / "build.log", out.parent / f"{out.name}.failed.log")
-        subprocess.run(["rm", "-rf", "--one-file-system", str(work)], check=False)
-        raise
+    build_s = build_in_place(
+        out, MANIFEST, recipe.digest(), ("recipe", asdict(recipe)), lambda work: build(recipe, work, say)
+    )
     say(f"image {recipe.digest()} built in {build_s:.0f}s: {out}")
     return Image(out, out / "base.qcow2", out / "vmlinuz", out / "initrd.img", recipe.digest(), build_s)
 

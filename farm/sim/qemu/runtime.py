@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from farm.sim.qemu.cached import build_in_place
 from farm.sim.qemu.image import run_step
 from farm.sim.qemu.recipe import PYTHON_ON_BOARD, cache_root
 from farm.sim.sshboard import SimError
@@ -119,21 +116,8 @@ def ensure_runtime(pins: RuntimePins | None = None, say: Callable[[str], None] =
     out = runtime_dir(pins)
     if (out / MANIFEST).exists():
         return RuntimeDisk(out / "runtime.img", pins.digest(), pins.packages, None)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f"{out.name}.build-", dir=out.parent))
-    started = time.monotonic()
     say(f"board runtime {pins.digest()}: {' '.join(pins.packages)} for aarch64 ...")
-    try:
-        build(pins, work)
-        build_s = time.monotonic() - started
-        record = {"digest": pins.digest(), "build_s": round(build_s, 1), "pins": asdict(pins)}
-        (work / MANIFEST).write_text(json.dumps(record, indent=2) + "\n")
-        os.replace(work, out)
-    except BaseException:
-        if (work / "build.log").exists():
-            shutil.copyfile(work / "build.log", out.parent / f"{out.name}.failed.log")
-        subprocess.run(["rm", "-rf", "--one-file-system", str(work)], check=False)
-        raise
+    build_s = build_in_place(out, MANIFEST, pins.digest(), ("pins", asdict(pins)), lambda work: build(pins, work))
     say(f"board runtime {pins.digest()} built in {build_s:.0f}s: {out}")
     return RuntimeDisk(out / "runtime.img", pins.digest(), pins.packages, build_s)
 
