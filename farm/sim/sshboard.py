@@ -35,6 +35,7 @@ from typing import Any
 
 import farm
 from farm.errors import InfraError
+from farm.sim.identity import BoardIdentity
 from farm.sim.loadd import descendants, is_alive, params_to_argv, proc_table, read_stat
 from farm.sim.loadmodel import LoadParams
 from farm.sim.sysfs import SysfsTree
@@ -180,7 +181,7 @@ def stop_recorded(
 
 
 @dataclass
-class SshBoard:
+class SshBoard(BoardIdentity):
     """One virtual board. ``start()`` brings it up, ``stop()`` removes every process it had.
 
     ``port`` 0 picks a free port at the first start; a restarted board keeps its port and host key, so the
@@ -212,21 +213,6 @@ class SshBoard:
     @property
     def config_path(self) -> Path:
         return self.base_dir / "sshd_config"
-
-    @property
-    def host_key_path(self) -> Path:
-        return self.base_dir / "ssh_host_ed25519_key"
-
-    @property
-    def host_public_key(self) -> str:
-        """The host key's public line (``ssh-ed25519 AAAA... comment``)."""
-        return self.host_key_path.with_name(self.host_key_path.name + ".pub").read_text().strip()
-
-    @property
-    def known_hosts_line(self) -> str:
-        """``[127.0.0.1]:PORT ssh-ed25519 AAAA...``: what a client's known_hosts must hold for this board."""
-        key_type, key_b64 = self.host_public_key.split()[:2]
-        return f"[{self.host}]:{self.port} {key_type} {key_b64}"
 
     @property
     def known_hosts_path(self) -> Path:

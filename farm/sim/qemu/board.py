@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from farm.sim.identity import BoardIdentity
 from farm.sim.qemu.image import Image, run_step
 from farm.sim.qemu.recipe import FFMPEG_ON_BOARD, PYTHON_ON_BOARD, SEED_LABEL
 from farm.sim.qemu.runtime import ORT_PYTHON, RuntimeDisk, mount_argv
@@ -101,7 +102,7 @@ def _exit_with_parent() -> None:
 
 
 @dataclass
-class QemuBoard:
+class QemuBoard(BoardIdentity):
     """One emulated board. ``start()`` boots it and waits for SSH; ``stop()`` powers it off (no qemu left)."""
 
     name: str
@@ -125,15 +126,6 @@ class QemuBoard:
         self.base_dir = Path(os.path.abspath(self.base_dir))
 
     # -- files -------------------------------------------------------------------------------------------
-    @property
-    def host_key_path(self) -> Path:
-        return self.base_dir / "ssh_host_ed25519_key"
-
-    @property
-    def known_hosts_line(self) -> str:
-        key = " ".join(self.host_key_path.with_name(self.host_key_path.name + ".pub").read_text().split()[:2])
-        return f"[{self.host}]:{self.port} {key}"
-
     @property
     def console_log(self) -> Path:
         return self.base_dir / "console.log"
