@@ -145,20 +145,33 @@ def test_cooldown_waits_for_a_hot_board(ssh_board: BoardFactory, tmp_path: Path)
 
     board = ssh_board("hot", params=LoadParams(tau_s=1.0))
     inv = ssh_board.inventory(tmp_path / "devices.yaml")
-    stop = threading.Event()
+    stop, hot = threading.Event(), threading.Event()
 
-    def heat_until_the_farm_connects() -> None:
+    def celsius() -> float:
+        try:
+            return int(Path(board.thermal_zone).read_text()) / 1000
+        except (OSError, ValueError):
+            return 0.0
+
+    def heat_until_the_farm_is_cooling() -> None:
+        """Hot before the run starts (a pipelined run connects at once), still hot when the farm first reads the
+        zone (its prepare makes cas/; the read follows its probes, slow under load), then left to cool."""
         cmd = ssh_argv(board, ssh_board.client_key, tmp_path / "known_hosts", "timeout 60 sh -c 'while :; do :; done'")
         heater = subprocess.Popen(cmd)
         deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and celsius() < 45.0:
+            time.sleep(0.05)
+        hot.set()
         while time.monotonic() < deadline and not (Path(board.workdir) / "cas").exists():
             time.sleep(0.05)
+        time.sleep(2.0)
         heater.kill()
         subprocess.run(ssh_argv(board, ssh_board.client_key, tmp_path / "known_hosts", "pkill -f 'while :'"))
         stop.set()
 
-    heater = threading.Thread(target=heat_until_the_farm_connects, daemon=True)
+    heater = threading.Thread(target=heat_until_the_farm_is_cooling, daemon=True)
     heater.start()
+    assert hot.wait(60), f"the board never got hot: {celsius()} C"
     suite = sim_suite(tmp_path, '  - {metric: failures, op: "==", value: 0, scope: all}')
     text = Path(suite).read_text() + "thermal: {start_below_c: 40.5, timeout_s: 60}\n"
     Path(suite).write_text(text)
