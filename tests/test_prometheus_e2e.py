@@ -12,6 +12,7 @@ import json
 import re
 import statistics
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -78,11 +79,16 @@ def stack(ssh_fleet: Fleet, phone_fleet: Fleet, tmp_path_factory: pytest.TempPat
             )
             assert code == 1, out  # the deliberately impossible fps gate on the boards
             runs.append(out.split("run ")[-1].split(":")[0])
+        returned = time.time()  # the second run's process has exited: its gate evaluation is stored
         store = Store(store_path)
         finished = store.run(runs[-1])["finished_at"]
+        # a scrape between the run's finish and its stored gate evaluation shows the run without gates: wait for
+        # one taken after the process returned
         assert wait_for(
             lambda: any(abs(v - finished) < 1e-3 for v in prometheus.values("farm_device_last_run_timestamp_seconds")
-                        .values()),
+                        .values())
+            and any(v > returned for v in prometheus.values("timestamp(farm_device_last_run_timestamp_seconds)")
+                    .values()),
             seconds=30,
         ), "Prometheus never scraped the second run"  # fmt: skip
         yield Stack(prometheus, serve, store, runs)
