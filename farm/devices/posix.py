@@ -39,12 +39,13 @@ from farm.transports.base import AWAIT_SESSION_LEADER, Background, Held, Transpo
 
 __all__ = ["DecodeOutcome", "PosixDevice", "TransferCounter", "hottest_millidegrees", "parse_decode", "parse_stats"]
 
-# For each file argument print "<index> <sha256>" if it exists (one round trip). Hashing stdin keeps
-# sha256sum from escaping odd names in its output; indices keep names out of the output altogether.
+# For each file argument print "<index> <sha256>  -" if it exists (one round trip). Hashing stdin keeps
+# sha256sum from escaping odd names in its output; indices keep names out of the output altogether. printf is
+# the shell's own, so a file costs the device one process (sha256sum).
 _HASH_SCRIPT = r"""
 i=0
 for f do
-  if [ -f "$f" ]; then echo "$i $(sha256sum <"$f" | cut -d' ' -f1)"; fi
+  if [ -f "$f" ]; then printf '%s ' "$i"; sha256sum <"$f"; fi
   i=$((i + 1))
 done
 """
@@ -52,7 +53,7 @@ done
 # Move a pushed temp file into place only if its sha256 on the device is what the host sent.
 _COMMIT_SCRIPT = r"""
 tmp=$1; dst=$2; want=$3
-got=$(sha256sum <"$tmp" | cut -d' ' -f1)
+got=$(sha256sum <"$tmp"); got=${got%% *}
 if [ "$got" != "$want" ]; then rm -f "$tmp"; echo "sha256 mismatch after push: $got" >&2; exit 1; fi
 chmod "$4" "$tmp" && mv -f "$tmp" "$dst"
 """
@@ -60,7 +61,7 @@ chmod "$4" "$tmp" && mv -f "$tmp" "$dst"
 # Kill what a decode left in job folder $1: the decoder, the samplers and the decode script (each has a *.pid).
 _KILL_JOB_SCRIPT = r"""
 for f in "$1"/*.pid; do
-  p=$(cat "$f" 2>/dev/null) || continue
+  p=; { read -r p <"$f"; } 2>/dev/null
   case $p in '' | *[!0-9]*) continue ;; esac
   kill -KILL "-$p" 2>/dev/null; kill -KILL "$p" 2>/dev/null
 done
@@ -68,30 +69,33 @@ exit 0
 """
 
 # Tether, part (a): $1 run dir, $2 the watchdog script. Starts the watchdog in a session of its own (so a device
-# that kills this command's process group when its stream closes spares it; see SPAWN_SCRIPT), waits until it
-# leads that session, says so, then reads stdin until the link ends: this shell's life is the link's.
+# that kills this command's process group when its stream closes spares it; see SPAWN_SCRIPT) with this command's
+# stdin, the link, as its own; waits until it leads that session, says so, then reads stdin until the link ends.
+# A background job's stdin is /dev/null unless redirected, hence the copy on fd 3.
 _TETHER_SCRIPT = (
     r"""
 d=$1 w=$2
 mkdir -p "$d" || exit 1
-setsid sh -c "$w" farm-watchdog "$d" "$$" </dev/null >/dev/null 2>&1 &
+exec 3<&0
+setsid sh -c "$w" farm-watchdog "$d" <&3 3<&- >/dev/null 2>&1 &
 p=$!"""
     + AWAIT_SESSION_LEADER
     + """echo "tethered $p"
-exec cat >/dev/null 2>&1
+exec cat >/dev/null 2>&1 3<&-
 """
 )
 
-# Tether, part (b): $1 run dir, $2 the pid of part (a). Once a second, is (a) still there (a zombie is gone)?
-# When it is not, kill every process group recorded under the run dir, twice (in case a pid file appeared while
-# the first round ran), then remove the run dir.
+# Tether, part (b): $1 run dir. Its stdin is the link: reading it blocks until the link ends (end of input, or an
+# error once the device closed the stream), so the watchdog costs the device nothing while the run goes on: no
+# polling, no process started until then. Then it kills every process group recorded under the run dir, twice (in
+# case a pid file appeared while the first round ran), and removes the run dir.
 _WATCHDOG_SCRIPT = r"""
-d=$1 a=$2
-held() { s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1; s=${s##*) }; [ "${s%% *}" != Z ]; }
-while held "$a"; do sleep 1; done
+d=$1
+while read -r _; do :; done 2>/dev/null
+exec </dev/null
 for round in 1 2; do
   find "$d" -name '*.pid' -type f 2>/dev/null | while IFS= read -r f; do
-    p=$(cat "$f" 2>/dev/null)
+    p=; { read -r p <"$f"; } 2>/dev/null
     case $p in '' | *[!0-9]*) continue ;; esac
     kill -KILL "-$p" 2>/dev/null; kill -KILL "$p" 2>/dev/null
   done
@@ -121,26 +125,37 @@ while [ ! -e "$p" ]; do
   case $p in */*) p=${p%/*} ;; *) p=. ;; esac
   [ -n "$p" ] || p=/
 done
-df -Pk "$p" | tail -n 1
+df -Pk "$p" | { read -r _; read -r l; echo "$l"; }
 """
 
+# What the device is, in as few processes as the shell allows (a phone pays several ms for each): one uname,
+# one getconf, and the shell's own ``read`` for /proc/cpuinfo and the thermal zones' files.
 _INFO_SCRIPT = r"""
-echo "kernel=$(uname -sr)"
-echo "machine=$(uname -m)"
+set -- $(uname -srm)
+echo "kernel=$1 $2"
+echo "machine=$3"
 echo "cpus=$(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc 2>/dev/null)"
-m=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2-)
-[ -n "$m" ] && echo "cpu=${m# }"
+{ while IFS= read -r l; do case $l in 'model name'*) echo "cpu=${l#*: }"; break ;; esac; done </proc/cpuinfo; } 2>/dev/null
+one() { v=; { IFS= read -r v <"$1"; } 2>/dev/null; return 0; }
 for z in /sys/class/thermal/thermal_zone*; do
-  if [ -r "$z/temp" ]; then echo "thermal=$z/temp $(cat "$z/type" 2>/dev/null) $(cat "$z/temp" 2>/dev/null)"; fi
+  if [ -r "$z/temp" ]; then one "$z/type"; t=$v; one "$z/temp"; echo "thermal=$z/temp $t $v"; fi
   for t in "$z"/trip_point_*_type; do
-    if [ -r "$t" ] && [ "$(cat "$t")" = passive ]; then echo "passive_trip=$(cat "${t%_type}_temp")"; fi
+    if [ -r "$t" ]; then one "$t"; [ "$v" = passive ] && one "${t%_type}_temp" && echo "passive_trip=$v"; fi
   done
 done
 exit 0
 """
 
 _TEMP_SCRIPT = r"""
-for f do cat "$f" 2>/dev/null || echo -; done
+for f do v=; { IFS= read -r v <"$f"; } 2>/dev/null; echo "${v:--}"; done
+"""
+
+# $1 the workdir, then folders relative to it: the cache, the job root and those, made by one mkdir.
+_PREPARE_SCRIPT = r"""
+w=$1; shift; n=$#
+for s do set -- "$@" "$w/$s"; done
+shift "$n"
+mkdir -p -- "$w/cas" "$w/jobs" "$@"
 """
 
 
@@ -179,7 +194,7 @@ class PosixDevice:
 
     def prepare(self, *subdirs: str) -> None:
         """Create the workdir's cache and any session folders (relative to the workdir) in one round trip."""
-        self.sh('w=$1; shift; for s in cas jobs "$@"; do mkdir -p "$w/$s" || exit 1; done', self.workdir, *subdirs)
+        self.sh(_PREPARE_SCRIPT, self.workdir, *subdirs, name="mkdir -p")
 
     def info(self) -> dict[str, str]:
         props: dict[str, str] = {}
@@ -220,7 +235,7 @@ class PosixDevice:
         found: dict[str, str] = {}
         for chunk in _chunks(list(paths), 200):
             for line in self.sh(_HASH_SCRIPT, *chunk).splitlines():
-                index, _, digest = line.partition(" ")
+                index, digest = (line.split() + ["", ""])[:2]
                 if index.isdigit() and int(index) < len(chunk) and len(digest) == 64:
                     found[chunk[int(index)]] = digest
         return found

@@ -226,8 +226,10 @@ class _Session:
         self._check()
         self._status("staging", self._staging_text())
         self._check_space(dev, "before staging")
+        pushed = dev.counter.pushed_files
         self._retrying_stage(dev, layout)
-        self._check_space(dev, "after staging")
+        if dev.counter.pushed_files != pushed:  # only a push changes the free space (one round trip less)
+            self._check_space(dev, "after staging")
         return meter, zones
 
     def _staging_text(self) -> str:

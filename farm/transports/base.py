@@ -20,18 +20,20 @@ from farm.errors import InfraError
 # leads its own session (or is gone): until setsid has run, the child is still in the calling shell's process
 # group, and a device that kills that group when the command's stream closes (adbd with a pty; the farm's
 # emulator always) would take the background job with it. $4 of /proc/PID/stat after the ")" is the session id.
+# The check is the shell's own ``read``; setsid usually runs within a few checks, so the first 20 are back to back
+# and only then does each wait 10 ms (a ``sleep`` process, and 10 ms, on every tether and spawn otherwise).
 AWAIT_SESSION_LEADER = r"""
 i=0
-while [ "$i" -lt 300 ]; do
-  s=$(cat "/proc/$p/stat" 2>/dev/null) || break
+while [ "$i" -lt 320 ]; do
+  { read -r s <"/proc/$p/stat"; } 2>/dev/null || break
   s=${s##*) }
   set -- $s
   [ "$4" = "$p" ] && break
-  sleep 0.01 2>/dev/null
+  [ "$i" -lt 20 ] || sleep 0.01 2>/dev/null
   i=$((i + 1))
 done
 """
-"""Shell lines that wait (up to 3 s) until the background process ``$p`` leads its own session, or is gone."""
+"""Shell lines that wait (up to about 3 s) until the background process ``$p`` leads its own session, or is gone."""
 
 SPAWN_SCRIPT = (
     r"""
