@@ -10,6 +10,11 @@ ideal = the slowest device's total sleep (jobs x S); efficiency = ideal / wall. 
 controller process's CPU time over the run divided by the jobs (for threads that process also runs every
 session; for Dask the sessions run in the agents).
 
+The devices' own work shares this machine's two cores with the farm, so the bench also measures its floor: the
+same jobs through ``PosixDevice.decode`` alone (the decode script and the decoder, one thread per device, no
+session set-up, no dispatch, nothing stored). No executor can beat it here; on a real lab that work runs on the
+devices.
+
 Then the scoring decision of docs/scale-out.md: pulling one decoded output (640x360, --pull-frames frames of
 Y4M) from an agent over Dask TLS, against scoring it (farm.quality.score: PSNR, SSIM, VMAF through ffmpeg), the
 same file, interleaved repeats.
@@ -83,6 +88,36 @@ def specs_for(inv: Path, suite_path: Path, y4m: Path, jobs: int, sleep_s: float,
         JobSpec(i, JobKey("test", "tiny", 100.0, i), bundle.digest, ref, digest, 30.0, len(Y4M)) for i in range(jobs)
     )
     return [SessionSpec(run, d, suite, (bundle,), job_specs) for d in load_inventory(inv).devices]
+
+
+def device_floor(work: Path, y4m: Path, devices: int, jobs: int, sleep_s: float) -> float:
+    """Wall seconds of every device's jobs as bare decodes (the decode script and the decoder), all devices at once."""
+    import threading
+
+    from farm.devices.posix import PosixDevice
+    from farm.transports.local import LocalTransport
+
+    decoder = ("sh", "-c", f'sleep {sleep_s}; cp "$1" "$2"', "decoder", str(y4m))
+    failed: list[str] = []
+
+    def one(i: int) -> None:
+        dev = PosixDevice(f"floor-{i:03d}", LocalTransport(), f"{work}/floor-{i:03d}")
+        for j in range(jobs):
+            job_dir = f"{dev.workdir}/{j}"
+            out = dev.decode([*decoder, f"{job_dir}/out.y4m"], job_dir, 120.0)
+            if out.exit_status != 0 or out.output_sha is None:
+                failed.append(dev.device_id)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(devices)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    if failed:
+        raise SystemExit(f"device floor: {len(failed)} decodes failed, e.g. on {failed[0]}")
+    return wall
 
 
 def measure(executor: object, specs: list[SessionSpec]) -> tuple[float, float, int]:
@@ -176,11 +211,15 @@ def run_bench(a: argparse.Namespace, tmp: Path, inv: Path, suite: Path, y4m: Pat
               certs: Path) -> int:  # fmt: skip
     ideal = a.jobs * a.sleep
     n_jobs = a.devices * a.jobs
-    eff: dict[str, list[float]] = {"threads": [], "dask": []}
+    eff: dict[str, list[float]] = {"threads": [], "dask": [], "floor": []}
     cpu: dict[str, list[float]] = {"threads": [], "dask": []}
     failures = 0
     with connect(url, certs) as client:
         for r in range(a.repeats):
+            wall = device_floor(tmp / f"floor-{r}", y4m, a.devices, a.jobs, a.sleep)
+            eff["floor"].append(ideal / wall)
+            print(f"repeat {r + 1} floor  : wall {wall:.2f}s efficiency {ideal / wall:.3f} (bare decodes); {load()}",
+                  flush=True)  # fmt: skip
             for kind in ("threads", "dask"):
                 outputs = DecodedCache(tmp / f"out-{kind}-{r}")
                 ex: object = (
@@ -267,8 +306,12 @@ def report(a: argparse.Namespace, eff: dict[str, list[float]], cpu: dict[str, li
     print("peer: ThreadExecutor (one thread per device, this process, per-device flock leases)")
     for kind in ("threads", "dask"):
         print(f"{kind:7s} efficiency {stats(eff[kind])}; controller CPU ms/job {stats(cpu[kind])}")
+    print(f"floor   efficiency {stats(eff['floor'])} (the same jobs as bare decodes: the decode script and the "
+          "decoder, one thread per device, no session, no dispatch)")  # fmt: skip
     ratio = statistics.median(eff["dask"]) / statistics.median(eff["threads"])
     print(f"ratio dask/threads (efficiency, median): {ratio:.3f}")
+    floor = statistics.median(eff["dask"]) / statistics.median(eff["floor"])
+    print(f"ratio dask/floor (efficiency, median): {floor:.3f}")
     e, c = statistics.median(eff["dask"]), statistics.median(cpu["dask"])
     verdict = "PASS" if e >= TARGET_EFF and c <= TARGET_CPU_MS and not failures else "FAIL"
     print(f"target: dask efficiency >= {TARGET_EFF:.0%} (median {e:.1%}) and controller CPU <= {TARGET_CPU_MS:g} "

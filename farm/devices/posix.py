@@ -135,7 +135,9 @@ set -- $(uname -srm)
 echo "kernel=$1 $2"
 echo "machine=$3"
 echo "cpus=$(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc 2>/dev/null)"
-{ while IFS= read -r l; do case $l in 'model name'*) echo "cpu=${l#*: }"; break ;; esac; done </proc/cpuinfo; } 2>/dev/null
+while IFS= read -r l; do
+  case $l in 'model name'*) echo "cpu=${l#*: }"; break ;; esac
+done 2>/dev/null </proc/cpuinfo
 one() { v=; { IFS= read -r v <"$1"; } 2>/dev/null; return 0; }
 for z in /sys/class/thermal/thermal_zone*; do
   if [ -r "$z/temp" ]; then one "$z/type"; t=$v; one "$z/temp"; echo "thermal=$z/temp $t $v"; fi
@@ -235,7 +237,7 @@ class PosixDevice:
         found: dict[str, str] = {}
         for chunk in _chunks(list(paths), 200):
             for line in self.sh(_HASH_SCRIPT, *chunk).splitlines():
-                index, digest = (line.split() + ["", ""])[:2]
+                index, digest = [*line.split(), "", ""][:2]
                 if index.isdigit() and int(index) < len(chunk) and len(digest) == 64:
                     found[chunk[int(index)]] = digest
         return found
@@ -340,9 +342,9 @@ class PosixDevice:
         """Hold a shell on the link (part a) with a detached watchdog (part b) that cleans ``run_dir`` up.
 
         Bound after the controller dies: the link's end reaches the device (at once for a local device or a TCP
-        peer whose kernel closes the socket; after the sshd/adbd keepalive otherwise), then at most one second of
-        polling, then the kills. Decoders record themselves in ``decoder.pid`` of their job folder, and
-        ``spawn`` records everything else, so both must live under ``run_dir``.
+        peer whose kernel closes the socket; after the sshd/adbd keepalive otherwise), then the kills at once.
+        Decoders record themselves in ``decoder.pid`` of their job folder, and ``spawn`` records everything else,
+        so both must live under ``run_dir``.
         """
         argv = ["sh", "-c", _TETHER_SCRIPT, "farm-tether", run_dir, _WATCHDOG_SCRIPT]
         held = self.transport.hold(argv, timeout=self.command_timeout)
@@ -401,7 +403,7 @@ class ShellTether:
         return self.held.alive()
 
     def close(self) -> None:
-        """End the held shell: the watchdog sees it gone within a second and cleans up. Never raises."""
+        """End the held shell: the watchdog sees the link end at once and cleans up. Never raises."""
         if self.device.tethered_run == self.run_dir:
             self.device.tethered_run = None
         self.held.close()

@@ -41,7 +41,7 @@ APP_ARGS = ("{input}", "{output}", "{stats}")
 """An app target without a ``decode`` template gets the decoder contract's three paths as its arguments."""
 
 RETETHER_WAIT_S = 5.0
-"""How long a retry waits for the dropped link's watchdog to finish cleaning (it polls once a second)."""
+"""How long a retry waits for the dropped link's watchdog to finish cleaning (at once, then its kills)."""
 
 SAMPLER_SPARE_S = 120
 """A sampler whose kill is lost still ends on its own this long after its window could have ended."""
