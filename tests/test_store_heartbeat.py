@@ -10,6 +10,8 @@ import json
 import os
 import re
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -23,8 +25,9 @@ from farm.release.manifest import results_digests
 from farm.store import Store, open_store
 from farm.store.controller import HEARTBEAT_S, STALE_AFTER_S
 from farm.store.postgres import is_url
-from tests.conftest import wait_for
+from tests.conftest import ROOT, wait_for
 from tests.store_fixtures import start
+from tests.support.runs import suite, variant
 
 OTHER = "host-b"
 
@@ -176,3 +179,48 @@ def test_the_heartbeat_is_not_part_of_a_runs_release_digest(store_target: str) -
     before = results_digests(store, "r1")
     store._db.execute("UPDATE runs SET heartbeat_at=NULL WHERE id='r1'")  # as a run stored before schema 7
     assert results_digests(store, "r1") == before
+
+
+def _stored_run(store: Path) -> sqlite3.Row | None:
+    if not store.exists():
+        return None
+    db = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
+    db.row_factory = sqlite3.Row
+    try:
+        return db.execute("SELECT * FROM runs").fetchone()  # type: ignore[no-any-return]
+    except sqlite3.OperationalError:
+        return None  # not created yet
+    finally:
+        db.close()
+
+
+@pytest.mark.slow
+def test_a_farm_runs_heartbeat_advances_while_it_runs_and_not_after_it_finished(tmp_path: Path) -> None:
+    """The real controller (`farm run` on the local device, decodes slowed down) beats from its own thread."""
+    slow = variant(tmp_path, "slow", ["sh", "-c", 'sleep 0.3; exec "$@"', "slow"])
+    store = tmp_path / "state" / "results.db"
+    env = {**os.environ, "FARM_STORE": str(store), "FARM_HEARTBEAT_S": "0.2", "PYTHONPATH": str(ROOT)}
+    gates = '  - {metric: failures, op: "==", value: 0, scope: all}'
+    argv = [sys.executable, "-m", "farm", "run", suite(tmp_path, gates), "--bundle", str(slow),
+            "--inventory", str(ROOT / "devices.yaml")]  # fmt: skip
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen: set[float] = set()
+
+    def beating() -> bool:
+        run = _stored_run(store)
+        if run is not None and run["status"] == "running" and run["heartbeat_at"] is not None:
+            seen.add(float(run["heartbeat_at"]))
+        return len(seen) >= 3 or proc.poll() is not None
+
+    try:
+        assert wait_for(beating, 180) and len(seen) >= 3, f"heartbeats seen while running: {sorted(seen)}"
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out
+    run = _stored_run(store)
+    assert run is not None and run["status"] == "complete"
+    # no beat after the finish (the same host's clock writes both here; julianday truncates to the millisecond)
+    assert max(seen) <= run["heartbeat_at"] <= run["finished_at"] + 0.001
