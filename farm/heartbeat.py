@@ -13,6 +13,7 @@ import os
 import threading
 from collections.abc import Callable
 from types import TracebackType
+from typing import Any
 
 from farm.errors import FarmError, InputError
 from farm.store import Store
@@ -41,9 +42,9 @@ class Heartbeat:
     """Refresh ``run_id``'s heartbeat every ``period`` seconds from a daemon thread, from ``with`` until its end.
 
     A beat that fails (the store briefly unreachable) is tried again at the next period: the recorder's own
-    writes are what report a failing store. When the store shows the run interrupted under this process's
-    feet (reaped by another host after the store was out of reach for longer than STALE_AFTER_S),
-    ``on_reaped`` is told its reason once and the beats stop.
+    writes are what report a failing store. When the store shows the run taken from this process (reaped by
+    another host after the store was out of reach for longer than STALE_AFTER_S, perhaps resumed there since),
+    ``on_reaped`` is told why, once, and the beats stop.
     """
 
     def __init__(
@@ -74,10 +75,18 @@ class Heartbeat:
                 run = self.store.run(self.run_id)
             except FarmError:
                 continue
-            if run is not None and run["status"] == "interrupted" and not self._stop.is_set():
-                self.on_reaped(_reason(run["summary_json"]))
-            return  # finished or taken over: nothing of this process to keep alive
+            if run is not None and not self._stop.is_set() and (why := _taken_over(run)) is not None:
+                self.on_reaped(why)
+            return  # finished, or no longer this process's run: nothing of it to keep alive
 
 
-def _reason(summary_json: str | None) -> str:
-    return str(json.loads(summary_json or "{}").get("interrupted", "interrupted"))
+def _taken_over(run: Any) -> str | None:
+    """Why the run is no longer this controller's, when another process took it; None when it just finished.
+
+    Only ``reap_orphans`` writes an ``interrupted`` reason into a summary (this process's own Ctrl-C writes an
+    ``error``), and a run ``running`` under another controller was resumed elsewhere after such a reap.
+    """
+    if run["status"] == "running":
+        return f"resumed meanwhile by controller pid {run['controller_pid']} on {run['controller_host']}"
+    why = json.loads(run["summary_json"] or "{}").get("interrupted")
+    return str(why) if run["status"] == "interrupted" and why else None

@@ -220,8 +220,8 @@ def execute(plan: Plan, store: Store, opts: RunOptions) -> RunOutcome:
 def _taken_for_dead(opts: RunOptions, run_id: str, why: str) -> None:
     """Another host reaped this live run (the store was out of reach past the heartbeat limit): stop, so what
     is stored stays consistent with its status, and the run can be resumed."""
-    opts.log(f"run {run_id} was marked interrupted in the store by another host ({why}): stopping")
-    opts.cancel.set(f"run {run_id} was marked interrupted by another host")
+    opts.log(f"run {run_id} is no longer this controller's in the store ({why}): stopping")
+    opts.cancel.set(f"run {run_id} was taken for dead by another host")
 
 
 def _run(

@@ -161,6 +161,20 @@ def test_a_controller_taken_for_dead_is_told_why_and_stops_beating(store_target:
     assert told == ["controller pid 1 on here sent no heartbeat for 999 s"]
 
 
+def test_a_run_resumed_elsewhere_is_told_but_this_process_finishing_it_is_not(store_target: str) -> None:
+    store = open_store(store_target)
+    for run_id in ("taken", "mine"):
+        start(store, run_id)
+    told: dict[str, list[str]] = {"taken": [], "mine": []}
+    beats = [Heartbeat(store, run_id, period=0.05, on_reaped=told[run_id].append) for run_id in told]
+    with beats[0], beats[1]:
+        assert wait_for(lambda: min(b.beats for b in beats) >= 1, 30)
+        store._db.execute("UPDATE runs SET controller_host=?, controller_pid=7 WHERE id='taken'", (OTHER,))
+        store.finish_run("mine", "interrupted", {"error": "KeyboardInterrupt: "})  # this process's own Ctrl-C
+        assert wait_for(lambda: not any(b._thread.is_alive() for b in beats), 30)
+    assert told == {"taken": [f"resumed meanwhile by controller pid 7 on {OTHER}"], "mine": []}
+
+
 def test_the_period_comes_from_the_environment_within_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
     assert period_s() == HEARTBEAT_S and STALE_AFTER_S == 10 * HEARTBEAT_S
     monkeypatch.setenv("FARM_HEARTBEAT_S", "0.2")
@@ -224,3 +238,37 @@ def test_a_farm_runs_heartbeat_advances_while_it_runs_and_not_after_it_finished(
     assert run is not None and run["status"] == "complete"
     # no beat after the finish (the same host's clock writes both here; julianday truncates to the millisecond)
     assert max(seen) <= run["heartbeat_at"] <= run["finished_at"] + 0.001
+
+
+@pytest.mark.slow
+def test_a_farm_run_taken_for_dead_by_another_host_stops_and_can_be_resumed(tmp_path: Path) -> None:
+    """The store as another host's reaper leaves it, mid-run: the live controller notices at its next beat."""
+    slow = variant(tmp_path, "slow", ["sh", "-c", 'sleep 0.5; exec "$@"', "slow"])
+    store = tmp_path / "state" / "results.db"
+    env = {**os.environ, "FARM_STORE": str(store), "FARM_HEARTBEAT_S": "0.2", "PYTHONPATH": str(ROOT)}
+    gates = '  - {metric: failures, op: "==", value: 0, scope: all}'
+    argv = [sys.executable, "-m", "farm", "run", suite(tmp_path, gates), "--bundle", str(slow),
+            "--inventory", str(ROOT / "devices.yaml")]  # fmt: skip
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    why = f"controller pid {proc.pid} on {os.uname().nodename} sent no heartbeat for 312 s"
+    try:
+        assert wait_for(lambda: (run := _stored_run(store)) is not None and run["status"] == "running", 180)
+        with sqlite3.connect(store, timeout=30) as db:  # one transaction, as reap_orphans writes it
+            db.execute(
+                "UPDATE runs SET status='interrupted', finished_at=?, summary_json=? WHERE status='running'",
+                (time.time(), json.dumps({"interrupted": why})),
+            )
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, out
+    assert f"is no longer this controller's in the store ({why}): stopping" in out, out
+    run = _stored_run(store)
+    assert run is not None and (run["status"], json.loads(run["summary_json"])) == ("interrupted", {"interrupted": why})
+    resumed = subprocess.run([*argv, "--resume", run["id"]], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=300)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    again = _stored_run(store)
+    assert again is not None and again["status"] == "complete"
