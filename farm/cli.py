@@ -577,12 +577,15 @@ def report(
 ) -> None:
     """Print a stored run's results and its latest gate verdicts."""
     from farm.report import agreement_table, bd_warnings, results_table, verdict_table, verdicts_from_store
+    from farm.report.tables import status_line
 
     with _errors(), _stdout_for(json_out, csv_out):
         db = _open_store(store, readonly=True)
         rid = _run_id(db, run_id)
         verdicts = verdicts_from_store(db, rid)
         out.print(results_table(db, rid))
+        if (status := status_line(db, rid)) is not None:
+            out.print(status, highlight=False, markup=False)
         if len(attempts := db.attempts(rid)) > 1:
             out.print(f"run {rid} took {len(attempts)} attempts (resumed {len(attempts) - 1}x)", highlight=False)
         if (agreement := agreement_table(db, rid)) is not None:

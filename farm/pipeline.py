@@ -28,6 +28,7 @@ from farm.errors import FarmError, InfraError, InputError, Stopped
 from farm.executors.base import Executor
 from farm.executors.threads import ThreadExecutor
 from farm.gates import StoreBaselines, Verdict, evaluate, load_view, passing
+from farm.heartbeat import Heartbeat, period_s
 from farm.lanes.clock import LaneListener
 from farm.lanes.run import Host, RunLanes, observer, run_pipelined
 from farm.lanes.scoring import ScoringLane
@@ -185,6 +186,7 @@ def _media(plan: Plan, opts: RunOptions, lanes: RunLanes) -> Media:
 
 def execute(plan: Plan, store: Store, opts: RunOptions) -> RunOutcome:
     """Run (or resume) ``plan`` and gate it. The run is never left ``running``, whatever happens."""
+    beat_s = period_s()  # a bad FARM_HEARTBEAT_S is refused before anything is recorded
     lanes = RunLanes(opts.lanes)
     media = _media(plan, opts, lanes)
     jobs = plan_jobs(plan, media)
@@ -196,22 +198,30 @@ def execute(plan: Plan, store: Store, opts: RunOptions) -> RunOutcome:
         opts.log(f"resuming run {run_id} (attempt {attempt}): {len(done)} jobs already done")
     else:
         run_id = _start(plan, store, jobs)
-    try:
-        outcome = _run(plan, store, opts, run_id, media, jobs, done, lanes)
+    with Heartbeat(store, run_id, beat_s, on_reaped=lambda why: _taken_for_dead(opts, run_id, why)):
+        try:
+            outcome = _run(plan, store, opts, run_id, media, jobs, done, lanes)
 
-        # adaptive baseline gates still undecided: their next look's repeats run as a resume of this run would
-        # (each look with lanes of its own: its encodes are cache hits, its lane times its own)
-        def rerun(more: list[JobSpec], have: set[tuple[str, JobKey]]) -> RunOutcome:
-            return _run(plan, store, opts, run_id, media, more, have, RunLanes(opts.lanes))
+            # adaptive baseline gates still undecided: their next look's repeats run as a resume of this run would
+            # (each look with lanes of its own: its encodes are cache hits, its lane times its own)
+            def rerun(more: list[JobSpec], have: set[tuple[str, JobKey]]) -> RunOutcome:
+                return _run(plan, store, opts, run_id, media, more, have, RunLanes(opts.lanes))
 
-        return more_repeats(outcome, jobs, [d.id for d in plan.devices], store, run_id, rerun, opts.log)
-    except BaseException as exc:
-        # whatever happened (a bug, a full disk), the run must not stay 'running' forever
-        status = "interrupted" if opts.cancel.is_set() or isinstance(exc, KeyboardInterrupt) else "incomplete"
-        # if the store is what failed, the next command that opens it marks the run interrupted
-        with contextlib.suppress(FarmError):
-            store.finish_run(run_id, status, {"error": f"{type(exc).__name__}: {exc}"})
-        raise
+            return more_repeats(outcome, jobs, [d.id for d in plan.devices], store, run_id, rerun, opts.log)
+        except BaseException as exc:
+            # whatever happened (a bug, a full disk), the run must not stay 'running' forever
+            status = "interrupted" if opts.cancel.is_set() or isinstance(exc, KeyboardInterrupt) else "incomplete"
+            # if the store is what failed, the next command that opens it marks the run interrupted
+            with contextlib.suppress(FarmError):
+                store.finish_run(run_id, status, {"error": f"{type(exc).__name__}: {exc}"})
+            raise
+
+
+def _taken_for_dead(opts: RunOptions, run_id: str, why: str) -> None:
+    """Another host reaped this live run (the store was out of reach past the heartbeat limit): stop, so what
+    is stored stays consistent with its status, and the run can be resumed."""
+    opts.log(f"run {run_id} is no longer this controller's in the store ({why}): stopping")
+    opts.cancel.set(f"run {run_id} was taken for dead by another host")
 
 
 def _run(

@@ -10,6 +10,8 @@ import pytest
 
 from farm.errors import FarmError
 from farm.store import SCHEMA_VERSION, Measurement, Store, open_store
+from farm.store.postgres import is_url
+from farm.store.schema import MIGRATIONS, SCHEMA, postgres_ddl, statements
 from tests.store_fixtures import V2_SCHEMA
 
 
@@ -59,6 +61,7 @@ def test_a_schema_2_database_is_migrated_in_place_and_loses_nothing(tmp_path: Pa
         db.executescript(V2_SCHEMA)
     store = Store(path)
     assert store._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+    assert store.run("old")["heartbeat_at"] is None  # schema 7: NULL for a run an older farm wrote
     ms = store.measurements("old")[1]
     assert ms["fps"]["value"] == 59.5 and ms["power_w"]["value"] is None
     assert ms["power_w"]["missing_reason"] == "device has no power meter"
@@ -106,3 +109,53 @@ def test_last_release_is_the_newest_of_the_suite_other_than_the_run_itself(store
     assert store.last_release("s")["tag"] == "v2"
     assert store.last_release("s", exclude_run="r2")["tag"] == "v1"
     assert [r["run_id"] for r in store.releases("v1")] == ["r1"]
+
+
+def _schema_6_store(target: str) -> None:
+    """A store as a farm of schema 6 left it: a finished run, and one still running under another host."""
+    ddl = [*statements(SCHEMA), *(st for v in range(3, 7) for st in statements(MIGRATIONS[v]))]
+    rows = [
+        "INSERT INTO meta VALUES ('schema_version', '6')",
+        "INSERT INTO runs(id, suite_name, suite_digest, suite_json, bundle_name, bundle_version, bundle_digest,"
+        " started_at, finished_at, status, host, farm_version, conventions_json, plan_json, summary_json,"
+        " controller_host, controller_pid, controller_start) VALUES"
+        " ('done', 's', 'd', '{}', 'b', '1', 'x', 1.0, 2.0, 'complete', 'h', '0.6', '{}', '{}', '{}', 'h', 7, 'b:1'),"
+        " ('away', 's', 'd', '{}', 'b', '1', 'x', 1.0, NULL, 'running', 'h', '0.6', '{}', '{}', NULL, 'host-b', 7,"
+        " 'b:1')",
+    ]
+    if is_url(target):
+        import psycopg
+
+        with psycopg.connect(target, autocommit=True) as db:
+            for statement in [*map(postgres_ddl, ddl), *rows]:
+                db.execute(statement)
+        return
+    with sqlite3.connect(target) as db:
+        for statement in [*ddl, *rows]:
+            db.execute(statement)
+
+
+def _raw_runs(target: str) -> dict[str, dict[str, object]]:
+    """Every run row as stored, read past the store (which would upgrade an older one in memory)."""
+    if is_url(target):
+        import psycopg
+        from psycopg.rows import dict_row
+
+        with psycopg.connect(target, row_factory=dict_row) as pg:
+            return {str(r["id"]): dict(r) for r in pg.execute("SELECT * FROM runs")}
+    with sqlite3.connect(target) as db:
+        db.row_factory = sqlite3.Row
+        return {str(r["id"]): dict(r) for r in db.execute("SELECT * FROM runs")}
+
+
+def test_a_schema_6_store_gains_heartbeats_and_keeps_its_runs(store_target: str) -> None:
+    _schema_6_store(store_target)
+    before = _raw_runs(store_target)
+    store = open_store(store_target, migrate=True)  # a lab's store: as `farm store migrate` does
+    assert store._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "7"
+    after = _raw_runs(store_target)
+    assert {k: (r["status"], r.pop("heartbeat_at")) for k, r in after.items()} == {
+        "done": ("complete", None), "away": ("running", None),  # another host's, without a heartbeat: kept
+    }  # fmt: skip
+    assert after == before  # every column it had is as it was
+    assert store.reap_orphans() == []

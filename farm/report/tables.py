@@ -281,3 +281,16 @@ def _num(text: str) -> float | str:
         return float(text)
     except ValueError:
         return text
+
+
+def status_line(store: Store, run_id: str) -> str | None:
+    """Why a run did not complete, as the store knows it (a reaped run's dead controller), or None if it did.
+
+    The results table shows what was measured; without this line a run interrupted half-way reads as a short one.
+    """
+    run = store.run(run_id)
+    if run is None or run["status"] == "complete":
+        return None
+    summary = json.loads(run["summary_json"] or "{}")
+    why = summary.get("interrupted") or summary.get("error")
+    return f"run {run_id} is {run['status']}" + (f": {why}" if why else "")

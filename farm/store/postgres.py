@@ -114,8 +114,13 @@ class PostgresStore(Store):
     Unlike a SQLite file, a lab's store is upgraded only on purpose (``migrate=True``: `farm store migrate`):
     the first farm upgraded in a lab would otherwise lock every older controller out of the shared store. An
     empty database is given the schema by any writable open. ``readonly=True`` never writes; runs whose
-    controller died are reaped by the next writable open, as the SQLite store does.
+    controller died are reaped by the next writable open, as the SQLite store does, and shown interrupted to a
+    read-only one (in this process only).
     """
+
+    NOW = "CAST(EXTRACT(EPOCH FROM now()) AS DOUBLE PRECISION)"
+    """The server's clock: every controller of a lab writes its heartbeat in it, and every reader judges it in it,
+    so controller hosts whose clocks disagree never reap a live run nor keep a dead one."""
 
     def __init__(
         self, url: str, *, readonly: bool = False, migrate: bool = False, reconnect_s: float = RECONNECT_S
@@ -128,6 +133,7 @@ class PostgresStore(Store):
         self.readonly = readonly
         self._lock = threading.Lock()
         self._memory = False
+        self._reaped: dict[str, tuple[float, str]] = {}  # run id -> (finished_at, summary) shown to this process
         self._db = cast(sqlite3.Connection, self._connect())  # the adapter offers what Store uses of it
         if not readonly and (migrate or self._version() is None):
             self._migrate()
@@ -254,9 +260,20 @@ class PostgresStore(Store):
         """Jobs copied with their ids leave the id sequence behind them: move it past the largest id."""
         db.execute("SELECT setval(pg_get_serial_sequence('jobs', 'id'), GREATEST((SELECT MAX(id) FROM jobs), 1))")
 
-    def reap_orphans(self) -> list[str]:
-        """A read-only PostgreSQL open reaps nothing (it cannot shadow a table); the next writable open does."""
-        return [] if self.readonly else super().reap_orphans()
+    def _shadow(self, run_id: str, at: float, summary: str) -> None:
+        """A read-only session may not even create a TEMP view (the server refuses every CREATE), so the rows
+        of a reaped run are patched as they are read (``_shown``) instead."""
+        self._reaped[run_id] = (at, summary)
+
+    def _shown(self, row: sqlite3.Row) -> sqlite3.Row:
+        reaped = self._reaped.get(row["id"])
+        if reaped is None:
+            return row
+        names = cast(Row, row)._names
+        values = list(row)
+        values[names["status"]] = "interrupted"
+        values[names["finished_at"]], values[names["summary_json"]] = reaped
+        return cast(sqlite3.Row, Row(values, names))
 
 
 def connect_readonly(url: str) -> sqlite3.Connection:
@@ -284,7 +301,7 @@ for _name in (
     "start_run", "finish_run", "reopen_run", "add_device", "add_job", "add_measurements", "add_run_metric",
     "add_gate_evaluation", "add_output_diff", "add_frame_quality", "add_release", "run", "runs", "devices", "jobs",
     "measurements", "run_metrics", "gate_verdicts", "output_diffs", "frame_quality", "last_release", "releases",
-    "resolve_run_id", "attempts", "completed_job_keys",
+    "resolve_run_id", "attempts", "completed_job_keys", "heartbeat",
 ):  # fmt: skip
     setattr(PostgresStore, _name, _retrying(_name))
 

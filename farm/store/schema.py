@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import sqlite3
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 BASE_VERSION = 2  # what SCHEMA below creates; MIGRATIONS bring it to SCHEMA_VERSION
 
 SCHEMA = """
@@ -124,6 +124,13 @@ CREATE TABLE IF NOT EXISTS frame_quality (          -- per-frame scores of each 
     flicker REAL                                    -- 8-bit levels; NULL for frame 0 (no previous frame)
 );
 CREATE INDEX IF NOT EXISTS frame_quality_output ON frame_quality(run_id, output_sha);
+""",
+    7: """
+-- the controller's last sign of life while the run is running, in epoch seconds of the STORE's clock (SQLite: the
+-- writing host's; PostgreSQL: the server's now()), so hosts whose clocks differ compare it in one clock. Lets
+-- another host reap a run whose controller died (farm.store.controller STALE_AFTER_S). NULL: written by an older
+-- farm, which sends none: such a run is never reaped from another host.
+ALTER TABLE runs ADD COLUMN heartbeat_at REAL;
 """,
 }
 

@@ -3,7 +3,8 @@
 WAL mode and one short transaction per result mean a crash loses nothing already measured and readers
 (``farm serve``, ``farm report``) never block a running farm. Rows are only ever inserted: re-evaluating a
 run's gates appends a new evaluation, so what a release was tagged on can always be reproduced. The only
-updates are a run's status, finish time, summary and controller (when it ends, is reaped or is resumed).
+updates are a run's status, finish time, summary and controller (when it ends, is reaped or is resumed), and
+its heartbeat while it runs.
 A measurement that could not be taken is stored as NULL with its reason, never as 0.
 
 Every sqlite3 error leaves this module as a StoreError that names the file and what to do (see errors.py);
@@ -23,7 +24,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from farm.store.controller import Controller
+from farm.store.controller import STALE_AFTER_S, Controller
 from farm.store.errors import NewerStoreError, RunStateError, StoreError
 from farm.store.records import FRAME_QUALITY_FIELDS, RESUMABLE_STATUSES, FrameQuality, JobKey, Measurement, RunAttempt
 from farm.store.schema import BASE_VERSION, MIGRATIONS, SCHEMA, SCHEMA_VERSION, statements
@@ -135,6 +136,10 @@ class Store:
     ``readonly=True`` opens for reading only (never migrates, never writes the file); a run whose controller
     died then reads as ``interrupted`` in this process only. Writable opens reap such runs in the file.
     """
+
+    NOW = "((julianday('now') - 2440587.5) * 86400.0)"
+    """The store's clock in SQL, epoch seconds: heartbeats are written and judged in it (this host's clock for a
+    file; PostgresStore uses the server's). julianday rather than unixepoch('subsec'), which needs SQLite 3.42."""
 
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
         self.path = path
@@ -305,9 +310,9 @@ class Store:
         with self._tx("starting a run") as db:
             db.execute(
                 "INSERT INTO runs(id, suite_name, suite_digest, suite_json, bundle_name, bundle_version,"
-                " bundle_digest, anchor_name, anchor_digest, started_at, status, host, farm_version,"
-                " conventions_json, plan_json, controller_host, controller_pid, controller_start, anchors_json)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " bundle_digest, anchor_name, anchor_digest, started_at, status, host, farm_version, conventions_json,"
+                " plan_json, controller_host, controller_pid, controller_start, anchors_json, heartbeat_at)"
+                f" VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,{self.NOW})",
                 (
                     run_id, fields["suite_name"], fields["suite_digest"], fields["suite_json"],
                     fields["bundle_name"], fields["bundle_version"], fields["bundle_digest"],
@@ -342,45 +347,74 @@ class Store:
             (at, status, detail, run_id, run_id),
         )
 
-    def reap_orphans(self) -> list[str]:
-        """Mark ``interrupted`` every running run whose controller on this host is gone; return their ids.
+    def heartbeat(self, run_id: str) -> bool:
+        """Tell other hosts that this run's controller lives; False once the run is no longer this process's.
 
-        Without this a SIGKILLed ``farm run`` stays ``running`` for ever. Runs controlled from another host are
-        left alone: only a heartbeat could tell whether they are alive. A read-only store marks them in this
-        process only (see ``_shadow_runs``).
+        One UPDATE of one row in autocommit, so no transaction stays open between beats and a beat never waits
+        behind anything but another single write. The run must still be ``running`` under this very process:
+        a finished run's heartbeat stops where it was, and a run reaped (and perhaps resumed) elsewhere is not
+        made to look alive again.
+        """
+        if self.readonly:
+            raise StoreError(self.where, f"the store {self.where} was opened read-only; this command cannot write it")
+        me = Controller.this_process()
+        with self._lock, self._translated("refreshing a run's heartbeat"):
+            cur = self._db.execute(
+                f"UPDATE runs SET heartbeat_at={self.NOW} WHERE id=? AND status='running' AND controller_host=?"
+                " AND controller_pid=? AND controller_start IS ?",
+                (run_id, me.host, me.pid, me.start),
+            )
+            return bool(cur.rowcount)
+
+    def reap_orphans(self) -> list[str]:
+        """Mark ``interrupted`` every running run whose controller is dead; return their ids.
+
+        Without this a SIGKILLed ``farm run`` stays ``running`` for ever. This host's controllers are judged by
+        their process, another host's by their heartbeat, silent for longer than STALE_AFTER_S in the store's
+        clock (``Controller.why_dead``); a run with no heartbeat at all (an older farm's) from another host is
+        left alone. A read-only store marks them in this process only (see ``_shadow``).
         """
         with self._reading() as db:
             rows = db.execute(
-                "SELECT id, controller_host, controller_pid, controller_start, summary_json FROM runs"
-                " WHERE status='running' AND controller_pid IS NOT NULL"
+                "SELECT id, controller_host, controller_pid, controller_start, summary_json,"
+                f" {self.NOW} - heartbeat_at FROM runs WHERE status='running' AND controller_pid IS NOT NULL"
             ).fetchall()
-        gone = [(r, Controller(r[1], int(r[2]), r[3])) for r in rows]
-        gone = [(r, c) for r, c in gone if c.is_gone()]
-        if not gone:
-            return []
         now, reaped = time.time(), []
-        for row, controller in gone:
-            why = f"{controller.describe()} is gone"
+        for row in rows:
+            controller = Controller(row[1], int(row[2]), row[3])
+            why = controller.why_dead(None if row[5] is None else float(row[5]))
+            if why is None:
+                continue
             summary = json.dumps({**json.loads(row[4] or "{}"), "interrupted": why}, sort_keys=True)
             if self._mark_interrupted(str(row[0]), controller, now, summary, why):
                 reaped.append(str(row[0]))
         return reaped
 
     def _mark_interrupted(self, run_id: str, controller: Controller, at: float, summary: str, why: str) -> bool:
-        if self.readonly and not self._memory:  # the file stays as it is; TEMP tables are this connection's own
-            with self._reading() as db:
-                db.execute("INSERT OR REPLACE INTO temp.reaped VALUES (?,?,?)", (run_id, at, summary))
+        if self.readonly and not self._memory:  # the file stays as it is: only this process sees the run reaped
+            self._shadow(run_id, at, summary)
             return True
+        # another host's run: still silent now, in the same statement (a beat may have come since the read)
+        stale, args = ("", ()) if controller.is_here() else (f" AND heartbeat_at < {self.NOW} - ?", (STALE_AFTER_S,))
         with self._tx("marking a run whose controller is gone as interrupted", guard=False) as db:
             # the same controller as seen above: another farm may have reopened the run meanwhile
             cur = db.execute(
                 "UPDATE runs SET status='interrupted', finished_at=?, summary_json=? WHERE id=? AND status='running'"
-                " AND controller_host=? AND controller_pid=? AND controller_start IS ?",
-                (at, summary, run_id, controller.host, controller.pid, controller.start),
+                " AND controller_host=? AND controller_pid=? AND controller_start IS ?" + stale,
+                (at, summary, run_id, controller.host, controller.pid, controller.start, *args),
             )
             if cur.rowcount:
                 self._end_attempt(db, run_id, at, "interrupted", why)
             return bool(cur.rowcount)
+
+    def _shadow(self, run_id: str, at: float, summary: str) -> None:
+        """Show a reaped run as interrupted to this connection only: TEMP tables are its own (``_shadow_runs``)."""
+        with self._reading() as db:
+            db.execute("INSERT OR REPLACE INTO temp.reaped VALUES (?,?,?)", (run_id, at, summary))
+
+    def _shown(self, row: sqlite3.Row) -> sqlite3.Row:
+        """A run row as this process shows it; SQLite's TEMP view has already applied ``_shadow``."""
+        return row
 
     def reopen_run(self, run_id: str, *, extend: bool = False) -> int:
         """Set an interrupted or incomplete run running again under this process; return the new attempt number.
@@ -409,7 +443,7 @@ class Store:
             attempt = int(last) + 1
             db.execute(
                 "UPDATE runs SET status='running', finished_at=NULL, controller_host=?, controller_pid=?,"
-                " controller_start=? WHERE id=?",
+                f" controller_start=?, heartbeat_at={self.NOW} WHERE id=?",
                 (me.host, me.pid, me.start, run_id),
             )
             db.execute(
@@ -538,11 +572,13 @@ class Store:
     # -- reads ----------------------------------------------------------------------------------------
     def run(self, run_id: str) -> sqlite3.Row | None:
         with self._reading() as db:
-            return db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()  # type: ignore[no-any-return]
+            row = db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+        return None if row is None else self._shown(row)
 
     def runs(self, limit: int = 50) -> list[sqlite3.Row]:
         with self._reading() as db:
-            return list(db.execute("SELECT * FROM runs ORDER BY started_at DESC LIMIT ?", (limit,)))
+            rows = db.execute("SELECT * FROM runs ORDER BY started_at DESC LIMIT ?", (limit,)).fetchall()
+        return [self._shown(r) for r in rows]
 
     def devices(self, run_id: str) -> list[sqlite3.Row]:
         with self._reading() as db:
