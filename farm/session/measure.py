@@ -121,8 +121,8 @@ def temp_trace(outcome: DecodeOutcome, timed: Sequence[tuple[float, float]], unt
     if not zones:
         return missing(TEMP, "no readable thermal zone")
     if not timed and untimed:
-        return missing(TEMP, f"{untimed} thermal sample(s) without device time (polled from the host around the "
-                       "decode), so no trace over the window")  # fmt: skip
+        why = "measured around the decode (iOS, an external meter), not by its decode script: no trace over the window"
+        return missing(TEMP, f"{untimed} thermal sample(s) without device time: {why}")
     window = _window(outcome)
     if window is None:
         return missing(TEMP, "the decode window was not stamped on the device (the decoder did not run)")
