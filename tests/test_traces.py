@@ -4,6 +4,7 @@ and the report's drawing of them (without a device: the whole run is tests/test_
 from __future__ import annotations
 
 import pickle
+import sqlite3
 from pathlib import Path
 from typing import cast
 
@@ -133,3 +134,32 @@ def test_report_of_a_run_without_traces_says_so(tmp_path: Path) -> None:
     data = RunData("r1", cast(Suite, None), (), {})  # the section reads only the run id and the jobs
     page = traces_section(store, data, ["d"], set())
     assert "No traces are stored for this run" in page and "<svg" not in page
+
+
+# The queries docs/store.md gives for a Grafana SQL panel, verbatim but for the job id parameter
+GRAFANA_PG = (
+    "SELECT j.started_at + t.x::float AS time, v.x::float AS watts FROM job_traces tr JOIN jobs j ON j.id = tr.job_id,"
+    " json_array_elements_text(tr.t_json::json) WITH ORDINALITY t(x, i) JOIN json_array_elements_text(tr.v_json::json)"
+    " WITH ORDINALITY v(x, i) USING (i) WHERE tr.series = 'power_w' AND j.id = %s ORDER BY time"
+)
+GRAFANA_SQLITE = (
+    "SELECT j.started_at + t.value AS time, v.value AS watts FROM job_traces tr JOIN jobs j ON j.id = tr.job_id,"
+    " json_each(tr.t_json) t JOIN json_each(tr.v_json) v ON v.key = t.key WHERE tr.series = 'power_w' AND j.id = ?"
+    " ORDER BY time"
+)
+
+
+def test_the_documented_grafana_query_reads_a_trace_back(store_target: str) -> None:
+    store = open_store(store_target)
+    start(store)
+    power = bounded(POWER, [(i * 0.1, 2.0 + i / 7) for i in range(50)])
+    job_id = store.add_job("r1", JOB | {"started_at": 1000.0}, [], (power, missing(TEMP, "no zone")))
+    store.add_job("r1", JOB | {"repeat": 1}, [], (bounded(POWER, [(0.0, 9.0), (1.0, 9.0)]),))
+    if store_target.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(store_target) as pg:
+            rows = pg.execute(GRAFANA_PG, (job_id,)).fetchall()
+    else:
+        rows = sqlite3.connect(store_target).execute(GRAFANA_SQLITE, (job_id,)).fetchall()
+    assert [(pytest.approx(t), pytest.approx(w)) for t, w in rows] == [(1000.0 + t, w) for t, w in power.points]
