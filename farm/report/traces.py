@@ -19,6 +19,7 @@ from farm.report.svg import PALETTE, Chart, Series, render
 from farm.store import Store
 from farm.traces import POWER, TEMP, Trace
 
+NO_ROW = "no trace stored: the job did not reach its decode, or was recorded before schema 8"
 DRAWN_BUCKETS = 200
 """Buckets a drawn line keeps the min and max of: about one per pixel of a chart's width."""
 
@@ -54,6 +55,18 @@ def _label(job: Job) -> str:
     return f"{'bundle' if job.role == 'test' else job.role} {job.rate_kbps:g} kbps"
 
 
+class _Ctx:
+    """What every chart of the section reads once: the run's traces, simulated devices, idle baselines."""
+
+    def __init__(self, store: Store, data: RunData, simulated: set[str]) -> None:
+        self.traces = store.traces(data.run_id)
+        self.simulated = simulated
+        self.baseline: dict[str, float] = {}
+        for j in data.jobs:
+            if (v := j.metrics.get("baseline_w")) is not None:
+                self.baseline.setdefault(j.device_id, v)
+
+
 def _chart(
     data: RunData, device: str, seq: str, spec: tuple[str, str, str, str], ctx: _Ctx
 ) -> tuple[str, Counter[str]]:
@@ -64,7 +77,7 @@ def _chart(
     for job in jobs:
         trace = ctx.traces.get(job.job_id, {}).get(series_name)
         if trace is None or not trace.t_s:
-            missing[(trace.missing_reason or "no reason recorded") if trace else "no trace stored for the job"] += 1
+            missing[(trace.missing_reason or "no reason recorded") if trace else NO_ROW] += 1
     for job in _representatives(jobs, ctx.traces, series_name):
         trace = ctx.traces.get(job.job_id, {}).get(series_name)
         if trace is None or not trace.t_s:
@@ -82,16 +95,6 @@ def _chart(
     return render(chart), missing
 
 
-class _Ctx:
-    def __init__(self, store: Store, data: RunData, simulated: set[str]) -> None:
-        self.traces = store.traces(data.run_id)
-        self.simulated = simulated
-        self.baseline: dict[str, float] = {}
-        for j in data.jobs:
-            if (v := j.metrics.get("baseline_w")) is not None:
-                self.baseline.setdefault(j.device_id, v)
-
-
 def traces_section(store: Store, data: RunData, devices: Sequence[str], simulated: set[str]) -> str:
     """Power and temperature over each decode, per device and sequence, with why a trace is missing."""
     ctx = _Ctx(store, data, simulated)
@@ -102,7 +105,8 @@ def traces_section(store: Store, data: RunData, devices: Sequence[str], simulate
         f"drawn with the minimum and maximum of each of {DRAWN_BUCKETS} buckets, so spikes stay visible.</p>"
     ]
     if not ctx.traces:
-        out.append('<p class="note">No traces are stored for this run (recorded before the store kept them).</p>')
+        out.append('<p class="note">No traces are stored for this run: it was recorded before the store kept them '
+                   "(schema 8), or no job reached its decode.</p>")  # fmt: skip
         return "".join(out)
     for device in devices:
         charts, notes = [], []
