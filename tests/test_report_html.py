@@ -170,7 +170,7 @@ def test_fleet_page_shows_power_against_baseline_and_labels_simulated_sensors(ss
         temp = re.search(rf'<svg class="chart temperature"[^>]*aria-label="{label}".*?</svg>', html, re.S)
         assert temp and "<circle" in temp.group(0)
         assert f"{board}: power and temperature are SIMULATED" in html
-        label = f"{board}: bars power over each decode \\(SIMULATED\\)"
+        label = f"{board}: bars power trace \\(SIMULATED\\)"
         trace = re.search(rf'<svg class="chart trace-power"[^>]*aria-label="{label}".*?</svg>', html, re.S)
         assert trace and trace.group(0).count("<polyline") == 8 and "idle baseline" in trace.group(0)
     assert "local: power per job<" in html and "no measured values to plot" in html

@@ -83,7 +83,7 @@ def test_report_draws_board_traces_and_says_why_local_has_none(fleet_run: tuple[
     store = _store(tmp)
     traces = store.traces(run_id)
     for board in ("board-1", "board-2"):
-        label = f"{board}: bars power over each decode \\(SIMULATED\\)"
+        label = f"{board}: bars power trace \\(SIMULATED\\)"
         chart = re.search(rf'<svg class="chart trace-power"[^>]*aria-label="{label}".*?</svg>', dom, re.S)
         assert chart, board
         assert chart.group(0).count('<g class="series"') == 8  # 4 rate points x (bundle, anchor)
@@ -94,9 +94,9 @@ def test_report_draws_board_traces_and_says_why_local_has_none(fleet_run: tuple[
         stored = traces[int(job["id"])][POWER]
         line = re.search(r'data-name="bundle 60 kbps">.*?<polyline points="([^"]*)"', chart.group(0), re.S)
         assert line and len(line.group(1).split()) == len(stored.t_s)
-        temp = rf'<svg class="chart trace-temp"[^>]*aria-label="{board}: bars temperature over each decode'
+        temp = rf'<svg class="chart trace-temp"[^>]*aria-label="{board}: bars temperature trace'
         assert re.search(temp, dom)
-    assert 'aria-label="local: bars power over each decode' not in dom  # nothing drawn, never zeros
+    assert 'aria-label="local: bars power trace' not in dom  # nothing drawn, never zeros
     note = re.search(r'<p class="note trace-missing">local: ([^<]*)</p>', dom)
     reasons = {store.measurements(run_id)[int(j["id"])]["power_w"]["missing_reason"]
                for j in store.jobs(run_id) if j["device_id"] == "local"}  # fmt: skip

@@ -23,7 +23,7 @@ NO_ROW = "no trace stored: the job did not reach its decode, or was recorded bef
 DRAWN_BUCKETS = 200
 """Buckets a drawn line keeps the min and max of: about one per pixel of a chart's width."""
 
-CHARTS = ((POWER, "power over each decode", "W", "trace-power"), (TEMP, "temperature over each decode", "°C",
+CHARTS = ((POWER, "power trace", "W", "trace-power"), (TEMP, "temperature trace", "°C",
           "trace-temp"))  # fmt: skip
 
 
