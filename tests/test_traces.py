@@ -71,6 +71,10 @@ def test_power_trace_missing_says_why_and_has_no_points() -> None:
     }
     for why, trace in cases.items():
         assert trace.t_s == () and trace.values == () and trace.missing_reason and why in trace.missing_reason
+    # the same reason as the job's mean power, whichever applies first there
+    for ctx, charging in ((no_meter, "battery was 'Charging'"), (no_meter, None), (CTX, "battery was 'Full'")):
+        power_w = measure.power(outcome(100, 101), 10, samples, ctx, 10.0, charging)[0]
+        assert measure.power_trace(outcome(100, 101), samples, ctx, charging).missing_reason == power_w.missing_reason
 
 
 def test_temp_trace_keeps_the_samples_inside_the_window() -> None:

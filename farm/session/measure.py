@@ -101,11 +101,11 @@ def power_trace(
     So the trace's trapezoid mean is the job's ``power_w`` (up to decimation). Missing for the same reasons as
     the job's mean power: no meter, a phone on its charger (the gauge reads charger minus load), no window.
     """
+    if charging is not None:  # first, as for the mean: the charger is what the engineer can act on
+        return missing(POWER, charging)
     if ctx.meter is None:
         return missing(POWER, f"no usable power meter: {ctx.no_meter_reason}" if ctx.no_meter_reason
                        else "device has no power meter")  # fmt: skip
-    if charging is not None:
-        return missing(POWER, charging)
     window = _window(outcome)
     if window is None:
         return missing(POWER, "the decode window was not stamped on the device (the decoder did not run)")
