@@ -56,7 +56,7 @@ class Recorder:
             return
         try:
             if isinstance(event, JobDone):
-                self.store.add_job(self.run_id, job_row(event), list(event.measurements))
+                self.store.add_job(self.run_id, job_row(event), list(event.measurements), event.traces)
             else:
                 d = self.devices[event.device_id]
                 self.store.add_device(

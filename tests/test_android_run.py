@@ -41,6 +41,15 @@ def measurements(tmp_path: Path, device: str, name: str) -> list[tuple[float | N
     return list(rows)
 
 
+def traces(tmp_path: Path, device: str, series: str) -> list[tuple[int, str | None]]:
+    rows = db(tmp_path).execute(
+        "SELECT t.points, t.missing_reason FROM job_traces t JOIN jobs j ON j.id = t.job_id "
+        "WHERE j.device_id = ? AND t.series = ?",
+        (device, series),
+    )
+    return list(rows)
+
+
 def watch(cond: Callable[[], bool], action: Callable[[], None]) -> tuple[threading.Thread, threading.Event]:
     """Run ``action`` once as soon as ``cond`` holds (within 60 s), in the background."""
     done = threading.Event()
@@ -90,6 +99,10 @@ def test_two_phones_and_local(phone_fleet: Fleet, tmp_path: Path) -> None:
         assert all(r["temp_max_c"] is not None for r in rows)
         assert {v for v, _ in measurements(tmp_path, phone, "charging")} == {0.0}
         assert all(v is not None and 20 < v < 80 for v, _ in measurements(tmp_path, phone, "battery_temp_c"))
+        # the fuel gauge's samples and the zones' are kept per job as traces over the decode (schema 8)
+        for series in ("power_w", "temp_c"):
+            kept = traces(tmp_path, phone, series)
+            assert len(kept) == 12 and all(n >= 1 and why is None for n, why in kept), (series, kept)
         # the charger is given back after the run
         node = phone_fleet.phone(phone).supply.suspend_node
         assert node.read_text().strip() == "0"
@@ -115,6 +128,7 @@ def test_phone_on_its_charger_reports_power_missing(sim_phone: PhoneFactory, tmp
     assert charging and {v for v, _ in charging} == {1.0}
     power = measurements(tmp_path, "plugged", "power_w")
     assert power and all(v is None and r is not None and "'Charging'" in r for v, r in power)
+    assert {(n, r) for n, r in traces(tmp_path, "plugged", "power_w")} == {(0, r) for _, r in power}  # same reason
 
 
 def test_wrong_target_is_refused_with_the_phones_abis(sim_phone: PhoneFactory, tmp_path: Path) -> None:

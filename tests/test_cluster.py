@@ -140,6 +140,11 @@ def test_run_across_two_agents_matches_a_local_run(cluster: Cluster, tmp_path: P
     jobs = _jobs(tmp_path / "c" / "results.db")
     assert {j["device_id"] for j in jobs} == {"board-1", "board-2"} and all(j["status"] == "ok" for j in jobs)
     assert "pulled 2 distinct outputs" in out_c  # identical decodes on two hosts pulled once each
+    # each job's power trace crossed the agent's process in its JobDone and was stored with the job
+    db = sqlite3.connect(tmp_path / "c" / "results.db")
+    traced = dict(db.execute("SELECT job_id, points FROM job_traces WHERE series='power_w' AND points >= 2"))
+    db.close()
+    assert sorted(traced) == sorted(int(j["id"]) for j in jobs)
 
 
 def _sessions_of(dask_scheduler: Any, device: str) -> int:

@@ -67,7 +67,8 @@ def test_verdicts_come_first_then_the_plots(run: tuple[Path, str]) -> None:
     assert html.count('<svg class="chart frametimes"') == 1 and html.count('<svg class="chart frameseries"') == 1
     # the local device has no meter: power is shown as missing with the session's reason, not drawn as 0
     assert "power_w missing: device has no power meter" in html
-    assert "per-sample power traces are not stored yet" in html
+    assert "power trace missing for 12 job(s): device has no power meter" in html  # schema 8 traces
+    assert html.index('id="power"') < html.index('id="traces"') < html.index('id="consistency"')
     # per-frame quality (schema 6): PSNR-YUV, VMAF and flicker over the 12 frames, bundle and anchor per rate point
     assert html.index('id="rd"') < html.index('id="frames"') < html.index('id="speed"')
     for metric in ("psnr_yuv", "vmaf", "flicker"):
@@ -148,6 +149,9 @@ def test_chromium_renders_the_report(run: tuple[Path, str], tmp_path: Path) -> N
     assert 'data-name="local bundle"' in dom.stdout and "<polyline" in dom.stdout
     assert 'id="overall">PASSED<' in dom.stdout
     assert len(re.findall(r'<svg class="chart frame-(psnr_yuv|vmaf|flicker)"', dom.stdout)) == 3
+    # the local device has no meter: no power trace is drawn (never zeros), and the page says why
+    assert '<svg class="chart trace-power"' not in dom.stdout
+    assert re.search(r'<p class="note trace-missing">local: bars: power trace missing for 12 job\(s\): ', dom.stdout)
 
 
 def test_fleet_page_shows_power_against_baseline_and_labels_simulated_sensors(ssh_fleet: Fleet, tmp_path: Path) -> None:
@@ -166,6 +170,9 @@ def test_fleet_page_shows_power_against_baseline_and_labels_simulated_sensors(ss
         temp = re.search(rf'<svg class="chart temperature"[^>]*aria-label="{label}".*?</svg>', html, re.S)
         assert temp and "<circle" in temp.group(0)
         assert f"{board}: power and temperature are SIMULATED" in html
+        label = f"{board}: bars power trace \\(SIMULATED\\)"
+        trace = re.search(rf'<svg class="chart trace-power"[^>]*aria-label="{label}".*?</svg>', html, re.S)
+        assert trace and trace.group(0).count("<polyline") == 8 and "idle baseline" in trace.group(0)
     assert "local: power per job<" in html and "no measured values to plot" in html
     # consistency matrix: 3 x 3, every pair decoded the 8 bitstreams identically (same decoder everywhere)
     matrix = html[html.index('id="consistency"') : html.index('id="devices"')]

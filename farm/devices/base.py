@@ -104,6 +104,9 @@ class MeasuredDecode:
     temps: tuple[float, ...]
     battery_before: BatteryState | None
     battery_after: BatteryState | None
+    temp_trace: tuple[tuple[float, float], ...] = ()
+    """(device-clock s, hottest zone's degrees C) of each thermal sample, where the device stamps them on the clock
+    of the decode window (a POSIX shell's decode script); empty where temperatures are polled from the host."""
 
 
 @dataclass

@@ -303,12 +303,14 @@ class PosixDevice:
             outcome = dataclasses.replace(
                 outcome, failure=f"no space left on the device ({free} MB free in {self.workdir})"
             )
+        temps = posix_decode.parse_temp_trace(reply, len(request.zones), own)
         return MeasuredDecode(
             outcome,
             posix_decode.parse_power(reply, own, len(request.zones)),
-            posix_decode.parse_temps(reply, len(request.zones), own),
+            tuple(c for _, c in temps),
             posix_decode.parse_battery(reply, "battery_start", len(nodes)),
             posix_decode.parse_battery(reply, "battery_end", len(nodes)),
+            temps,
         )
 
     def kill_job(self, job_dir: str) -> None:

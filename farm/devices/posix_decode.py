@@ -228,9 +228,9 @@ def parse_power(reply: Reply, meter: Meter | None, zones: int = 0) -> tuple[Powe
     return tuple(sampler.parse_samples(meter, text))
 
 
-def parse_temps(reply: Reply, zones: int, meter: Meter | None = None) -> tuple[float, ...]:
-    """The hottest zone (degrees C) of each thermal sample: the thermal sampler's, or the power sampler's
-    lines past the meter's own values."""
+def parse_temp_trace(reply: Reply, zones: int, meter: Meter | None = None) -> tuple[tuple[float, float], ...]:
+    """(device-clock seconds, hottest zone's degrees C) of each thermal sample, in time order: the thermal
+    sampler's lines, or the power sampler's lines past the meter's own values."""
     if not zones:
         return ()
     lines = list(reply.body["thermal"])
@@ -239,7 +239,7 @@ def parse_temps(reply: Reply, zones: int, meter: Meter | None = None) -> tuple[f
         rows = [line.split() for line in reply.body["power"]]
         lines += [" ".join([f[0], *f[skip:]]) for f in rows if len(f) == skip + zones]
     rows_ = sampler.raw_rows(zones, "".join(f"{line}\n" for line in lines))
-    return tuple(max(values) / 1000.0 for _, values in rows_ if values)
+    return tuple(sorted((t, max(values) / 1000.0) for t, values in rows_ if values))
 
 
 def parse_battery(reply: Reply, section: str, nodes: int) -> BatteryState | None:

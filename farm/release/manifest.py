@@ -62,6 +62,10 @@ def results_digests(store: Store, run_id: str) -> dict[str, str]:
     frames = [dataclasses.asdict(f) for f in store.frame_quality(run_id)]
     if frames:  # a run stored before schema 6 has none: its digests (and the releases bound to them) stay as they were
         parts["frame_quality"] = frames
+    traces = [dataclasses.asdict(t) | {"job_id": job_id} for job_id, ts in store.traces(run_id).items()
+              for t in ts.values()]  # fmt: skip
+    if traces:  # likewise a run without traces (stored before schema 8): its digests stay as they were
+        parts["job_traces"] = traces
     digests = {name: _sha(rows) for name, rows in parts.items()}
     digests["all"] = hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()
     return digests

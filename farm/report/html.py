@@ -4,7 +4,8 @@ Why one file with inline CSS and inline SVG and no script: a CI artifact is open
 nothing may load from a network or a sibling file, and a page without JavaScript has nothing that can fail in a
 browser console. Verdicts come first because that is what a reader opens it for; the pictures explain them.
 Every string that comes from the store (device ids, errors, properties, gate details) is escaped.
-What the store does not hold yet (power samples over time) is said on the page, not drawn.
+Power and temperature over each decode (schema 8 traces) are drawn by farm/report/traces.py; what a job lacks is
+said on the page, never drawn as zeros.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from farm.report.anchors import per_operation, run_anchors
 from farm.report.frames import frames_section
 from farm.report.rundata import QUALITY_METRICS, Job, RunData, bd_text, curve_bd_rate, load
 from farm.report.svg import PALETTE, Chart, Series, render
+from farm.report.traces import traces_section
 from farm.store import Store
 
 CSS = """
@@ -268,8 +270,8 @@ def _power_section(store: Store, data: RunData, devices: Sequence[str], simulate
     out = [
         '<h2 id="power">Power, energy and temperature per job</h2><p class="note">One point per job, by when it '
         "started (seconds since the first job). The dotted line is the idle baseline measured before the jobs; "
-        "energy per frame already subtracts it: (energy - baseline x time) / frames. The store keeps each "
-        "job's aggregates only: per-sample power traces are not stored yet, so no trace over time is drawn.</p>"
+        "energy per frame already subtracts it: (energy - baseline x time) / frames. The samples within each "
+        'decode are drawn <a href="#traces">below</a>.</p>'
     ]
     start = min((j.started_at for j in data.jobs), default=0.0)
     for device in devices:
@@ -357,7 +359,7 @@ def render_run(store: Store, run_id: str, verdicts: Sequence[Verdict]) -> str:
     parts = [
         _header(store, run_id, verdicts), _verdicts(verdicts), _rd_section(store, data, devices),
         frames_section(store, run_id), _speed_section(data, devices, emulated),
-        _power_section(store, data, devices, simulated),
+        _power_section(store, data, devices, simulated), traces_section(store, data, devices, simulated),
         _consistency(data, devices), _devices(store, run_id, simulated), _conventions(store, run_id),
     ]  # fmt: skip
     title = escape(f"codec-farm run {run_id}")

@@ -36,6 +36,7 @@ class Job:
     output_sha: str | None
     metrics: dict[str, float | None]
     error: str | None
+    job_id: int = 0  # the store's row id (what per-job tables such as job_traces key by)
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def _job(r: sqlite3.Row, metrics: dict[str, float | None]) -> Job:
     return Job(
         r["device_id"], r["role"], r["sequence"], float(r["rate_kbps"]), int(r["repeat"]), r["status"],
         float(r["started_at"]), r["frames"], int(r["bitstream_bytes"]), tuple(int(t) for t in times),
-        r["output_sha"], metrics, r["error"],
+        r["output_sha"], metrics, r["error"], int(r["id"]),
     )  # fmt: skip
 
 

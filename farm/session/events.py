@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from farm.measures import Measurement
 from farm.session.spec import JobSpec
+from farm.traces import Trace
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,9 @@ class JobDone:
     measurements: tuple[Measurement, ...]
     done: int
     total: int
+    traces: tuple[Trace, ...] = ()
+    """Power and temperature over the decode window (farm.traces: at most 2000 points each, tuples of floats);
+    none for a job that never reached its decode."""
 
     @property
     def fps(self) -> float | None:

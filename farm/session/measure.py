@@ -16,6 +16,7 @@ from farm.power import energy as power_energy
 from farm.power.battery import BatteryState
 from farm.power.sampler import PowerSample
 from farm.timing import frame_stats
+from farm.traces import POWER, TEMP, Trace, bounded, missing
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,70 @@ def power(
     if ctx.baseline_w is not None:
         out.append(measurement("baseline_w", ctx.baseline_w, conv + "; idle before jobs"))
     return out
+
+
+def power_trace(
+    outcome: DecodeOutcome, samples: Sequence[PowerSample], ctx: PowerContext, charging: str | None
+) -> Trace:
+    """The power samples inside the decode window, edges interpolated as the energy integral does them.
+
+    So the trace's trapezoid mean is the job's ``power_w`` (up to decimation). Missing for the same reasons as
+    the job's mean power: no meter, a phone on its charger (the gauge reads charger minus load), no window.
+    """
+    if charging is not None:  # first, as for the mean: the charger is what the engineer can act on
+        return missing(POWER, charging)
+    if ctx.meter is None:
+        return missing(POWER, f"no usable power meter: {ctx.no_meter_reason}" if ctx.no_meter_reason
+                       else "device has no power meter")  # fmt: skip
+    window = _window(outcome)
+    if window is None:
+        return missing(POWER, "the decode window was not stamped on the device (the decoder did not run)")
+    t0, t1 = window
+    pts = _clipped(sorted((s.t_s, s.watts) for s in samples), t0, t1)
+    if len(pts) < 2:
+        return missing(POWER, f"{len(pts)} power sample(s) inside the decode window ({len(samples)} taken)")
+    return bounded(POWER, [(t - t0, w) for t, w in pts])
+
+
+def temp_trace(outcome: DecodeOutcome, timed: Sequence[tuple[float, float]], untimed: int, zones: bool) -> Trace:
+    """The hottest zone's temperature at each thermal sample inside the decode window (device clock)."""
+    if not zones:
+        return missing(TEMP, "no readable thermal zone")
+    if not timed and untimed:
+        why = "measured around the decode (iOS, an external meter), not by its decode script: no trace over the window"
+        return missing(TEMP, f"{untimed} thermal sample(s) without device time: {why}")
+    window = _window(outcome)
+    if window is None:
+        return missing(TEMP, "the decode window was not stamped on the device (the decoder did not run)")
+    t0, t1 = window
+    pts = [(t - t0, c) for t, c in sorted(timed) if t0 <= t <= t1]
+    if not pts:
+        return missing(TEMP, f"no thermal sample inside the decode window ({len(timed)} taken around it)")
+    return bounded(TEMP, pts)
+
+
+def _window(outcome: DecodeOutcome) -> tuple[float, float] | None:
+    if outcome.start_ns is None or outcome.end_ns is None or outcome.end_ns < outcome.start_ns:
+        return None
+    return outcome.start_ns / 1e9, outcome.end_ns / 1e9
+
+
+def _clipped(pts: Sequence[tuple[float, float]], t0: float, t1: float) -> list[tuple[float, float]]:
+    """Points inside [t0, t1], plus t0 and t1 themselves interpolated from the samples around them."""
+    inside = [p for p in pts if t0 <= p[0] <= t1]
+    before = [p for p in pts if p[0] < t0]
+    after = [p for p in pts if p[0] > t1]
+    if before and after and not inside:  # a window shorter than a sampling period
+        return [(t0, _lerp(before[-1], after[0], t0)), (t1, _lerp(before[-1], after[0], t1))]
+    if before and inside and inside[0][0] > t0:
+        inside.insert(0, (t0, _lerp(before[-1], inside[0], t0)))
+    if after and inside and inside[-1][0] < t1:
+        inside.append((t1, _lerp(inside[-1], after[0], t1)))
+    return inside
+
+
+def _lerp(a: tuple[float, float], b: tuple[float, float], t: float) -> float:
+    return a[1] + (b[1] - a[1]) * (t - a[0]) / (b[0] - a[0])
 
 
 def thermal(

@@ -439,10 +439,14 @@ class _Session:
         ms += measure.power(outcome, n, got.power, ctx, self.spec.suite.power.sample_hz, charging)
         ms += measure.thermal(got.temps, outcome.temp_start_c, outcome.temp_end_c, self._throttle_c)
         ms += measure.battery(before, after, charging)
+        traces = (
+            measure.power_trace(outcome, got.power, ctx, charging),
+            measure.temp_trace(outcome, got.temp_trace, len(got.temps) if not got.temp_trace else 0, bool(zones)),
+        )
         return JobDone(
             self.device.id, job, "failed" if error else "ok", error, outcome.output_sha, frames,
             outcome.frame_times_ns, outcome.stderr_tail or None, t0, time.time(), tuple(ms), self.finished + 1,
-            len(self.spec.jobs),
+            len(self.spec.jobs), traces,
         )  # fmt: skip
 
     def _collect(

@@ -23,6 +23,7 @@ _TABLES: dict[str, str] = {
     "run_devices": "SELECT * FROM run_devices WHERE run_id=? ORDER BY rowid",
     "jobs": "SELECT * FROM jobs WHERE run_id=? ORDER BY id",
     "measurements": "SELECT m.* FROM measurements m JOIN jobs j ON j.id=m.job_id WHERE j.run_id=? ORDER BY m.rowid",
+    "job_traces": "SELECT t.* FROM job_traces t JOIN jobs j ON j.id=t.job_id WHERE j.run_id=? ORDER BY t.rowid",
     "run_metrics": "SELECT * FROM run_metrics WHERE run_id=? ORDER BY rowid",
     "gates": "SELECT * FROM gates WHERE run_id=? ORDER BY evaluation, gate_index, rowid",
     "output_diffs": "SELECT * FROM output_diffs WHERE run_id=? ORDER BY rowid",

@@ -301,7 +301,7 @@ for _name in (
     "start_run", "finish_run", "reopen_run", "add_device", "add_job", "add_measurements", "add_run_metric",
     "add_gate_evaluation", "add_output_diff", "add_frame_quality", "add_release", "run", "runs", "devices", "jobs",
     "measurements", "run_metrics", "gate_verdicts", "output_diffs", "frame_quality", "last_release", "releases",
-    "resolve_run_id", "attempts", "completed_job_keys", "heartbeat",
+    "resolve_run_id", "attempts", "completed_job_keys", "heartbeat", "traces",
 ):  # fmt: skip
     setattr(PostgresStore, _name, _retrying(_name))
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import sqlite3
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 BASE_VERSION = 2  # what SCHEMA below creates; MIGRATIONS bring it to SCHEMA_VERSION
 
 SCHEMA = """
@@ -131,6 +131,19 @@ CREATE INDEX IF NOT EXISTS frame_quality_output ON frame_quality(run_id, output_
 -- another host reap a run whose controller died (farm.store.controller STALE_AFTER_S). NULL: written by an older
 -- farm, which sends none: such a run is never reaped from another host.
 ALTER TABLE runs ADD COLUMN heartbeat_at REAL;
+""",
+    8: """
+CREATE TABLE IF NOT EXISTS job_traces (             -- per-sample series of a job over its decode window
+    job_id INTEGER NOT NULL REFERENCES jobs(id),
+    series TEXT NOT NULL,                           -- power_w (W) | temp_c (degrees C, hottest thermal zone)
+    unit TEXT NOT NULL,
+    points INTEGER NOT NULL,                        -- stored points (at most 2000: farm.traces.MAX_POINTS)
+    samples INTEGER NOT NULL,                       -- samples in the window before even decimation
+    t_json TEXT,                                    -- [s since the decode window's start, device clock], ascending
+    v_json TEXT,                                    -- the values at those times; both NULL when missing
+    missing_reason TEXT,                            -- why there is no trace (no meter, on the charger, ...)
+    UNIQUE (job_id, series)
+);
 """,
 }
 

@@ -28,6 +28,7 @@ from farm.store.controller import STALE_AFTER_S, Controller
 from farm.store.errors import NewerStoreError, RunStateError, StoreError
 from farm.store.records import FRAME_QUALITY_FIELDS, RESUMABLE_STATUSES, FrameQuality, JobKey, Measurement, RunAttempt
 from farm.store.schema import BASE_VERSION, MIGRATIONS, SCHEMA, SCHEMA_VERSION, statements
+from farm.traces import Trace
 
 # an older store opened read-only is upgraded in a copy in memory; past this size, refuse instead of using
 # that much memory
@@ -466,7 +467,10 @@ class Store:
                  status, error, time.time()),
             )  # fmt: skip
 
-    def add_job(self, run_id: str, job: Mapping[str, Any], measurements: list[Measurement]) -> int:
+    def add_job(
+        self, run_id: str, job: Mapping[str, Any], measurements: list[Measurement], traces: Sequence[Trace] = ()
+    ) -> int:
+        """One job with its measurements and traces, in one transaction: all of it is stored, or none."""
         with self._tx("recording a job") as db:
             cur = db.execute(
                 "INSERT INTO jobs(run_id, device_id, role, sequence, rate_kbps, repeat, status, error,"
@@ -482,6 +486,10 @@ class Store:
             )  # fmt: skip
             job_id = int(cur.fetchone()[0])  # RETURNING rather than lastrowid: the same SQL serves PostgreSQL
             self._insert_measurements(db, job_id, measurements)
+            if traces:
+                db.executemany(
+                    "INSERT INTO job_traces VALUES (?,?,?,?,?,?,?,?)", [_trace_row(job_id, t) for t in traces]
+                )
         return job_id
 
     def add_measurements(self, job_id: int, measurements: list[Measurement]) -> None:
@@ -598,6 +606,22 @@ class Store:
                 out.setdefault(int(row["job_id"]), {})[row["name"]] = row
             return out
 
+    def traces(self, run_id: str) -> dict[int, dict[str, Trace]]:
+        """Job id -> series -> its trace (points, or the reason it is missing); jobs stored before schema 8 and
+        jobs that never reached their decode have none."""
+        with self._reading() as db:
+            rows = db.execute(
+                "SELECT t.* FROM job_traces t JOIN jobs j ON j.id = t.job_id WHERE j.run_id=? ORDER BY t.job_id, "
+                "t.series",
+                (run_id,),
+            ).fetchall()
+        out: dict[int, dict[str, Trace]] = {}
+        for r in rows:
+            t_s, values = (json.loads(r["t_json"]), json.loads(r["v_json"])) if r["t_json"] else ([], [])
+            trace = Trace(r["series"], tuple(t_s), tuple(values), int(r["samples"]), r["missing_reason"])
+            out.setdefault(int(r["job_id"]), {})[trace.series] = trace
+        return out
+
     def run_metrics(self, run_id: str) -> list[sqlite3.Row]:
         with self._reading() as db:
             return list(db.execute("SELECT * FROM run_metrics WHERE run_id=? ORDER BY rowid", (run_id,)))
@@ -675,3 +699,9 @@ class Store:
                 (run_id,),
             ).fetchall()
         return {(str(r[0]), str(r[1]), str(r[2]), float(r[3]), int(r[4])) for r in rows}
+
+
+def _trace_row(job_id: int, t: Trace) -> tuple[Any, ...]:
+    """A ``job_traces`` row: the points as two compact JSON arrays (see docs/store.md for why not a row each)."""
+    arrays = (json.dumps(t.t_s), json.dumps(t.values)) if t.t_s else (None, None)
+    return (job_id, t.series, t.unit, len(t.t_s), t.samples, *arrays, t.missing_reason)
