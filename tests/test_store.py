@@ -152,7 +152,7 @@ def test_a_schema_6_store_gains_heartbeats_and_keeps_its_runs(store_target: str)
     _schema_6_store(store_target)
     before = _raw_runs(store_target)
     store = open_store(store_target, migrate=True)  # a lab's store: as `farm store migrate` does
-    assert store._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "7"
+    assert store._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
     after = _raw_runs(store_target)
     assert {k: (r["status"], r.pop("heartbeat_at")) for k, r in after.items()} == {
         "done": ("complete", None), "away": ("running", None),  # another host's, without a heartbeat: kept
