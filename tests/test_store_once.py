@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from farm.release.manifest import results_digests
 from farm.store import FrameQuality, Measurement, Store, StoreError, open_store
 from farm.store.postgres import PostgresStore
 from tests.pg_fixtures import PgCluster
@@ -164,3 +165,21 @@ def test_what_a_repeat_cannot_be_is_still_refused(store_target: str) -> None:
     with pytest.raises(StoreError, match="already has a measurement 'fps' of another value"):
         store.add_measurements(job, [Measurement("fps", 31.0, "fps", "c")])
     assert store.measurements("r1")[job]["fps"]["value"] == 30.0
+
+
+def test_write_keys_are_not_results_so_release_digests_do_not_see_them(store_target: str) -> None:
+    """A release tagged before schema 8 (rows without keys) verifies after the migration, and a keyed one too."""
+    store = open_store(store_target)
+    start(store, write_key="run")
+    job = store.add_job("r1", JOB, MEASUREMENTS, write_key="job")
+    store.add_device("r1", "d", "linux", "x86_64", [], {}, "ok", None, write_key="dev")
+    store.add_run_metric("r1", "d", "bd", -3.0, "%", "pchip", None, write_key="metric")
+    store.add_output_diff("r1", "s", 100.0, "a" * 64, "b" * 64, 3, 2.0, 80.0, None, write_key="diff")
+    keyed = results_digests(store, "r1")
+    with store._tx() as db:  # as the rows of a farm older than schema 8 read once migrated: no key
+        for table in ("jobs", "run_devices", "run_metrics", "output_diffs", "run_attempts"):
+            db.execute(f"UPDATE {table} SET write_key=NULL")
+    assert results_digests(store, "r1") == keyed
+    with store._tx() as db:  # while a change to a result is seen
+        db.execute("UPDATE jobs SET frames=3 WHERE id=?", (job,))
+    assert results_digests(store, "r1")["jobs"] != keyed["jobs"]
