@@ -136,21 +136,22 @@ ALTER TABLE runs ADD COLUMN heartbeat_at REAL;
 -- the idempotency key of the write that stored the row: chosen once per logical write before its first try
 -- (PostgresStore), so a try repeated after a COMMIT whose reply was lost finds its row instead of storing it twice
 -- (docs/store.md). A gate evaluation's rows carry KEY/0, KEY/1, ... NULL: written without one (SQLite, which never
--- repeats a write, or an older farm). Unique indexes, not lookups: a repeat waits for a try still committing.
+-- repeats a write, or an older farm). Unique indexes, not lookups: a repeat waits for a try still committing. Partial
+-- (keyed rows only), so a row without a key costs no index entry; inserts name the same WHERE (sqlite.py _ONCE).
 ALTER TABLE jobs ADD COLUMN write_key TEXT;
-CREATE UNIQUE INDEX IF NOT EXISTS jobs_write_key ON jobs(write_key);
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_write_key ON jobs(write_key) WHERE write_key IS NOT NULL;
 ALTER TABLE run_devices ADD COLUMN write_key TEXT;
-CREATE UNIQUE INDEX IF NOT EXISTS run_devices_write_key ON run_devices(write_key);
+CREATE UNIQUE INDEX IF NOT EXISTS run_devices_write_key ON run_devices(write_key) WHERE write_key IS NOT NULL;
 ALTER TABLE run_attempts ADD COLUMN write_key TEXT;
-CREATE UNIQUE INDEX IF NOT EXISTS run_attempts_write_key ON run_attempts(write_key);
+CREATE UNIQUE INDEX IF NOT EXISTS run_attempts_write_key ON run_attempts(write_key) WHERE write_key IS NOT NULL;
 ALTER TABLE run_metrics ADD COLUMN write_key TEXT;
-CREATE UNIQUE INDEX IF NOT EXISTS run_metrics_write_key ON run_metrics(write_key);
+CREATE UNIQUE INDEX IF NOT EXISTS run_metrics_write_key ON run_metrics(write_key) WHERE write_key IS NOT NULL;
 ALTER TABLE gates ADD COLUMN write_key TEXT;
-CREATE UNIQUE INDEX IF NOT EXISTS gates_write_key ON gates(write_key);
+CREATE UNIQUE INDEX IF NOT EXISTS gates_write_key ON gates(write_key) WHERE write_key IS NOT NULL;
 ALTER TABLE output_diffs ADD COLUMN write_key TEXT;
-CREATE UNIQUE INDEX IF NOT EXISTS output_diffs_write_key ON output_diffs(write_key);
+CREATE UNIQUE INDEX IF NOT EXISTS output_diffs_write_key ON output_diffs(write_key) WHERE write_key IS NOT NULL;
 ALTER TABLE releases ADD COLUMN write_key TEXT;
-CREATE UNIQUE INDEX IF NOT EXISTS releases_write_key ON releases(write_key);
+CREATE UNIQUE INDEX IF NOT EXISTS releases_write_key ON releases(write_key) WHERE write_key IS NOT NULL;
 """,
 }
 

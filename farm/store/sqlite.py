@@ -92,6 +92,12 @@ def _store_error(path: Path, exc: sqlite3.Error, doing: str) -> StoreError:
     return StoreError(path, f"the store {path} failed while {doing}: {raw}")
 
 
+# how a write with an idempotency key inserts (schema 8): a row already stored under the key (by an earlier try of
+# the same write) is left as it is and nothing is inserted. The index is partial, so rows without a key (every
+# SQLite write) cost no index entry.
+_ONCE = " ON CONFLICT(write_key) WHERE write_key IS NOT NULL DO NOTHING"
+
+
 def _earlier(db: sqlite3.Connection, select: str, write_key: str | None) -> Any:
     """What ``select`` (one column of one table) finds in the row stored under ``write_key``, else None.
 
@@ -483,7 +489,7 @@ class Store:
         with self._tx("recording a device") as db:
             db.execute(
                 "INSERT INTO run_devices(run_id, device_id, platform, target, tags_json, properties_json, status,"
-                " error, recorded_at, write_key) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(write_key) DO NOTHING",
+                " error, recorded_at, write_key) VALUES (?,?,?,?,?,?,?,?,?,?)" + _ONCE,
                 (run_id, device_id, platform, target, json.dumps(tags), json.dumps(properties, sort_keys=True),
                  status, error, time.time(), write_key),
             )  # fmt: skip
@@ -497,7 +503,8 @@ class Store:
                 "INSERT INTO jobs(run_id, device_id, role, sequence, rate_kbps, repeat, status, error,"
                 " bitstream_sha, bitstream_bytes, source_sha, output_sha, frames, frame_times_json,"
                 " stderr_tail, started_at, finished_at, write_key) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-                " ON CONFLICT(write_key) DO NOTHING RETURNING id",
+                + _ONCE
+                + " RETURNING id",
                 (
                     run_id, job["device_id"], job["role"], job["sequence"], job["rate_kbps"], job["repeat"],
                     job["status"], job.get("error"), job["bitstream_sha"], job["bitstream_bytes"],
@@ -552,7 +559,7 @@ class Store:
         with self._tx("recording a run metric") as db:
             db.execute(
                 "INSERT INTO run_metrics(run_id, device_id, name, value, unit, convention, detail, recorded_at,"
-                " write_key) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(write_key) DO NOTHING",
+                " write_key) VALUES (?,?,?,?,?,?,?,?,?)" + _ONCE,
                 (run_id, device_id, name, value, unit, convention, detail, time.time(), write_key),
             )
 
@@ -569,7 +576,7 @@ class Store:
             cur = db.executemany(
                 "INSERT INTO gates(run_id, evaluation, gate_index, metric, op, threshold, scope, scope_key, stat,"
                 " value, verdict, detail, inputs_json, evaluated_at, gate_json, write_key)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(write_key) DO NOTHING",
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)" + _ONCE,
                 [
                     (run_id, evaluation, v["gate_index"], v["metric"], v["op"], str(v["threshold"]), v["scope"],
                      v["scope_key"], v["stat"], None if v["value"] is None else str(v["value"]), v["verdict"],
@@ -591,7 +598,7 @@ class Store:
         with self._tx("recording an output comparison") as db:
             db.execute(
                 "INSERT INTO output_diffs(run_id, sequence, rate_kbps, a_sha, b_sha, frames, max_abs_diff, psnr_min_db,"
-                " detail, recorded_at, write_key) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(write_key) DO NOTHING",
+                " detail, recorded_at, write_key) VALUES (?,?,?,?,?,?,?,?,?,?,?)" + _ONCE,
                 (run_id, sequence, rate_kbps, a_sha, b_sha, frames, max_abs_diff, psnr_min_db, detail, time.time(),
                  write_key),
             )  # fmt: skip
@@ -627,7 +634,7 @@ class Store:
             db.execute(
                 "INSERT INTO releases(tag, version, run_id, suite_name, bundle_digest, evaluation, repo, commit_sha,"
                 " manifest_json, manifest_sha256, created_at, write_key) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
-                " ON CONFLICT(write_key) DO NOTHING",
+                + _ONCE,
                 (tag, version, run_id, suite_name, bundle_digest, evaluation, repo, commit_sha, manifest_json,
                  manifest_sha256, time.time(), write_key),
             )  # fmt: skip
