@@ -9,6 +9,7 @@ with the same key by hand.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -17,7 +18,7 @@ import pytest
 
 from farm.release.manifest import results_digests
 from farm.store import FrameQuality, Measurement, Store, StoreError, open_store
-from farm.store.postgres import PostgresStore
+from farm.store.postgres import KEYED_WRITES, REPEATABLE_WRITES, PostgresStore
 from tests.pg_fixtures import PgCluster
 from tests.store_fixtures import JOB, start
 from tests.support.pg_proxy import CommitReplyCutter
@@ -183,3 +184,17 @@ def test_write_keys_are_not_results_so_release_digests_do_not_see_them(store_tar
     with store._tx() as db:  # while a change to a result is seen
         db.execute("UPDATE jobs SET frames=3 WHERE id=?", (job,))
     assert results_digests(store, "r1")["jobs"] != keyed["jobs"]
+
+
+READS = {
+    "run", "runs", "devices", "jobs", "measurements", "run_metrics", "gate_verdicts", "output_diffs", "frame_quality",
+    "last_release", "releases", "resolve_run_id", "attempts", "completed_job_keys",
+}  # fmt: skip
+
+
+def test_every_method_the_store_retries_is_a_read_or_a_write_that_is_stored_once() -> None:
+    """A write added to the retried methods without a key or a natural key would be stored twice: name it here."""
+    retried = {n for n, f in vars(PostgresStore).items() if getattr(f, "__qualname__", "").startswith("_retrying.")}
+    assert retried - READS - KEYED_WRITES - REPEATABLE_WRITES == set()
+    assert retried >= KEYED_WRITES | REPEATABLE_WRITES and not READS & (KEYED_WRITES | REPEATABLE_WRITES)
+    assert all("write_key" in inspect.signature(getattr(Store, n)).parameters for n in KEYED_WRITES)

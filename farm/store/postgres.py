@@ -306,13 +306,15 @@ def _retrying(name: str) -> Callable[..., Any]:
 
 
 # the writes that would store a second row when run again after a COMMIT that succeeded but whose reply was lost:
-# each takes an idempotency key (schema 8). The others need none: add_measurements and add_frame_quality find
-# their rows by a natural key, finish_run and heartbeat are updates that a repeat leaves as they were, and reads
-# are reads.
+# each takes an idempotency key (schema 8)
 KEYED_WRITES = frozenset({
     "start_run", "reopen_run", "add_device", "add_job", "add_run_metric", "add_gate_evaluation", "add_output_diff",
     "add_release",
 })  # fmt: skip
+# the writes a repeat leaves as the first try left them without a key: add_measurements and add_frame_quality find
+# their rows by a natural key, finish_run and heartbeat are updates to the same values. A write added to the list
+# below belongs in one of the two sets (tests/test_store_once.py checks it).
+REPEATABLE_WRITES = frozenset({"add_measurements", "add_frame_quality", "finish_run", "heartbeat"})
 
 
 def new_write_key() -> str:
