@@ -10,6 +10,7 @@ with the same key by hand.
 from __future__ import annotations
 
 import inspect
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,6 +20,7 @@ import pytest
 from farm.release.manifest import results_digests
 from farm.store import FrameQuality, Measurement, Store, StoreError, open_store
 from farm.store.postgres import KEYED_WRITES, REPEATABLE_WRITES, PostgresStore
+from tests.conftest import wait_for
 from tests.pg_fixtures import PgCluster
 from tests.store_fixtures import JOB, start
 from tests.support.pg_proxy import CommitReplyCutter
@@ -80,6 +82,30 @@ def test_a_gate_evaluation_whose_commit_reply_is_lost_is_stored_once(cut: Any) -
     assert _count(url, "SELECT COUNT(DISTINCT evaluation) FROM gates") == 1, "the evaluation was stored twice"
     assert _count(url, "SELECT COUNT(*) FROM gates") == len(VERDICTS)
     assert store.add_gate_evaluation("r1", VERDICTS) == 2  # a real second evaluation is still a new one
+
+
+def test_a_repeat_waits_for_a_first_try_still_committing_and_then_stores_nothing(cut: Any) -> None:
+    """The first try's COMMIT reaches the server only once the repeat is already inserting: the unique index makes
+    the repeat wait for it and then insert nothing, where a look-up before the insert would have seen no row."""
+    store, proxy, url = cut
+    waited: list[bool] = []
+    lock_waits = "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type='Lock' AND datname=current_database()"
+
+    def release_once_the_repeat_waits() -> None:
+        waited.append(proxy.held.wait(30) and wait_for(lambda: _count(url, lock_waits) > 0, 30))
+        proxy.release()
+
+    proxy.hold()
+    releaser = threading.Thread(target=release_once_the_repeat_waits)
+    releaser.start()
+    try:
+        job_id = store.add_job("r1", JOB, MEASUREMENTS)
+    finally:
+        proxy.release()
+        releaser.join(timeout=60)
+    assert waited == [True], "the repeat never waited on the first try's row"
+    assert store.reconnects == 1 and [j["id"] for j in store.jobs("r1")] == [job_id]
+    assert _count(url, "SELECT COUNT(*) FROM measurements") == len(MEASUREMENTS)
 
 
 # every other write the retry may repeat: how to make it, and how many rows it must leave in which table
