@@ -84,10 +84,8 @@ def test_a_gate_evaluation_whose_commit_reply_is_lost_is_stored_once(cut: Any) -
     assert store.add_gate_evaluation("r1", VERDICTS) == 2  # a real second evaluation is still a new one
 
 
-def test_a_repeat_waits_for_a_first_try_still_committing_and_then_stores_nothing(cut: Any) -> None:
-    """The first try's COMMIT reaches the server only once the repeat is already inserting: the unique index makes
-    the repeat wait for it and then insert nothing, where a look-up before the insert would have seen no row."""
-    store, proxy, url = cut
+def _late_commit(store: PostgresStore, proxy: CommitReplyCutter, url: str, write: Callable[[], Any]) -> Any:
+    """Run ``write`` with its first try's COMMIT held back until the repeat is seen waiting on a row lock."""
     waited: list[bool] = []
     lock_waits = "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type='Lock' AND datname=current_database()"
 
@@ -99,13 +97,30 @@ def test_a_repeat_waits_for_a_first_try_still_committing_and_then_stores_nothing
     releaser = threading.Thread(target=release_once_the_repeat_waits)
     releaser.start()
     try:
-        job_id = store.add_job("r1", JOB, MEASUREMENTS)
+        result = write()
     finally:
         proxy.release()
         releaser.join(timeout=60)
-    assert waited == [True], "the repeat never waited on the first try's row"
-    assert store.reconnects == 1 and [j["id"] for j in store.jobs("r1")] == [job_id]
+    assert waited == [True], "the repeat never waited on the first try's rows"
+    assert store.reconnects == 1
+    return result
+
+
+def test_a_repeat_waits_for_a_first_try_still_committing_and_then_stores_nothing(cut: Any) -> None:
+    """The first try's COMMIT reaches the server only once the repeat is already inserting: the unique index makes
+    the repeat wait for it and then insert nothing, where a look-up before the insert would have seen no row."""
+    store, proxy, url = cut
+    job_id = _late_commit(store, proxy, url, lambda: store.add_job("r1", JOB, MEASUREMENTS))
+    assert [j["id"] for j in store.jobs("r1")] == [job_id]
     assert _count(url, "SELECT COUNT(*) FROM measurements") == len(MEASUREMENTS)
+
+
+def test_a_resume_whose_first_try_commits_late_is_one_attempt(cut: Any) -> None:
+    """The repeat read the run as interrupted, then finds the attempt taken: by its own first try, by its key."""
+    store, proxy, url = cut
+    store.finish_run("r1", "interrupted", {})
+    assert _late_commit(store, proxy, url, lambda: store.reopen_run("r1")) == 2
+    assert [a.attempt for a in store.attempts("r1")] == [1, 2] and store.run("r1")["status"] == "running"
 
 
 # every other write the retry may repeat: how to make it, and how many rows it must leave in which table

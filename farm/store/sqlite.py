@@ -473,11 +473,15 @@ class Store:
                 f" controller_start=?, heartbeat_at={self.NOW} WHERE id=?",
                 (me.host, me.pid, me.start, run_id),
             )
-            db.execute(
+            cur = db.execute(
                 "INSERT INTO run_attempts(run_id, attempt, controller_host, controller_pid, started_at, status,"
-                " write_key) VALUES (?,?,?,?,?,'running',?)",
+                " write_key) VALUES (?,?,?,?,?,'running',?) ON CONFLICT(run_id, attempt) DO NOTHING",
                 (run_id, attempt, me.host, me.pid, now, write_key),
             )
+            if not cur.rowcount:  # taken since the status was read: by this reopen's first try (committed late), or
+                if (earlier := _earlier(db, "SELECT attempt FROM run_attempts", write_key)) is not None:
+                    return int(earlier)
+                raise RunStateError(f"run {run_id} was resumed by another controller meanwhile")  # (rolled back)
         return attempt
 
     # -- results ----------------------------------------------------------------------------------------------
