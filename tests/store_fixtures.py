@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from farm.store import Store
 from farm.store.postgres import is_url
@@ -16,10 +17,10 @@ JOB = {"device_id": "d", "role": "test", "sequence": "s", "rate_kbps": 100.0, "r
        "started_at": 0.0, "finished_at": 1.0}  # fmt: skip
 
 
-def start(store: Store, run_id: str = "r1") -> None:
+def start(store: Store, run_id: str = "r1", **extra: Any) -> None:
     store.start_run(
         run_id, suite_name="s", suite_digest="d", suite_json="{}", bundle_name="b", bundle_version="1",
-        bundle_digest="x" * 64, host="h", farm_version="0", conventions={"fps": "steady"},
+        bundle_digest="x" * 64, host="h", farm_version="0", conventions={"fps": "steady"}, **extra,
     )  # fmt: skip
 
 

@@ -41,9 +41,14 @@ def _sha(rows: list[dict[str, Any]]) -> str:
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
-# columns of a run that say whether its controller lives, not what it measured: kept out of the digests, so a
-# release tagged before they existed (schema 7) still verifies once its store is migrated
-_LIVENESS = frozenset({"heartbeat_at"})
+# columns that say how a row was written, not what it measured: whether the run's controller lives (schema 7) and
+# the idempotency key of the write (schema 9). Kept out of the digests, so a release tagged before they existed
+# still verifies once its store is migrated, and a run copied between stores digests the same.
+_BOOKKEEPING = frozenset({"heartbeat_at", "write_key"})
+
+
+def _result(row: Any) -> dict[str, Any]:
+    return {k: v for k, v in dict(row).items() if k not in _BOOKKEEPING}
 
 
 def results_digests(store: Store, run_id: str) -> dict[str, str]:
@@ -52,12 +57,12 @@ def results_digests(store: Store, run_id: str) -> dict[str, str]:
     jobs = store.jobs(run_id)
     measurements = store.measurements(run_id)
     parts = {
-        "run": [{k: v for k, v in dict(run).items() if k not in _LIVENESS}] if run is not None else [],
-        "devices": [dict(r) for r in store.devices(run_id)],
-        "jobs": [dict(r) for r in jobs],
+        "run": [_result(run)] if run is not None else [],
+        "devices": [_result(r) for r in store.devices(run_id)],
+        "jobs": [_result(r) for r in jobs],
         "measurements": [dict(m) for ms in measurements.values() for m in ms.values()],
-        "run_metrics": [dict(r) for r in store.run_metrics(run_id)],
-        "output_diffs": [dict(r) for r in store.output_diffs(run_id)],
+        "run_metrics": [_result(r) for r in store.run_metrics(run_id)],
+        "output_diffs": [_result(r) for r in store.output_diffs(run_id)],
     }
     frames = [dataclasses.asdict(f) for f in store.frame_quality(run_id)]
     if frames:  # a run stored before schema 6 has none: its digests (and the releases bound to them) stay as they were

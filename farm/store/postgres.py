@@ -17,6 +17,7 @@ import re
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar, cast
@@ -96,9 +97,11 @@ class _Connection:
             return self.conn.execute(_translate(sql))
         return self.conn.execute(_translate(sql), params or ())
 
-    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> psycopg.Cursor[Any]:
+        """As sqlite3's: the (closed) cursor still tells ``rowcount``, the rows inserted over all of ``rows``."""
         with self.conn.cursor() as cur:
             cur.executemany(_translate(sql), rows)
+        return cur
 
     @property
     def in_transaction(self) -> bool:
@@ -221,8 +224,10 @@ class PostgresStore(Store):
         """Run ``call``; when the connection was lost (a database restart), reconnect with backoff and run it again.
 
         A transaction cut by a lost connection was rolled back by the server, so running it again stores the
-        job once. Past ``reconnect_s`` the StoreError names the database, and the recorder fails the run with
-        the jobs it could not store (farm/recorder.py): none is dropped silently.
+        job once; one cut during COMMIT may have been committed, and a write run again then finds its rows by its
+        idempotency key (``KEYED_WRITES``) or natural key and returns what the first try stored. Past
+        ``reconnect_s`` the StoreError names the database, and the recorder fails the run with the jobs it could
+        not store (farm/recorder.py): none is dropped silently.
         """
         deadline, delay = time.monotonic() + self.reconnect_s, 0.1
         while True:
@@ -288,12 +293,33 @@ def connect_readonly(url: str) -> sqlite3.Connection:
 
 
 def _retrying(name: str) -> Callable[..., Any]:
+    keyed = name in KEYED_WRITES
+
     def method(self: PostgresStore, *args: Any, **kwargs: Any) -> Any:
+        if keyed and kwargs.get("write_key") is None:  # chosen once, before the first try: every try shares it
+            kwargs["write_key"] = new_write_key()
         return self._retry(name, lambda: getattr(Store, name)(self, *args, **kwargs))
 
     method.__name__ = name
     method.__doc__ = getattr(Store, name).__doc__
     return method
+
+
+# the writes that would store a second row when run again after a COMMIT that succeeded but whose reply was lost:
+# each takes an idempotency key (schema 9)
+KEYED_WRITES = frozenset({
+    "start_run", "reopen_run", "add_device", "add_job", "add_run_metric", "add_gate_evaluation", "add_output_diff",
+    "add_release",
+})  # fmt: skip
+# the writes a repeat leaves as the first try left them without a key: add_measurements and add_frame_quality find
+# their rows by a natural key, finish_run and heartbeat are updates to the same values. A write added to the list
+# below belongs in one of the two sets (tests/test_store_once.py checks it).
+REPEATABLE_WRITES = frozenset({"add_measurements", "add_frame_quality", "finish_run", "heartbeat"})
+
+
+def new_write_key() -> str:
+    """A random idempotency key for one logical write: 128 bits, so two writes never share one."""
+    return uuid.uuid4().hex
 
 
 # every public method that reads or writes: each is one transaction, so each can be run again whole

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import sqlite3
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 BASE_VERSION = 2  # what SCHEMA below creates; MIGRATIONS bring it to SCHEMA_VERSION
 
 SCHEMA = """
@@ -144,6 +144,27 @@ CREATE TABLE IF NOT EXISTS job_traces (             -- per-sample series of a jo
     missing_reason TEXT,                            -- why there is no trace (no meter, on the charger, ...)
     UNIQUE (job_id, series)
 );
+""",
+    9: """
+-- the idempotency key of the write that stored the row: chosen once per logical write before its first try
+-- (PostgresStore), so a try repeated after a COMMIT whose reply was lost finds its row instead of storing it twice
+-- (docs/store.md). A gate evaluation's rows carry KEY/0, KEY/1, ... NULL: written without one (SQLite, which never
+-- repeats a write, or an older farm). Unique indexes, not lookups: a repeat waits for a try still committing. Partial
+-- (keyed rows only), so a row without a key costs no index entry; inserts name the same WHERE (sqlite.py _ONCE).
+ALTER TABLE jobs ADD COLUMN write_key TEXT;
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_write_key ON jobs(write_key) WHERE write_key IS NOT NULL;
+ALTER TABLE run_devices ADD COLUMN write_key TEXT;
+CREATE UNIQUE INDEX IF NOT EXISTS run_devices_write_key ON run_devices(write_key) WHERE write_key IS NOT NULL;
+ALTER TABLE run_attempts ADD COLUMN write_key TEXT;
+CREATE UNIQUE INDEX IF NOT EXISTS run_attempts_write_key ON run_attempts(write_key) WHERE write_key IS NOT NULL;
+ALTER TABLE run_metrics ADD COLUMN write_key TEXT;
+CREATE UNIQUE INDEX IF NOT EXISTS run_metrics_write_key ON run_metrics(write_key) WHERE write_key IS NOT NULL;
+ALTER TABLE gates ADD COLUMN write_key TEXT;
+CREATE UNIQUE INDEX IF NOT EXISTS gates_write_key ON gates(write_key) WHERE write_key IS NOT NULL;
+ALTER TABLE output_diffs ADD COLUMN write_key TEXT;
+CREATE UNIQUE INDEX IF NOT EXISTS output_diffs_write_key ON output_diffs(write_key) WHERE write_key IS NOT NULL;
+ALTER TABLE releases ADD COLUMN write_key TEXT;
+CREATE UNIQUE INDEX IF NOT EXISTS releases_write_key ON releases(write_key) WHERE write_key IS NOT NULL;
 """,
 }
 

@@ -93,6 +93,23 @@ def _store_error(path: Path, exc: sqlite3.Error, doing: str) -> StoreError:
     return StoreError(path, f"the store {path} failed while {doing}: {raw}")
 
 
+# how a write with an idempotency key inserts (schema 9): a row already stored under the key (by an earlier try of
+# the same write) is left as it is and nothing is inserted. The index is partial, so rows without a key (every
+# SQLite write) cost no index entry.
+_ONCE = " ON CONFLICT(write_key) WHERE write_key IS NOT NULL DO NOTHING"
+
+
+def _earlier(db: sqlite3.Connection, select: str, write_key: str | None) -> Any:
+    """What ``select`` (one column of one table) finds in the row stored under ``write_key``, else None.
+
+    A write repeated after a lost COMMIT reply (PostgresStore) asks this to answer what its first try stored.
+    """
+    if write_key is None:
+        return None
+    row = db.execute(f"{select} WHERE write_key=?", (write_key,)).fetchone()
+    return None if row is None else row[0]
+
+
 def _probe(uri: str) -> sqlite3.Connection:
     db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None, timeout=30)
     try:
@@ -305,15 +322,19 @@ class Store:
             yield self._db
 
     # -- runs: start, finish, reap, reopen ------------------------------------------------------------------
-    def start_run(self, run_id: str, **fields: Any) -> None:
-        """Record a new run, controlled by the calling process (attempt 1)."""
+    def start_run(self, run_id: str, *, write_key: str | None = None, **fields: Any) -> None:
+        """Record a new run, controlled by the calling process (attempt 1).
+
+        ``write_key``, as for every write that takes one: the idempotency key of this logical write (schema 9), so
+        a try repeated after a lost COMMIT reply finds what it stored instead of storing it again.
+        """
         me, now = Controller.this_process(), time.time()
         with self._tx("starting a run") as db:
-            db.execute(
+            cur = db.execute(
                 "INSERT INTO runs(id, suite_name, suite_digest, suite_json, bundle_name, bundle_version,"
                 " bundle_digest, anchor_name, anchor_digest, started_at, status, host, farm_version, conventions_json,"
                 " plan_json, controller_host, controller_pid, controller_start, anchors_json, heartbeat_at)"
-                f" VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,{self.NOW})",
+                f" VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,{self.NOW}) ON CONFLICT(id) DO NOTHING",
                 (
                     run_id, fields["suite_name"], fields["suite_digest"], fields["suite_json"],
                     fields["bundle_name"], fields["bundle_version"], fields["bundle_digest"],
@@ -323,10 +344,14 @@ class Store:
                     json.dumps(fields["anchors"]) if fields.get("anchors") is not None else None,
                 ),
             )  # fmt: skip
+            if not cur.rowcount:  # the run id is taken: by this very write's earlier try, or it is refused
+                if _earlier(db, "SELECT attempt FROM run_attempts", write_key) is not None:
+                    return
+                raise StoreError(self.where, f"the store {self.where} already holds a run {run_id}; not started again")
             db.execute(
-                "INSERT INTO run_attempts(run_id, attempt, controller_host, controller_pid, started_at, status)"
-                " VALUES (?, 1, ?, ?, ?, 'running')",
-                (run_id, me.host, me.pid, now),
+                "INSERT INTO run_attempts(run_id, attempt, controller_host, controller_pid, started_at, status,"
+                " write_key) VALUES (?, 1, ?, ?, ?, 'running', ?)",
+                (run_id, me.host, me.pid, now, write_key),
             )
 
     def finish_run(self, run_id: str, status: str, summary: Mapping[str, Any]) -> None:
@@ -417,7 +442,7 @@ class Store:
         """A run row as this process shows it; SQLite's TEMP view has already applied ``_shadow``."""
         return row
 
-    def reopen_run(self, run_id: str, *, extend: bool = False) -> int:
+    def reopen_run(self, run_id: str, *, extend: bool = False, write_key: str | None = None) -> int:
         """Set an interrupted or incomplete run running again under this process; return the new attempt number.
 
         The run keeps its id, jobs and measurements, so a resume runs only what ``completed_job_keys`` lacks and
@@ -426,6 +451,8 @@ class Store:
         """
         me, now = Controller.this_process(), time.time()
         with self._tx("reopening a run") as db:
+            if (earlier := _earlier(db, "SELECT attempt FROM run_attempts", write_key)) is not None:
+                return int(earlier)  # this very reopen, stored by a try whose COMMIT reply was lost
             run = db.execute("SELECT status, started_at, finished_at FROM runs WHERE id=?", (run_id,)).fetchone()
             if run is None:
                 raise RunStateError(f"no run {run_id!r} in {self.where}")
@@ -447,44 +474,55 @@ class Store:
                 f" controller_start=?, heartbeat_at={self.NOW} WHERE id=?",
                 (me.host, me.pid, me.start, run_id),
             )
-            db.execute(
-                "INSERT INTO run_attempts(run_id, attempt, controller_host, controller_pid, started_at, status)"
-                " VALUES (?,?,?,?,?,'running')",
-                (run_id, attempt, me.host, me.pid, now),
+            cur = db.execute(
+                "INSERT INTO run_attempts(run_id, attempt, controller_host, controller_pid, started_at, status,"
+                " write_key) VALUES (?,?,?,?,?,'running',?) ON CONFLICT(run_id, attempt) DO NOTHING",
+                (run_id, attempt, me.host, me.pid, now, write_key),
             )
+            if not cur.rowcount:  # taken since the status was read: by this reopen's first try (committed late), or
+                if (earlier := _earlier(db, "SELECT attempt FROM run_attempts", write_key)) is not None:
+                    return int(earlier)
+                raise RunStateError(f"run {run_id} was resumed by another controller meanwhile")  # (rolled back)
         return attempt
 
     # -- results ----------------------------------------------------------------------------------------------
 
     def add_device(
         self, run_id: str, device_id: str, platform: str, target: str, tags: list[str],
-        properties: Mapping[str, Any], status: str, error: str | None,
+        properties: Mapping[str, Any], status: str, error: str | None, *, write_key: str | None = None,
     ) -> None:  # fmt: skip
         with self._tx("recording a device") as db:
             db.execute(
-                "INSERT INTO run_devices VALUES (?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO run_devices(run_id, device_id, platform, target, tags_json, properties_json, status,"
+                " error, recorded_at, write_key) VALUES (?,?,?,?,?,?,?,?,?,?)" + _ONCE,
                 (run_id, device_id, platform, target, json.dumps(tags), json.dumps(properties, sort_keys=True),
-                 status, error, time.time()),
+                 status, error, time.time(), write_key),
             )  # fmt: skip
 
     def add_job(
-        self, run_id: str, job: Mapping[str, Any], measurements: list[Measurement], traces: Sequence[Trace] = ()
-    ) -> int:
-        """One job with its measurements and traces, in one transaction: all of it is stored, or none."""
+        self, run_id: str, job: Mapping[str, Any], measurements: list[Measurement], traces: Sequence[Trace] = (),
+        *, write_key: str | None = None,
+    ) -> int:  # fmt: skip
+        """One job with its measurements and traces, in one transaction: all of it is stored, or none. Returns its
+        id (an earlier try's, when ``write_key`` finds one: that try stored its traces too)."""
         with self._tx("recording a job") as db:
-            cur = db.execute(
+            row = db.execute(
                 "INSERT INTO jobs(run_id, device_id, role, sequence, rate_kbps, repeat, status, error,"
                 " bitstream_sha, bitstream_bytes, source_sha, output_sha, frames, frame_times_json,"
-                " stderr_tail, started_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING id",
+                " stderr_tail, started_at, finished_at, write_key) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                + _ONCE
+                + " RETURNING id",
                 (
                     run_id, job["device_id"], job["role"], job["sequence"], job["rate_kbps"], job["repeat"],
                     job["status"], job.get("error"), job["bitstream_sha"], job["bitstream_bytes"],
                     job["source_sha"], job.get("output_sha"), job.get("frames"),
                     json.dumps(list(job["frame_times_ns"])) if job.get("frame_times_ns") else None,
-                    job.get("stderr_tail"), job["started_at"], job["finished_at"],
+                    job.get("stderr_tail"), job["started_at"], job["finished_at"], write_key,
                 ),
-            )  # fmt: skip
-            job_id = int(cur.fetchone()[0])  # RETURNING rather than lastrowid: the same SQL serves PostgreSQL
+            ).fetchone()  # fmt: skip
+            if row is None:  # stored whole, measurements too, by this very write's try whose COMMIT reply was lost
+                return int(_earlier(db, "SELECT id FROM jobs", write_key))
+            job_id = int(row[0])  # RETURNING rather than lastrowid: the same SQL serves PostgreSQL
             self._insert_measurements(db, job_id, measurements)
             if traces:
                 db.executemany(
@@ -493,8 +531,30 @@ class Store:
         return job_id
 
     def add_measurements(self, job_id: int, measurements: list[Measurement]) -> None:
+        """Add measurements to a stored job (its quality, once scored), idempotent by their natural key.
+
+        ``(job_id, name)`` is unique already, so a try repeated after a lost COMMIT reply finds its rows and stores
+        nothing; a measurement stored before with another value is refused, as it was before schema 9.
+        """
         with self._tx("recording measurements") as db:
-            self._insert_measurements(db, job_id, measurements)
+            cur = db.executemany(
+                "INSERT INTO measurements VALUES (?,?,?,?,?,?) ON CONFLICT(job_id, name) DO NOTHING",
+                [(job_id, m.name, m.value, m.unit, m.convention, m.missing_reason) for m in measurements],
+            )
+            if cur.rowcount < len(measurements):
+                self._check_stored(db, job_id, measurements)
+
+    def _check_stored(self, db: sqlite3.Connection, job_id: int, measurements: list[Measurement]) -> None:
+        rows = db.execute(
+            "SELECT name, value, unit, convention, missing_reason FROM measurements WHERE job_id=?", (job_id,)
+        )
+        stored = {str(r[0]): tuple(r[1:]) for r in rows}
+        for m in measurements:
+            if stored.get(m.name) != (m.value, m.unit, m.convention, m.missing_reason):
+                raise StoreError(
+                    self.where, f"job {job_id} in {self.where} already has a measurement {m.name!r} of another value "
+                    f"({stored.get(m.name)}); measurements are never rewritten",
+                )  # fmt: skip
 
     @staticmethod
     def _insert_measurements(db: sqlite3.Connection, job_id: int, ms: list[Measurement]) -> None:
@@ -505,43 +565,54 @@ class Store:
 
     def add_run_metric(
         self, run_id: str, device_id: str, name: str, value: float | None, unit: str, convention: str,
-        detail: str | None,
+        detail: str | None, *, write_key: str | None = None,
     ) -> None:  # fmt: skip
         with self._tx("recording a run metric") as db:
             db.execute(
-                "INSERT INTO run_metrics VALUES (?,?,?,?,?,?,?,?)",
-                (run_id, device_id, name, value, unit, convention, detail, time.time()),
+                "INSERT INTO run_metrics(run_id, device_id, name, value, unit, convention, detail, recorded_at,"
+                " write_key) VALUES (?,?,?,?,?,?,?,?,?)" + _ONCE,
+                (run_id, device_id, name, value, unit, convention, detail, time.time(), write_key),
             )
 
-    def add_gate_evaluation(self, run_id: str, verdicts: list[Mapping[str, Any]]) -> int:
+    def add_gate_evaluation(
+        self, run_id: str, verdicts: list[Mapping[str, Any]], *, write_key: str | None = None
+    ) -> int:
+        """Append one evaluation of the run's gates; return its number (an earlier try's, when ``write_key`` finds
+        one). Its rows carry ``write_key/0``, ``write_key/1``, ...: the key is unique per row."""
+        keys = [None if write_key is None else f"{write_key}/{i}" for i in range(len(verdicts))]
         with self._tx("recording a gate evaluation") as db:
             row = db.execute("SELECT COALESCE(MAX(evaluation), 0) FROM gates WHERE run_id=?", (run_id,)).fetchone()
             evaluation = int(row[0]) + 1
             now = time.time()
-            db.executemany(
+            cur = db.executemany(
                 "INSERT INTO gates(run_id, evaluation, gate_index, metric, op, threshold, scope, scope_key, stat,"
-                " value, verdict, detail, inputs_json, evaluated_at, gate_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " value, verdict, detail, inputs_json, evaluated_at, gate_json, write_key)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)" + _ONCE,
                 [
                     (run_id, evaluation, v["gate_index"], v["metric"], v["op"], str(v["threshold"]), v["scope"],
                      v["scope_key"], v["stat"], None if v["value"] is None else str(v["value"]), v["verdict"],
                      v["detail"], json.dumps(v["inputs"], sort_keys=True, default=str), now,
-                     json.dumps(v["gate"], sort_keys=True) if v.get("gate") else None)
-                    for v in verdicts
+                     json.dumps(v["gate"], sort_keys=True) if v.get("gate") else None, key)
+                    for v, key in zip(verdicts, keys, strict=True)
                 ],
             )  # fmt: skip
+            if write_key is not None and cur.rowcount < len(keys):  # stored whole by an earlier try of this write
+                return int(_earlier(db, "SELECT evaluation FROM gates", keys[0]))
         return evaluation
 
     def add_output_diff(
         self, run_id: str, sequence: str, rate_kbps: float, a_sha: str, b_sha: str, frames: int | None,
-        max_abs_diff: float | None, psnr_min_db: float | None, detail: str | None,
+        max_abs_diff: float | None, psnr_min_db: float | None, detail: str | None, *, write_key: str | None = None,
     ) -> None:  # fmt: skip
         """One comparison of two different decoded outputs of the same bitstream (stored with a_sha < b_sha)."""
         a_sha, b_sha = sorted((a_sha, b_sha))
         with self._tx("recording an output comparison") as db:
             db.execute(
-                "INSERT INTO output_diffs VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (run_id, sequence, rate_kbps, a_sha, b_sha, frames, max_abs_diff, psnr_min_db, detail, time.time()),
-            )
+                "INSERT INTO output_diffs(run_id, sequence, rate_kbps, a_sha, b_sha, frames, max_abs_diff, psnr_min_db,"
+                " detail, recorded_at, write_key) VALUES (?,?,?,?,?,?,?,?,?,?,?)" + _ONCE,
+                (run_id, sequence, rate_kbps, a_sha, b_sha, frames, max_abs_diff, psnr_min_db, detail, time.time(),
+                 write_key),
+            )  # fmt: skip
 
     def add_frame_quality(self, run_id: str, frames: Sequence[FrameQuality]) -> int:
         """Store per-frame scores of decoded outputs; return how many rows were written.
@@ -568,13 +639,15 @@ class Store:
 
     def add_release(
         self, *, tag: str, version: str, run_id: str, suite_name: str, bundle_digest: str, evaluation: int,
-        repo: str, commit_sha: str, manifest_json: str, manifest_sha256: str,
+        repo: str, commit_sha: str, manifest_json: str, manifest_sha256: str, write_key: str | None = None,
     ) -> None:  # fmt: skip
         with self._tx("recording a release") as db:
             db.execute(
-                "INSERT INTO releases VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO releases(tag, version, run_id, suite_name, bundle_digest, evaluation, repo, commit_sha,"
+                " manifest_json, manifest_sha256, created_at, write_key) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+                + _ONCE,
                 (tag, version, run_id, suite_name, bundle_digest, evaluation, repo, commit_sha, manifest_json,
-                 manifest_sha256, time.time()),
+                 manifest_sha256, time.time(), write_key),
             )  # fmt: skip
 
     # -- reads ----------------------------------------------------------------------------------------
