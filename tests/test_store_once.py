@@ -229,7 +229,7 @@ def test_write_keys_are_not_results_so_release_digests_do_not_see_them(store_tar
 
 READS = {
     "run", "runs", "devices", "jobs", "measurements", "run_metrics", "gate_verdicts", "output_diffs", "frame_quality",
-    "last_release", "releases", "resolve_run_id", "attempts", "completed_job_keys",
+    "last_release", "releases", "resolve_run_id", "attempts", "completed_job_keys", "traces",
 }  # fmt: skip
 
 
