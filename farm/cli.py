@@ -539,25 +539,27 @@ def runs(
 
     from farm.gates.verdict import passing
     from farm.report.machine import dumps, emit
+    from farm.report.tables import not_complete_because
 
     with _errors(), _stdout_for(json_out):
         db = _open_store(store, readonly=True)
         history = []
         table = Table(title=f"runs in {db.where}")
-        for col in ("run", "started (UTC)", "suite", "bundle", "status", "gates"):
+        for col in ("run", "started (UTC)", "suite", "bundle", "status", "gates", "why not complete"):
             table.add_column(col)
         for r in db.runs(limit):
             verdicts = db.gate_verdicts(r["id"])
             passed = sum(1 for v in verdicts if passing(v["verdict"]))
             gates = f"{passed}/{len(verdicts)} pass" if verdicts else "-"
             started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["started_at"]))
+            why = not_complete_because(r)
             table.add_row(r["id"], started, r["suite_name"], f"{r['bundle_name']}@{r['bundle_version']}",
-                          r["status"], gates)  # fmt: skip
+                          r["status"], gates, why or "")  # fmt: skip
             history.append({
                 "id": r["id"], "started_at": r["started_at"], "finished_at": r["finished_at"],
                 "suite": r["suite_name"], "bundle": r["bundle_name"], "bundle_version": r["bundle_version"],
                 "anchor": r["anchor_name"], "status": r["status"], "gates": len(verdicts), "gates_passed": passed,
-                "passed": bool(verdicts) and passed == len(verdicts),
+                "passed": bool(verdicts) and passed == len(verdicts), "why": why,
             })  # fmt: skip
         out.print(table)
         if json_out:

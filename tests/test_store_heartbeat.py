@@ -81,8 +81,10 @@ def test_only_a_silent_run_of_another_host_is_reaped_with_its_reason(store_targe
     }  # fmt: skip
     assert store.reap_orphans() == []
     env = {"FARM_STORE": store_target}
-    runs = CliRunner().invoke(app, ["runs"], env=env, catch_exceptions=False)
-    assert runs.exit_code == 0 and "interrupted" in runs.output, runs.output
+    runs = CliRunner().invoke(app, ["runs", "--json", "-"], env=env, catch_exceptions=False)
+    assert runs.exit_code == 0, runs.output
+    listed = {r["id"]: (r["status"], r["why"]) for r in json.loads(runs.stdout)["runs"]}
+    assert listed == {"stale": ("interrupted", why), "fresh": ("running", None), "older-farm": ("running", None)}
     report = CliRunner().invoke(app, ["report", "stale"], env=env, catch_exceptions=False)
     assert report.exit_code == 0 and f"run stale is interrupted: {why}" in report.output, report.output
 

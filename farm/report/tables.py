@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import sqlite3
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -291,6 +292,14 @@ def status_line(store: Store, run_id: str) -> str | None:
     run = store.run(run_id)
     if run is None or run["status"] == "complete":
         return None
+    why = not_complete_because(run)
+    return f"run {run_id} is {run['status']}" + (f": {why}" if why else "")
+
+
+def not_complete_because(run: sqlite3.Row) -> str | None:
+    """The reason stored with a run that ended short (its dead controller, the error that stopped it), if any."""
+    if run["status"] in ("complete", "running"):
+        return None
     summary = json.loads(run["summary_json"] or "{}")
     why = summary.get("interrupted") or summary.get("error")
-    return f"run {run_id} is {run['status']}" + (f": {why}" if why else "")
+    return str(why) if why else None
