@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -244,3 +246,44 @@ def test_kinds_load_on_first_use_and_ios_never_for_other_devices() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env={"PYTHONPATH": str(REPO)}
     )
     assert out.stdout.strip() == "('local',) []"
+
+
+def test_a_sign_is_inferred_only_once_two_discharging_readings_agree(tmp_path: Path) -> None:
+    """Right after the charger is suspended the gauge may say Discharging while current_now still shows the
+    charge (separate files, updated one after the other): that first reading alone would flip every energy."""
+    root = tmp_path / "sys"
+    fuel_gauge(root)  # positive while discharging: +450 mA
+    current = root / "class" / "power_supply" / "battery" / "current_now"
+    put(current, -1_200_000)  # still the charge current, with the status already Discharging
+    settle = threading.Timer(0.15, lambda: put(current, 450_000))
+    settle.start()
+    try:
+        found = posix(tmp_path, AndroidDevice).probe_power(settings(root), "android", charger_suspended=True)
+    finally:
+        settle.cancel()
+    assert isinstance(found.meter, SysfsInstrument) and found.meter.meter.sign == 1.0, found
+    assert "sign inferred from a discharging reading of 450000" in found.meter.description
+
+
+def test_a_sign_that_never_settles_leaves_power_missing_with_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from farm.power import battery
+    from farm.power.sources import fuel_gauge as source
+
+    monkeypatch.setattr(source, "CHARGER_SETTLE_S", 1.0)
+    monkeypatch.setattr(source, "SIGN_CONFIRM_S", 0.05)
+    root = tmp_path / "sys"
+    fuel_gauge(root)
+    current = root / "class" / "power_supply" / "battery" / "current_now"
+    real_probe, flips = battery.probe, [450_000]
+
+    def flipping(*args: Any, **kwargs: Any) -> battery.Gauge | None:
+        flips.append(-flips[-1])  # the gauge's current changes sign before each reading the farm takes
+        put(current, flips[-1])
+        return real_probe(*args, **kwargs)
+
+    monkeypatch.setattr(battery, "probe", flipping)
+    found = posix(tmp_path, AndroidDevice).probe_power(settings(root), "android", charger_suspended=True)
+    assert found.meter is None and "changed sign between two discharging readings" in (found.reason or ""), found
+    assert len(flips) > 3

@@ -7,6 +7,7 @@ even when the gauge cannot be the meter (a phone on its charger).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from farm.config.inventory import PowerSettings
@@ -20,6 +21,12 @@ NAME = "battery"
 CHARGER_SETTLE_S = 5.0
 """How long a fuel gauge may take to report Discharging after the charger is suspended."""
 
+SIGN_CONFIRM_S = 0.3
+"""An inferred sign is taken only when a second reading this much later agrees. ``status`` and ``current_now``
+are separate files that a gauge driver updates one after the other, and right after the charger is suspended the
+status may already say Discharging while the current still shows the charge: one reading could flip the sign of
+every energy figure of the run."""
+
 
 def _offered(target: object) -> bool:
     return isinstance(target, DeviceShell)
@@ -32,11 +39,29 @@ def find_gauge(shell: DeviceShell, settings: PowerSettings, charger_suspended: b
     deadline = time.monotonic() + CHARGER_SETTLE_S
     while True:
         gauge = battery.probe(run, settings.sysfs_root, sign=settings.sign, current_unit=settings.unit)
+        if gauge is not None and gauge.meter is not None and settings.sign is None:
+            gauge = _confirmed(run, settings, gauge, deadline)
         if gauge is None or gauge.meter is not None or not charger_suspended:
             return gauge
         if time.monotonic() > deadline:
             return gauge
         time.sleep(0.2)
+
+
+def _confirmed(run: battery.ShellRun, settings: PowerSettings, gauge: battery.Gauge, deadline: float) -> battery.Gauge:
+    """The gauge once two readings SIGN_CONFIRM_S apart infer the same sign; without a meter if they never do."""
+    sign = gauge.meter.sign if gauge.meter is not None else None
+    while True:
+        time.sleep(SIGN_CONFIRM_S)
+        again = battery.probe(run, settings.sysfs_root, sign=None, current_unit=settings.unit)
+        if again is None or again.meter is None:
+            return again or gauge  # the gauge says Charging again, or vanished: the caller's loop decides
+        if again.meter.sign == sign:
+            return again
+        if time.monotonic() > deadline:
+            why = f"{gauge.entry}/current_now changed sign between two discharging readings; set power.sign"
+            return dataclasses.replace(again, meter=None, reason=why)
+        sign = again.meter.sign
 
 
 def _probe(target: object, settings: PowerSettings, context: ProbeContext) -> Probe | None:
