@@ -18,7 +18,6 @@ is never what a run waits on, whatever the ratio to SQLite.
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import sys
 import tempfile
@@ -32,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from farm.measures import Measurement  # noqa: E402
 from farm.store import Store, open_store  # noqa: E402
 from farm.traces import POWER, TEMP, Trace, bounded  # noqa: E402
-from tests.pg_fixtures import PgCluster, init_cluster, pg_bin  # noqa: E402
+from tests.pg_fixtures import pg_bin, throwaway_cluster  # noqa: E402
 from tests.store_fixtures import JOB, start  # noqa: E402
 
 MEASUREMENTS = [Measurement(f"m{i}", float(i), "u", "c") for i in range(30)]
@@ -98,15 +97,10 @@ def main() -> None:
             sys.exit(run(args, lambda: args.url, tmp))
         if not (pg_bin() / "initdb").exists():
             sys.exit(f"{pg_bin()}/initdb not found: install the Debian postgresql package (scripts/system-deps)")
-        folder = Path(tempfile.mkdtemp(prefix="farm-pg-bench-"))
-        cluster: PgCluster = init_cluster(folder, "-c fsync=on -c synchronous_commit=off -c shared_buffers=128MB")
-        try:
+        with throwaway_cluster("-c fsync=on -c synchronous_commit=off -c shared_buffers=128MB") as cluster:
             print(f"peer: PostgreSQL {pg_bin().parent.name} on 127.0.0.1:{cluster.port}, {cluster.settings}; "
                   "sqlite: WAL, synchronous=NORMAL, on the same disk")  # fmt: skip
             code = run(args, cluster.create_db, tmp)
-        finally:
-            cluster.stop()
-            shutil.rmtree(folder, ignore_errors=True)
     sys.exit(code)
 
 

@@ -9,7 +9,6 @@ cluster started like the tests' (tests/pg_fixtures.py) and stopped after.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -54,19 +53,14 @@ def sqlite() -> None:
 
 
 def postgresql() -> None:
-    from tests.pg_fixtures import init_cluster
+    from tests.pg_fixtures import throwaway_cluster
 
-    folder = Path(tempfile.mkdtemp(prefix="farm-pg-"))
-    cluster = init_cluster(folder)
-    try:
+    with throwaway_cluster() as cluster:
         store = open_store(cluster.create_db())
         ms = write(store)
         size = store._db.execute("SELECT pg_total_relation_size('frame_quality')").fetchone()[0]
         report("postgresql (pg_total_relation_size)", size / OUTPUTS / 1024, ms)
         store.close()
-    finally:
-        cluster.stop()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -8,14 +8,13 @@ synchronous_commit off as in bench/bench_store.py) and stopped after. Prints min
 
 from __future__ import annotations
 
-import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 from farm.store import open_store
-from tests.pg_fixtures import init_cluster
+from tests.pg_fixtures import throwaway_cluster
 from tests.store_fixtures import start
 
 REPEATS, BEATS = 5, 200
@@ -35,18 +34,15 @@ def cost(target: str) -> list[float]:
 
 
 def main() -> None:
-    folder = Path(tempfile.mkdtemp(prefix="farm-pg-"))
-    tmp = Path(tempfile.mkdtemp(prefix="farm-beat-"))
-    cluster = init_cluster(folder, "-c synchronous_commit=off")
-    try:
+    with (
+        throwaway_cluster("-c synchronous_commit=off") as cluster,
+        tempfile.TemporaryDirectory(prefix="farm-beat-") as t,
+    ):
+        tmp = Path(t)
         for name, target in (("sqlite (WAL)", str(tmp / "r.db")), ("postgresql 15, loopback", cluster.create_db())):
             ms = cost(target)
             print(f"{name}: ms per heartbeat, {REPEATS} x {BEATS}: min {min(ms):.3f} median "
                   f"{statistics.median(ms):.3f} max {max(ms):.3f}")  # fmt: skip
-    finally:
-        cluster.stop()
-        shutil.rmtree(folder, ignore_errors=True)
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ bench/bench_store.py). Prints min/median/max ms per job and the bytes each layou
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 import statistics
 import tempfile
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from farm.store import open_store
-from tests.pg_fixtures import init_cluster
+from tests.pg_fixtures import throwaway_cluster
 
 REPEATS, JOBS = 5, 100
 POWER = [(i * 0.1, 2.0 + 0.37 * ((i * 7919) % 101) / 101) for i in range(600)]
@@ -44,10 +43,11 @@ def write(db: Any, layout: str, job: int) -> None:
 
 
 def main() -> None:
-    folder = Path(tempfile.mkdtemp(prefix="farm-pg-"))
-    tmp = Path(tempfile.mkdtemp(prefix="farm-traces-"))
-    cluster = init_cluster(folder, "-c synchronous_commit=off")
-    try:
+    with (
+        throwaway_cluster("-c synchronous_commit=off") as cluster,
+        tempfile.TemporaryDirectory(prefix="farm-traces-") as t,
+    ):
+        tmp = Path(t)
         for name, target in (("sqlite (WAL)", str(tmp / "r.db")), ("postgresql 15, loopback", cluster.create_db())):
             db = open_store(target)._db  # the store's own connection (and, for PostgreSQL, its SQL adapter)
             for ddl in DDL.values():
@@ -71,10 +71,6 @@ def main() -> None:
             one.close()
             size = (tmp / f"{layout}.db").stat().st_size
             print(f"sqlite file, {layout:<6}: {size / JOBS / 1024:.1f} KiB per job")
-    finally:
-        cluster.stop()
-        shutil.rmtree(folder, ignore_errors=True)
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

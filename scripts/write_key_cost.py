@@ -10,15 +10,12 @@ this shared machine hits both alike. Prints min/median/max ms per job and the ra
 
 from __future__ import annotations
 
-import shutil
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 from farm.measures import Measurement
 from farm.store import Store, open_store
-from tests.pg_fixtures import init_cluster
+from tests.pg_fixtures import throwaway_cluster
 from tests.store_fixtures import JOB, start
 
 BLOCKS, JOBS = 10, 100
@@ -35,9 +32,7 @@ def block(store: Store, keyed: bool, first: int) -> float:
 
 
 def main() -> None:
-    folder = Path(tempfile.mkdtemp(prefix="farm-pg-"))
-    cluster = init_cluster(folder, "-c fsync=on -c synchronous_commit=off -c shared_buffers=128MB")
-    try:
+    with throwaway_cluster("-c fsync=on -c synchronous_commit=off -c shared_buffers=128MB") as cluster:
         store = open_store(cluster.create_db())
         start(store, "bench")
         times: dict[bool, list[float]] = {True: [], False: []}
@@ -45,9 +40,6 @@ def main() -> None:
             for keyed in (True, False) if b % 2 == 0 else (False, True):
                 times[keyed].append(block(store, keyed, len(times[True] + times[False]) * JOBS))
         store.close()
-    finally:
-        cluster.stop()
-        shutil.rmtree(folder, ignore_errors=True)
     print(f"PostgreSQL on loopback, {cluster.settings}; {BLOCKS} x {JOBS} jobs of 30 measurements each way")
     for keyed, label in ((True, "with a key"), (False, "key NULL")):
         t = times[keyed]

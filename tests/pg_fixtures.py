@@ -10,6 +10,7 @@ under CI, where scripts/system-deps installs it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -118,17 +119,27 @@ def init_cluster(folder: Path, settings: str = "-c fsync=off") -> PgCluster:
     return cluster
 
 
+@contextlib.contextmanager
+def throwaway_cluster(settings: str = "-c fsync=off") -> Iterator[PgCluster]:
+    """A cluster in a folder of its own under /tmp that its unprivileged owner can enter; stopped by PID and
+    removed at the end (the test session's cluster, and the benches' and measurement scripts' own)."""
+    folder = Path(tempfile.mkdtemp(prefix="farm-pg-"))
+    try:
+        cluster = init_cluster(folder, settings)
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[PgCluster]:
-    """The session's cluster, in a folder of its own under /tmp that its unprivileged owner can enter."""
+    """The session's cluster."""
     require_tool(pg_bin() / "initdb", "postgresql")
-    folder = Path(tempfile.mkdtemp(prefix="farm-pg-"))
-    cluster = init_cluster(folder)
-    try:
+    with throwaway_cluster() as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
