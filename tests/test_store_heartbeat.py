@@ -210,15 +210,22 @@ def _stored_run(store: Path) -> sqlite3.Row | None:
         db.close()
 
 
-@pytest.mark.slow
-def test_a_farm_runs_heartbeat_advances_while_it_runs_and_not_after_it_finished(tmp_path: Path) -> None:
-    """The real controller (`farm run` on the local device, decodes slowed down) beats from its own thread."""
-    slow = variant(tmp_path, "slow", ["sh", "-c", 'sleep 0.3; exec "$@"', "slow"])
-    store = tmp_path / "state" / "results.db"
+def _slow_run(tmp_path: Path, store: Path, sleep_s: float) -> tuple[list[str], dict[str, str]]:
+    """argv and environment of a real `farm run` on the local device whose decodes each wait ``sleep_s`` first,
+    beating every 0.2 s."""
+    slow = variant(tmp_path, "slow", ["sh", "-c", f'sleep {sleep_s}; exec "$@"', "slow"])
     env = {**os.environ, "FARM_STORE": str(store), "FARM_HEARTBEAT_S": "0.2", "PYTHONPATH": str(ROOT)}
     gates = '  - {metric: failures, op: "==", value: 0, scope: all}'
     argv = [sys.executable, "-m", "farm", "run", suite(tmp_path, gates), "--bundle", str(slow),
             "--inventory", str(ROOT / "devices.yaml")]  # fmt: skip
+    return argv, env
+
+
+@pytest.mark.slow
+def test_a_farm_runs_heartbeat_advances_while_it_runs_and_not_after_it_finished(tmp_path: Path) -> None:
+    """The real controller (`farm run` on the local device, decodes slowed down) beats from its own thread."""
+    store = tmp_path / "state" / "results.db"
+    argv, env = _slow_run(tmp_path, store, 0.3)
     proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen: set[float] = set()
 
@@ -245,12 +252,8 @@ def test_a_farm_runs_heartbeat_advances_while_it_runs_and_not_after_it_finished(
 @pytest.mark.slow
 def test_a_farm_run_taken_for_dead_by_another_host_stops_and_can_be_resumed(tmp_path: Path) -> None:
     """The store as another host's reaper leaves it, mid-run: the live controller notices at its next beat."""
-    slow = variant(tmp_path, "slow", ["sh", "-c", 'sleep 0.5; exec "$@"', "slow"])
     store = tmp_path / "state" / "results.db"
-    env = {**os.environ, "FARM_STORE": str(store), "FARM_HEARTBEAT_S": "0.2", "PYTHONPATH": str(ROOT)}
-    gates = '  - {metric: failures, op: "==", value: 0, scope: all}'
-    argv = [sys.executable, "-m", "farm", "run", suite(tmp_path, gates), "--bundle", str(slow),
-            "--inventory", str(ROOT / "devices.yaml")]  # fmt: skip
+    argv, env = _slow_run(tmp_path, store, 0.5)
     proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     why = f"controller pid {proc.pid} on {os.uname().nodename} sent no heartbeat for 312 s"
     try:
