@@ -67,6 +67,11 @@ TARGET_EFF = 0.90
 TARGET_CPU_MS = 20.0
 
 
+def sleeper(sleep_s: float) -> tuple[str, ...]:
+    """The decoder of every job here, sessions and floor alike: sleep, then copy the input as the output."""
+    return ("sh", "-c", f'sleep {sleep_s:g}; cp "$1" "$2"', "decoder")
+
+
 def write_inventory(path: Path, devices: int, agents: int, work: Path) -> Path:
     lines = ["devices:"]
     for i in range(devices):
@@ -82,7 +87,7 @@ def specs_for(inv: Path, suite_path: Path, y4m: Path, jobs: int, sleep_s: float,
     suite = load_suite(suite_path)
     digest = hashlib.sha256(Y4M).hexdigest()
     ref = FileRef(digest, f"{digest}.y4m", len(Y4M))
-    decode = ("sh", "-c", f'sleep {sleep_s}; cp "$1" "$2"', "decoder", "{input}", "{output}")
+    decode = (*sleeper(sleep_s), "{input}", "{output}")
     bundle = BundleRef("b" * 64, "sleeper@1", (), decode)
     job_specs = tuple(
         JobSpec(i, JobKey("test", "tiny", 100.0, i), bundle.digest, ref, digest, 30.0, len(Y4M)) for i in range(jobs)
@@ -97,7 +102,7 @@ def device_floor(work: Path, y4m: Path, devices: int, jobs: int, sleep_s: float)
     from farm.devices.posix import PosixDevice
     from farm.transports.local import LocalTransport
 
-    decoder = ("sh", "-c", f'sleep {sleep_s}; cp "$1" "$2"', "decoder", str(y4m))
+    decoder = (*sleeper(sleep_s), str(y4m))
     failed: list[str] = []
 
     def one(i: int) -> None:
